@@ -64,6 +64,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -992,7 +993,11 @@ static void *pool_worker_main(void *p)
         int spins = 0;
         while (atomic_load_explicit(&pool->generation, memory_order_acquire) == seen &&
                !atomic_load(&pool->quit)) {
-            if (++spins < 20000) continue;
+            if (++spins < 2000) continue;
+            if (spins < 20000) { /* give the core away if someone else wants it */
+                sched_yield();
+                continue;
+            }
             pthread_mutex_lock(&pool->mutex);
             while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->quit))
                 pthread_cond_wait(&pool->wake, &pool->mutex);
@@ -1053,9 +1058,8 @@ static void pool_run(thread_pool *pool, pool_task_fn fn, void *arg)
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mutex);
     fn(arg, 0, pool->n_threads);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) {
-        /* the other threads finish within microseconds of us */
-    }
+    for (int spins = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++)
+        if (spins > 1000) sched_yield(); /* a worker was descheduled: let it run */
 }
 
 /* The slice [begin, end) of n items that thread ith of nth handles. */
@@ -1977,6 +1981,7 @@ struct halda_context {
     int *pos, *seq;  /* [n_batch] positions and sequence slots of the rows of a batch */
     void *act;       /* activations converted for a matrix product: n_batch rows of the widest type */
     uint8_t *arena;
+    size_t arena_bytes;
 };
 
 halda_context_params halda_context_default_params(void)
@@ -2020,7 +2025,8 @@ halda_context *halda_context_new(halda_model *m, const halda_context_params *p, 
     size_t floats = (size_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
                              (int64_t)c->pool->n_threads * c->n_ctx + hp->n_vocab + 2 * B);
     size_t act_bytes = (size_t)B * act_row_bytes_max(widest);
-    c->arena = xmalloc(floats * sizeof(float) + act_bytes + 64);
+    c->arena_bytes = floats * sizeof(float) + act_bytes + 64;
+    c->arena = xmalloc(c->arena_bytes);
     if (!c->arena) {
         herr_set(&e, "out of memory for scratch buffers");
         goto fail;
@@ -2972,7 +2978,7 @@ static int synth_vocab(char **text, float *score, int32_t *type, int cap)
     for (size_t w = 0; w < sizeof synth_words / sizeof synth_words[0]; w++) {
         char buf[64];
         int wl = (int)strlen(synth_words[w]);
-        for (int l = 2; l < wl; l++) {
+        for (int l = 1; l < wl; l++) {
             snprintf(buf, sizeof buf, "\xe2\x96\x81%.*s", l, synth_words[w]);
             bool dup = false;
             for (int i = 0; i < n && !dup; i++) dup = !strcmp(text[i], buf);
@@ -3150,7 +3156,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
     memset(o, 0, sizeof *o);
     o->n_predict = -1, o->n_threads = 0, o->n_ctx = 0, o->top = 5, o->kv_type = HALDA_KV_F16;
     o->sp = halda_sampler_default_params();
-    o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 512, 2048, false, 1};
+    o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 1024, 2048, false, 1};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -3232,6 +3238,7 @@ static char *cli_prompt(const cli_opts *o, size_t *len)
 static halda_model *cli_load(const cli_opts *o)
 {
     if (!o->model) cli_die("a model is needed (-m FILE.gguf)");
+    if (access(o->model, R_OK) != 0) cli_die("cannot open model %s: %s", o->model, strerror(errno));
     char err[512];
     halda_model *m = halda_model_load(o->model, err, sizeof err);
     if (!m) {
@@ -3419,8 +3426,15 @@ static int cmd_run(int argc, char **argv)
     }
     double t_gen = now_ms() - t2;
     printf("\n");
+    fflush(stdout);
     fprintf(stderr, "halda: load %.0f ms | prompt %d tokens, %.1f ms, %.2f tok/s | generation %d tokens, %.1f ms, %.2f tok/s\n",
             t_load, n_prompt, t_prompt, n_prompt / (t_prompt / 1e3), n_done, t_gen, n_done > 0 ? n_done / (t_gen / 1e3) : 0.0);
+    /* Weights live in the page cache (file-backed pages); our own memory is the KV cache, the
+     * scratch arena and the vocabulary.  Show both so a user can see what a device needs. */
+    double mib = 1024.0 * 1024.0;
+    fprintf(stderr, "halda: memory %.1f MiB anonymous (KV cache %.1f MiB, scratch %.1f MiB), weights %.1f MiB mapped from the file\n",
+            platform_rss_anon_bytes() / mib, 2.0 * kv_cache_bytes(c->kv.layer_end - c->kv.layer_begin, c->kv.n_seq, c->kv.n_ctx, c->kv.kv_dim, c->kv.type) / 2 / mib,
+            c->arena_bytes / mib, halda_model_size_bytes(m) / mib);
     halda_sampler_free(s);
     free(logits), free(toks), free(text);
     halda_context_free(c);
