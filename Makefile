@@ -11,7 +11,7 @@ WARN    := -std=c11 -Wall -Wextra -Wshadow
 LDLIBS  := -lm
 TESTS   := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all portable test sanitize demo bench clean
+.PHONY: all portable test sanitize fuzz demo bench clean
 all: halda
 
 halda: halda.c halda.h
@@ -37,6 +37,17 @@ tests/bin-san/%: tests/%.c halda.c halda.h tests/test.h
 sanitize: $(patsubst tests/%.c,tests/bin-san/%,$(wildcard tests/test_*.c))
 	$(CC) $(SAN) $(WARN) -pthread halda.c -o tests/bin-san/halda $(LDLIBS)
 	@HALDA_BIN=tests/bin-san/halda HALDA_SANITIZE=1 tests/run.sh tests/bin-san
+
+# Fuzz every parser for FUZZ_SECONDS each (clang's libFuzzer), starting from seed files.
+FUZZ_SECONDS ?= 60
+fuzz: halda
+	@mkdir -p build/fuzz-gguf-seed
+	./halda gen-model -o build/fuzz-gguf-seed/small.gguf --layers 1 --embd 64 --ff 64 --heads 2 --kv-heads 1 --vocab 400 --ctx 64
+	clang -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread tests/fuzz_gguf.c -o build/fuzz_gguf $(LDLIBS)
+	build/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 build/fuzz-gguf-corpus build/fuzz-gguf-seed 2>&1 | tail -3
+	@for f in tests/fuzz_*.c; do [ $$f = tests/fuzz_gguf.c ] && continue; n=$$(basename $$f .c); \
+	  clang -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread $$f -o build/$$n $(LDLIBS) && \
+	  mkdir -p build/$$n-corpus && build/$$n -max_total_time=$(FUZZ_SECONDS) build/$$n-corpus 2>&1 | tail -3; done
 
 demo: halda
 	@sh tests/demo.sh
