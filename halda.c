@@ -1070,6 +1070,66 @@ static void pool_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end
     *end = *begin + per < n ? *begin + per : n;
 }
 
+/* Dynamic split: threads take chunks of `chunk` items from a shared counter until none are
+ * left.  A thread that was descheduled (another program wants the core) simply takes fewer
+ * chunks instead of holding everyone up, and since every item is still computed whole by one
+ * thread, results are the same for any thread count or timing. */
+typedef struct {
+    atomic_int_fast64_t next;
+    int64_t n, chunk;
+} work_counter;
+
+static void work_counter_init(work_counter *w, int64_t n, int nth)
+{
+    atomic_store(&w->next, 0);
+    w->n = n;
+    w->chunk = n / ((int64_t)nth * 8);
+    if (w->chunk < 1) w->chunk = 1;
+}
+/* The next [begin, end) to do; false when the work is exhausted. */
+static bool work_counter_take(work_counter *w, int64_t *begin, int64_t *end)
+{
+    int64_t b = atomic_fetch_add(&w->next, w->chunk);
+    if (b >= w->n) return false;
+    *begin = b;
+    *end = b + w->chunk < w->n ? b + w->chunk : w->n;
+    return true;
+}
+
+/* Memory bandwidth, STREAM "copy" style: each thread copies its slice of a buffer far larger
+ * than the caches; bytes moved = read + write.  Decode streams every weight once per token, so
+ * this is the ceiling a memory-bound generation can approach. */
+typedef struct {
+    uint8_t *src, *dst;
+    size_t bytes;
+} membw_job;
+
+static void membw_task(void *arg, int ith, int nth)
+{
+    const membw_job *j = arg;
+    int64_t b, e;
+    pool_split((int64_t)(j->bytes / 4096), ith, nth, &b, &e);
+    memcpy(j->dst + b * 4096, j->src + b * 4096, (size_t)(e - b) * 4096);
+}
+
+/* Best-of-5 copy bandwidth in bytes per second over `bytes`-sized buffers, or 0 on failure. */
+static double platform_copy_bandwidth(thread_pool *pool, size_t bytes)
+{
+    membw_job j = {xmalloc(bytes), xmalloc(bytes), bytes};
+    double best = 0;
+    if (j.src && j.dst) {
+        memset(j.src, 1, bytes), memset(j.dst, 2, bytes); /* fault the pages in first */
+        for (int r = 0; r < 5; r++) {
+            double t0 = now_ms();
+            pool_run(pool, membw_task, &j);
+            double ms = now_ms() - t0;
+            if (ms > 0 && 2.0 * (double)bytes / (ms / 1e3) > best) best = 2.0 * (double)bytes / (ms / 1e3);
+        }
+    }
+    xfree(j.src), xfree(j.dst);
+    return best;
+}
+
 /* =============================================================================================
  * 6. GGUF
  *
@@ -2088,20 +2148,22 @@ typedef struct {
     size_t act_row;
     float *out;      /* [n_tok][w->ne[1]] */
     int n_tok;
+    work_counter rows;
 } matmul_job;
 
 static void matmul_task(void *arg, int ith, int nth)
 {
-    const matmul_job *j = arg;
+    matmul_job *j = arg;
     const tensor *w = j->w;
     vec_dot_fn dot = type_info(w->type)->vec_dot;
     int64_t r0, r1, rows = w->ne[1];
-    pool_split(rows, ith, nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        for (int t = 0; t < j->n_tok; t++)
-            j->out[(size_t)t * (size_t)rows + (size_t)r] = dot(w->ne[0], wr, (const uint8_t *)j->act + (size_t)t * j->act_row);
-    }
+    (void)ith, (void)nth;
+    while (work_counter_take(&j->rows, &r0, &r1))
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int t = 0; t < j->n_tok; t++)
+                j->out[(size_t)t * (size_t)rows + (size_t)r] = dot(w->ne[0], wr, (const uint8_t *)j->act + (size_t)t * j->act_row);
+        }
 }
 
 /* Convert n_tok rows of x (width n) into the activation type `type` in ctx->act. */
@@ -2116,7 +2178,8 @@ static size_t act_convert(halda_context *c, const float *x, int n_tok, int64_t n
 static void matmul(halda_context *c, float *out, const tensor *w, const float *x, int n_tok)
 {
     int act_type = type_info(w->type)->act_type;
-    matmul_job j = {w, x, (size_t)w->ne[0] * 4, out, n_tok};
+    matmul_job j = {w, x, (size_t)w->ne[0] * 4, out, n_tok, {0}};
+    work_counter_init(&j.rows, w->ne[1], c->pool->n_threads);
     if (act_type != TYPE_F32) {
         j.act_row = act_convert(c, x, n_tok, w->ne[0], act_type);
         j.act = c->act;
@@ -2162,6 +2225,7 @@ typedef struct {
     halda_context *c;
     int layer, n_tok;
     const int *pos, *seq;
+    work_counter tasks; /* (row, head) pairs */
 } attention_job;
 
 static float kv_get(const kv_cache *kv, const uint8_t *p, int i)
@@ -2171,7 +2235,7 @@ static float kv_get(const kv_cache *kv, const uint8_t *p, int i)
 
 static void attention_task(void *arg, int ith, int nth)
 {
-    const attention_job *j = arg;
+    attention_job *j = arg;
     halda_context *c = j->c;
     const model_hparams *hp = &c->model->hp;
     const kv_cache *kv = &c->kv;
@@ -2179,7 +2243,8 @@ static void attention_task(void *arg, int ith, int nth)
     float scale = 1.0f / sqrtf((float)hd);
     float *w = c->scores + (size_t)ith * (size_t)c->n_ctx;
     int64_t b, e;
-    pool_split((int64_t)j->n_tok * hp->n_head, ith, nth, &b, &e);
+    (void)nth;
+    while (work_counter_take(&j->tasks, &b, &e))
     for (int64_t task = b; task < e; task++) {
         int t = (int)(task / hp->n_head), h = (int)(task % hp->n_head), kvh = h / group;
         const float *q = c->q + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
@@ -2268,7 +2333,8 @@ static int model_forward_window(halda_context *c, float *x, int n_tok, const int
             kv_store(kv, kv->k, l, seq[t], pos[t], k);
             kv_store(kv, kv->v, l, seq[t], pos[t], v);
         }
-        attention_job aj = {c, l, n_tok, pos, seq};
+        attention_job aj = {c, l, n_tok, pos, seq, {0}};
+        work_counter_init(&aj.tasks, (int64_t)n_tok * hp->n_head, c->pool->n_threads);
         pool_run(c->pool, attention_task, &aj);
         matmul(c, c->xb, &L->wo, c->att, n_tok);
         for (size_t i = 0; i < (size_t)n_tok * E; i++) x[i] += c->xb[i];
@@ -3098,7 +3164,7 @@ done:
 
 typedef struct {
     const char *model, *prompt, *prompt_file, *out;
-    int n_predict, n_threads, n_ctx, top, kv_type;
+    int n_predict, n_threads, n_ctx, top, kv_type, runs;
     bool no_bos, special, tied;
     halda_sampler_params sp;
     bool seed_set;
@@ -3179,6 +3245,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "-t")) o->n_threads = (int)cli_int(f, v, 1, HALDA_MAX_THREADS);
         else if (!strcmp(f, "-c")) o->n_ctx = (int)cli_int(f, v, 1, 1 << 24);
         else if (!strcmp(f, "--top")) o->top = (int)cli_int(f, v, 1, 1000);
+        else if (!strcmp(f, "-r")) o->runs = (int)cli_int(f, v, 1, 64);
         else if (!strcmp(f, "--temp")) o->sp.temperature = cli_float(f, v, 0, 100);
         else if (!strcmp(f, "--top-k")) o->sp.top_k = (int)cli_int(f, v, 0, 1 << 24);
         else if (!strcmp(f, "--top-p")) o->sp.top_p = cli_float(f, v, 0, 1);
@@ -3463,12 +3530,80 @@ static int cmd_gen_model(int argc, char **argv)
     return 0;
 }
 
+static const char *const usage_bench =
+    "usage: halda bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r RUNS] [--kv-type f16|f32]\n"
+    "Measure prompt processing (-p tokens in batches) and generation (-n tokens one by one) speed,\n"
+    "R runs each (mean ± stdev), the weight bandwidth generation achieves (model bytes × tok/s) and\n"
+    "the machine's copy bandwidth measured in the same run.  The last line is machine-readable:\n"
+    "bench pp=TOK_PER_S tg=TOK_PER_S bw=GB_PER_S membw=GB_PER_S\n";
+
+static void mean_sd(const double *x, int n, double *mean, double *sd)
+{
+    double s = 0, q = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++) q += (x[i] - *mean) * (x[i] - *mean);
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    cli_opts o;
+    cli_parse(argc, argv, "bench", "-m -p -n -t -r --kv-type", usage_bench, &o);
+    /* -p is a token count here, not a prompt */
+    int n_pp = o.prompt ? (int)cli_int("-p", o.prompt, 0, 1 << 20) : 512;
+    int n_tg = o.n_predict < 0 ? 128 : o.n_predict, runs = o.runs > 0 ? o.runs : 3;
+    if (n_pp + n_tg < 1) cli_die("nothing to measure: -p and -n are both 0");
+    halda_model *m = cli_load(&o);
+    cli_opts oc = o;
+    oc.n_ctx = n_pp + n_tg + 1;
+    halda_context *c = cli_context(m, &oc, o.kv_type);
+    int nv = halda_model_n_vocab(m);
+    int32_t *toks = malloc((size_t)(n_pp + n_tg + 1) * sizeof *toks);
+    float *logits = malloc((size_t)nv * sizeof *logits);
+    uint64_t rng = 1234;
+    for (int i = 0; i < n_pp + n_tg + 1; i++) toks[i] = (int32_t)(splitmix64(&rng) % (uint64_t)nv);
+    double pp[64], tg[64];
+    if (runs > 64) runs = 64;
+    fprintf(stderr, "halda bench: %s, %.2f GiB of weights, %d layers, %d threads, pp %d, tg %d, %d runs\n", o.model,
+            halda_model_size_bytes(m) / 1073741824.0, halda_model_n_layer(m), c->pool->n_threads, n_pp, n_tg, runs);
+    /* one warm-up pass brings the weights into the page cache */
+    if (halda_eval(c, toks, 1, 0, logits)) cli_fail(c);
+    for (int r = 0; r < runs; r++) {
+        halda_kv_truncate(c, 0);
+        double t0 = now_ms();
+        if (n_pp > 0 && halda_eval(c, toks, n_pp, 0, logits)) cli_fail(c);
+        double t1 = now_ms();
+        for (int i = 0; i < n_tg; i++)
+            if (halda_eval(c, &toks[n_pp + i], 1, n_pp + i, logits)) cli_fail(c);
+        double t2 = now_ms();
+        pp[r] = n_pp > 0 ? n_pp / ((t1 - t0) / 1e3) : 0;
+        tg[r] = n_tg > 0 ? n_tg / ((t2 - t1) / 1e3) : 0;
+        fprintf(stderr, "  run %d: pp %.2f tok/s, tg %.2f tok/s\n", r + 1, pp[r], tg[r]);
+    }
+    double pp_m, pp_s, tg_m, tg_s;
+    mean_sd(pp, runs, &pp_m, &pp_s);
+    mean_sd(tg, runs, &tg_m, &tg_s);
+    double membw = platform_copy_bandwidth(c->pool, (size_t)256 << 20) / 1e9;
+    double bw = (double)halda_model_size_bytes(m) * tg_m / 1e9;
+    printf("prompt processing  %9.2f ± %.2f tok/s\n", pp_m, pp_s);
+    printf("generation         %9.2f ± %.2f tok/s\n", tg_m, tg_s);
+    printf("weight bandwidth   %9.2f GB/s during generation (%.0f%% of the %.2f GB/s copy bandwidth)\n", bw,
+           membw > 0 ? 100 * bw / membw : 0, membw);
+    printf("bench pp=%.2f tg=%.2f bw=%.2f membw=%.2f\n", pp_m, tg_m, bw, membw);
+    free(toks), free(logits);
+    halda_context_free(c);
+    halda_model_free(m);
+    return 0;
+}
+
 static const char *const usage_main =
     "usage: halda COMMAND [flags]      (halda COMMAND --help for its flags)\n"
     "  run        generate text from a prompt\n"
     "  eval       print token ids, top logits and a greedy continuation (for comparing with llama.cpp)\n"
     "  tokenize   print the token ids of a text\n"
-    "  gen-model  write a synthetic model with random weights (tests, demos, benchmarks)\n";
+    "  gen-model  write a synthetic model with random weights (tests, demos, benchmarks)\n"
+    "  bench      measure prompt and generation speed against the machine's memory bandwidth\n";
 
 int main(int argc, char **argv)
 {
@@ -3481,6 +3616,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(cmd, "gen-model")) return cmd_gen_model(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     cli_die("unknown command '%s' (see halda --help)", cmd);
 }
 #endif /* HALDA_NO_MAIN */
