@@ -1976,12 +1976,17 @@ uint64_t halda_model_size_bytes(const halda_model *m) { return m->weight_bytes; 
 const char *halda_model_arch(const halda_model *m) { return m->hp.arch == ARCH_QWEN2 ? "qwen2" : "llama"; }
 
 /* ---- KV cache ------------------------------------------------------------------------------- *
- * For layers [layer_begin, layer_end), n_seq sequence slots and n_ctx positions, the keys and
- * values of every kv head, F32 or F16.  Layout of each: [layer][seq][pos][kv_dim], so one
- * head's keys for consecutive positions are kv_dim elements apart. */
+ * For the layers this device holds, n_seq sequence slots and n_ctx positions, the keys and
+ * values of every kv head, F32 or F16.  A ring device holds k windows of layers (one per cycle
+ * around the ring), so layers map to cache slots through `slot`; a single device holds all of
+ * them.  Layout of k and v: [slot][seq][pos][kv_dim], so one head's keys for consecutive
+ * positions are kv_dim elements apart. */
 
 typedef struct {
-    int layer_begin, layer_end, n_seq, n_ctx, kv_dim;
+    int n_layer;     /* layers of the model */
+    int *slot;       /* [n_layer] cache slot of each layer, -1 when this device does not hold it */
+    int n_slots;     /* layers held */
+    int n_seq, n_ctx, kv_dim;
     int type;        /* HALDA_KV_F32 or HALDA_KV_F16 */
     size_t elem;     /* bytes per element */
     uint8_t *k, *v;  /* owned */
@@ -1993,30 +1998,35 @@ static size_t kv_cache_bytes(int n_layers, int n_seq, int n_ctx, int kv_dim, int
     return 2 * (size_t)n_layers * (size_t)n_seq * (size_t)n_ctx * (size_t)kv_dim * (type == HALDA_KV_F32 ? 4 : 2);
 }
 
-static int kv_cache_init(kv_cache *c, int layer_begin, int layer_end, int n_seq, int n_ctx, int kv_dim, int type, herr *e)
+static void kv_cache_free(kv_cache *c)
+{
+    xfree(c->k), xfree(c->v), xfree(c->n_pos), xfree(c->slot);
+    memset(c, 0, sizeof *c);
+}
+
+/* held[l] says whether this device holds layer l (NULL: all layers). */
+static int kv_cache_init(kv_cache *c, int n_layer, const bool *held, int n_seq, int n_ctx, int kv_dim, int type, herr *e)
 {
     memset(c, 0, sizeof *c);
-    *c = (kv_cache){layer_begin, layer_end, n_seq, n_ctx, kv_dim, type, type == HALDA_KV_F32 ? 4 : 2, NULL, NULL, NULL};
-    size_t half = kv_cache_bytes(layer_end - layer_begin, n_seq, n_ctx, kv_dim, type) / 2;
+    c->n_layer = n_layer, c->n_seq = n_seq, c->n_ctx = n_ctx, c->kv_dim = kv_dim, c->type = type;
+    c->elem = type == HALDA_KV_F32 ? 4 : 2;
+    c->slot = xmalloc((size_t)n_layer * sizeof *c->slot);
+    if (!c->slot) return herr_set(e, "out of memory"), -1;
+    for (int l = 0; l < n_layer; l++) c->slot[l] = !held || held[l] ? c->n_slots++ : -1;
+    size_t half = kv_cache_bytes(c->n_slots, n_seq, n_ctx, kv_dim, type) / 2;
     c->k = xcalloc(1, half);
     c->v = xcalloc(1, half);
     c->n_pos = xcalloc((size_t)n_seq, sizeof *c->n_pos);
     if (!c->k || !c->v || !c->n_pos) {
-        xfree(c->k), xfree(c->v), xfree(c->n_pos);
-        memset(c, 0, sizeof *c);
+        kv_cache_free(c);
         return herr_set(e, "out of memory for a %zu MiB KV cache", 2 * half >> 20), -1;
     }
     return 0;
 }
-static void kv_cache_free(kv_cache *c)
-{
-    xfree(c->k), xfree(c->v), xfree(c->n_pos);
-    memset(c, 0, sizeof *c);
-}
-/* Address of the key (or value) vector of (layer, seq, pos). */
+/* Address of the key (or value) vector of (layer, seq, pos); the layer must be held. */
 static inline uint8_t *kv_at(const kv_cache *c, uint8_t *base, int layer, int seq, int pos)
 {
-    size_t idx = (((size_t)(layer - c->layer_begin) * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx + (size_t)pos);
+    size_t idx = (((size_t)c->slot[layer] * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx + (size_t)pos);
     return base + idx * (size_t)c->kv_dim * c->elem;
 }
 /* Keep only the first n positions of a sequence (n = 0 clears it). */
@@ -2054,7 +2064,9 @@ const char *halda_last_error(const halda_context *ctx) { return ctx->err.msg; }
 /* Widest bytes any activation row of n elements can need (F32 is the widest per element). */
 static size_t act_row_bytes_max(int64_t n) { return (size_t)n * 4 + (size_t)(n / QK + 1) * 8; }
 
-halda_context *halda_context_new(halda_model *m, const halda_context_params *p, char *err, size_t err_len)
+/* A context for the layers marked in held (NULL: every layer).  A ring device holds only its
+ * windows; its KV cache and forward passes cover just those layers. */
+static halda_context *context_new(halda_model *m, const halda_context_params *p, const bool *held, char *err, size_t err_len)
 {
     herr e = {{0}};
     const model_hparams *hp = &m->hp;
@@ -2075,7 +2087,7 @@ halda_context *halda_context_new(halda_model *m, const halda_context_params *p, 
         goto fail;
     }
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
-    if (kv_cache_init(&c->kv, 0, hp->n_layer, 1, c->n_ctx, (int)kv_dim, p->kv_type, &e)) goto fail;
+    if (kv_cache_init(&c->kv, hp->n_layer, held, 1, c->n_ctx, (int)kv_dim, p->kv_type, &e)) goto fail;
     if (!(c->pool = pool_new(n_threads))) {
         herr_set(&e, "cannot start threads");
         goto fail;
@@ -2112,6 +2124,11 @@ fail:
     if (err && err_len) snprintf(err, err_len, "%s", e.msg);
     halda_context_free(c);
     return NULL;
+}
+
+halda_context *halda_context_new(halda_model *m, const halda_context_params *p, char *err, size_t err_len)
+{
+    return context_new(m, p, NULL, err, err_len);
 }
 
 void halda_context_free(halda_context *c)
@@ -2304,7 +2321,9 @@ static int model_forward_window(halda_context *c, float *x, int n_tok, const int
     const model_hparams *hp = &m->hp;
     kv_cache *kv = &c->kv;
     if (n_tok < 1 || n_tok > c->n_batch) return herr_set(&c->err, "batch of %d tokens (1..%d allowed)", n_tok, c->n_batch), -1;
-    if (l0 < kv->layer_begin || l1 > kv->layer_end || l0 > l1) return herr_set(&c->err, "layers [%d, %d) are not held here", l0, l1), -1;
+    if (l0 < 0 || l1 > kv->n_layer || l0 > l1) return herr_set(&c->err, "layers [%d, %d) do not exist", l0, l1), -1;
+    for (int l = l0; l < l1; l++)
+        if (kv->slot[l] < 0) return herr_set(&c->err, "layer %d is not held on this device", l), -1;
     for (int t = 0; t < n_tok; t++) {
         if (seq[t] < 0 || seq[t] >= kv->n_seq) return herr_set(&c->err, "sequence %d does not exist", seq[t]), -1;
         if (pos[t] < 0 || pos[t] >= c->n_ctx) return herr_set(&c->err, "position %d is outside the context of %d", pos[t], c->n_ctx), -1;
@@ -3626,7 +3645,7 @@ static int cmd_run(int argc, char **argv)
      * scratch arena and the vocabulary.  Show both so a user can see what a device needs. */
     double mib = 1024.0 * 1024.0;
     fprintf(stderr, "halda: memory %.1f MiB anonymous (KV cache %.1f MiB, scratch %.1f MiB), weights %.1f MiB mapped from the file\n",
-            platform_rss_anon_bytes() / mib, 2.0 * kv_cache_bytes(c->kv.layer_end - c->kv.layer_begin, c->kv.n_seq, c->kv.n_ctx, c->kv.kv_dim, c->kv.type) / 2 / mib,
+            platform_rss_anon_bytes() / mib, kv_cache_bytes(c->kv.n_slots, c->kv.n_seq, c->kv.n_ctx, c->kv.kv_dim, c->kv.type) / mib,
             c->arena_bytes / mib, halda_model_size_bytes(m) / mib);
     halda_sampler_free(s);
     free(logits), free(toks), free(text);
