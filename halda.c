@@ -3299,6 +3299,1046 @@ static bool mac_equal(const uint8_t *a, const uint8_t *b, size_t n)
 }
 
 /* =============================================================================================
+ * 14. Network & ring runtime
+ *
+ * A model that fits on no single device is cut into windows of consecutive layers.  Per token
+ * the activations travel k times around a ring of devices; in each cycle every active device
+ * runs its window and hands the n_tok × n_embd activations straight to the next device.  The
+ * head (device 0) embeds the tokens, runs its own window last in each cycle, and after the last
+ * cycle computes the logits and samples.  Ring order within a cycle: workers 1..M-1, then the
+ * head; with W = L/k layers per cycle, cycle c covers layers [cW, cW + W), split in that order.
+ *
+ * Connections.  The head opens one control connection to every worker (its --workers list).
+ * Activations for the first worker ride on that connection (frames keep their order with the
+ * KV commands), the last worker sends its output back on its own control connection, and each
+ * worker in between opens a data connection to the next one.  Every blocking call has a
+ * timeout; both sides send a heartbeat every second and give a peer up after 5 silent seconds.
+ *
+ * Frames (all integers little-endian):
+ *     0  magic "HLDR"   4  version (1)   5  type   6  flags (0)   8  payload length (u32)
+ *    12  payload
+ * TRUST BOUNDARY: frame bytes are untrusted.  The length is checked against the limit of the
+ * frame's type before anything is allocated, payloads are decoded field by field with bounds
+ * checks, and anything malformed ends the connection with a message — never the process.
+ *
+ * Handshake.  The listener sends HELLO {version u32, key_required u8, nonce[32]}; the connector
+ * answers HELLO_REPLY {role u32, session u64, nonce[32], mac[32]} with mac =
+ * HMAC(key, "halda-connect" | listener nonce | connector nonce); the listener checks it and
+ * answers AUTH_OK {mac'} with mac' = HMAC(key, "halda-accept" | connector nonce | listener
+ * nonce), which the connector checks.  Without a key both MACs are zero and both sides must
+ * agree that no key is in use.  A peer that fails is dropped before any other frame is read.
+ * ============================================================================================= */
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* macOS: SIGPIPE is ignored process-wide by the CLI instead */
+#endif
+
+#define RING_DEFAULT_PORT 9137
+#define RING_VERSION 1
+#define RING_HEARTBEAT_MS 1000
+#define RING_DEAD_MS 4000 /* a peer silent this long is gone: detection stays under 5 s */
+#define RING_IO_TIMEOUT_MS 5000
+#define RING_MAX_DEVICES 64
+
+enum {
+    FRAME_HELLO = 1, FRAME_HELLO_REPLY, FRAME_AUTH_OK, FRAME_MODEL_CHECK, FRAME_PLAN, FRAME_READY, FRAME_ACT,
+    FRAME_KV_KEEP, FRAME_HEARTBEAT, FRAME_STOP, FRAME_ERROR, FRAME_OK, FRAME_TYPE_COUNT
+};
+enum { ROLE_CONTROL = 1, ROLE_DATA = 2 };
+enum { WIRE_F32 = 0, WIRE_F16 = 1 };
+
+/* The largest payload each frame type may carry; ACT is bounded per session by the plan. */
+static uint32_t frame_limit(int type, uint32_t act_limit)
+{
+    switch (type) {
+    case FRAME_HELLO: return 37;
+    case FRAME_HELLO_REPLY: return 76;
+    case FRAME_AUTH_OK: return 32;
+    case FRAME_MODEL_CHECK: return 40;
+    case FRAME_PLAN: return 64 + 8 * 4096 + 512;
+    case FRAME_ACT: return act_limit;
+    case FRAME_KV_KEEP: return 8;
+    case FRAME_ERROR: return 512;
+    case FRAME_READY: case FRAME_HEARTBEAT: case FRAME_STOP: case FRAME_OK: return 0;
+    default: return 0;
+    }
+}
+
+/* ---- Sockets -------------------------------------------------------------------------------- */
+
+/* Wait until fd is readable (events = POLLIN) or writable; 1 ready, 0 timeout, -1 error. */
+static int net_wait(int fd, short events, int timeout_ms)
+{
+    struct pollfd p = {fd, events, 0};
+    int r;
+    do r = poll(&p, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -1 : r;
+}
+
+/* Read exactly n bytes within timeout_ms overall.  0 ok; -1 with a reason. */
+static int net_read_full(int fd, void *buf, size_t n, int timeout_ms, herr *e)
+{
+    uint8_t *p = buf;
+    double deadline = now_ms() + timeout_ms;
+    while (n > 0) {
+        int left = (int)(deadline - now_ms());
+        if (left <= 0 || net_wait(fd, POLLIN, left) <= 0) return herr_set(e, "timed out waiting for data"), -1;
+        ssize_t r = recv(fd, p, n, 0);
+        if (r == 0) return herr_set(e, "connection closed by peer"), -1;
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return herr_set(e, "read failed: %s", strerror(errno)), -1;
+        }
+        p += r, n -= (size_t)r;
+    }
+    return 0;
+}
+
+static int net_write_full(int fd, const void *buf, size_t n, int timeout_ms, herr *e)
+{
+    const uint8_t *p = buf;
+    double deadline = now_ms() + timeout_ms;
+    while (n > 0) {
+        int left = (int)(deadline - now_ms());
+        if (left <= 0 || net_wait(fd, POLLOUT, left) <= 0) return herr_set(e, "timed out sending data"), -1;
+        ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return herr_set(e, "send failed: %s", strerror(errno)), -1;
+        }
+        p += r, n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void net_tune(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* activations are latency-bound */
+}
+
+/* Listen on host:port (host NULL or "" = every interface).  Returns the fd or -1. */
+static int net_listen(const char *host, int port, herr *e)
+{
+    struct addrinfo hints = {0}, *res;
+    hints.ai_family = AF_UNSPEC, hints.ai_socktype = SOCK_STREAM, hints.ai_flags = AI_PASSIVE;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host && *host ? host : NULL, ps, &hints, &res);
+    if (rc) return herr_set(e, "cannot resolve %s: %s", host ? host : "*", gai_strerror(rc)), -1;
+    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol), one = 1;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16)) {
+        herr_set(e, "cannot listen on %s:%d: %s", host && *host ? host : "*", port, strerror(errno));
+        if (fd >= 0) close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* Connect to host:port within timeout_ms.  Returns the fd or -1. */
+static int net_connect(const char *host, int port, int timeout_ms, herr *e)
+{
+    struct addrinfo hints = {0}, *res;
+    hints.ai_family = AF_UNSPEC, hints.ai_socktype = SOCK_STREAM;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &res);
+    if (rc) return herr_set(e, "cannot resolve %s: %s", host, gai_strerror(rc)), -1;
+    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+    if (fd >= 0) {
+        int flags = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+        int c = connect(fd, res->ai_addr, res->ai_addrlen);
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (c != 0 && errno != EINPROGRESS) soerr = errno;
+        else if (c != 0 && net_wait(fd, POLLOUT, timeout_ms) <= 0) soerr = ETIMEDOUT;
+        else if (c != 0) getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        fcntl(fd, F_SETFL, flags);
+        if (soerr) {
+            herr_set(e, "cannot connect to %s:%d: %s", host, port, strerror(soerr));
+            close(fd);
+            fd = -1;
+        } else
+            net_tune(fd);
+    } else
+        herr_set(e, "socket: %s", strerror(errno));
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* ---- Frames --------------------------------------------------------------------------------- */
+
+/* A connection: the fd plus a mutex, because a worker's heartbeat thread and its compute loop
+ * both write to the control connection. */
+typedef struct {
+    int fd;
+    pthread_mutex_t write_lock;
+    char name[320];         /* "worker 2 (host:port)" for messages */
+} ring_conn;
+
+static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put_u64le(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+
+static int frame_send(ring_conn *c, int type, const void *payload, uint32_t len, herr *e)
+{
+    uint8_t h[12] = {'H', 'L', 'D', 'R', RING_VERSION, (uint8_t)type, 0, 0};
+    put_u32(h + 8, len);
+    pthread_mutex_lock(&c->write_lock);
+    int rc = net_write_full(c->fd, h, 12, RING_IO_TIMEOUT_MS, e);
+    if (!rc && len) rc = net_write_full(c->fd, payload, len, RING_IO_TIMEOUT_MS, e);
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
+/* Read one frame header and payload into buf (capacity cap).  The payload length is checked
+ * against the type's limit before any byte of it is read. */
+static int frame_recv(int fd, int *type, uint8_t *buf, uint32_t cap, uint32_t *len, uint32_t act_limit, int timeout_ms, herr *e)
+{
+    uint8_t h[12];
+    if (net_read_full(fd, h, 12, timeout_ms, e)) return -1;
+    if (memcmp(h, "HLDR", 4)) return herr_set(e, "bad frame magic (not a halda peer?)"), -1;
+    if (h[4] != RING_VERSION) return herr_set(e, "peer speaks protocol version %u, we speak %d", h[4], RING_VERSION), -1;
+    *type = h[5];
+    *len = (uint32_t)read_le(h + 8, 4);
+    if (*type < 1 || *type >= FRAME_TYPE_COUNT) return herr_set(e, "unknown frame type %d", *type), -1;
+    uint32_t limit = frame_limit(*type, act_limit);
+    if (*len > limit || *len > cap) return herr_set(e, "frame type %d of %u bytes exceeds its limit of %u", *type, *len, limit), -1;
+    return *len ? net_read_full(fd, buf, *len, timeout_ms, e) : 0;
+}
+
+/* ---- Handshake ------------------------------------------------------------------------------- */
+
+static void random_bytes(uint8_t *out, size_t n)
+{
+    int fd = open("/dev/urandom", O_RDONLY);
+    size_t got = 0;
+    if (fd >= 0) {
+        ssize_t r = read(fd, out, n);
+        got = r > 0 ? (size_t)r : 0;
+        close(fd);
+    }
+    if (got < n) { /* no /dev/urandom: mix the clock and pid, weak but never fails */
+        uint64_t s = (uint64_t)now_ms() * 1000003u ^ (uint64_t)getpid() << 32;
+        for (size_t i = got; i < n; i++) out[i] = (uint8_t)splitmix64(&s);
+    }
+}
+
+static void handshake_mac(const char *key, const char *label, const uint8_t *n1, const uint8_t *n2, uint8_t out[32])
+{
+    uint8_t msg[16 + 64];
+    size_t ll = strlen(label);
+    memcpy(msg, label, ll);
+    memcpy(msg + ll, n1, 32);
+    memcpy(msg + ll + 32, n2, 32);
+    if (key && *key) hmac_sha256(key, strlen(key), msg, ll + 64, out);
+    else memset(out, 0, 32);
+}
+
+/* Listener side.  On success *role and *session hold what the connector said. */
+static int handshake_accept(ring_conn *c, const char *key, int *role, uint64_t *session, herr *e)
+{
+    uint8_t hello[37], nonce[32], buf[128], mac[32];
+    random_bytes(nonce, 32);
+    put_u32(hello, RING_VERSION);
+    hello[4] = key && *key;
+    memcpy(hello + 5, nonce, 32);
+    if (frame_send(c, FRAME_HELLO, hello, 37, e)) return -1;
+    int type;
+    uint32_t len;
+    if (frame_recv(c->fd, &type, buf, sizeof buf, &len, 0, RING_IO_TIMEOUT_MS, e)) return -1;
+    if (type != FRAME_HELLO_REPLY || len != 76) return herr_set(e, "expected a handshake reply"), -1;
+    handshake_mac(key, "halda-connect", nonce, buf + 12, mac);
+    if (!mac_equal(mac, buf + 44, 32)) return herr_set(e, "peer failed authentication (wrong or missing --cluster-key)"), -1;
+    *role = (int)read_le(buf, 4);
+    *session = read_le(buf + 4, 8);
+    handshake_mac(key, "halda-accept", buf + 12, nonce, mac);
+    return frame_send(c, FRAME_AUTH_OK, mac, 32, e);
+}
+
+/* Connector side. */
+static int handshake_connect(ring_conn *c, const char *key, int role, uint64_t session, herr *e)
+{
+    uint8_t buf[128], reply[76], nonce[32], mac[32];
+    int type;
+    uint32_t len;
+    if (frame_recv(c->fd, &type, buf, sizeof buf, &len, 0, RING_IO_TIMEOUT_MS, e)) return -1;
+    if (type != FRAME_HELLO || len != 37) return herr_set(e, "expected a handshake hello"), -1;
+    if (buf[4] && !(key && *key)) return herr_set(e, "%s requires a cluster key (--cluster-key)", c->name), -1;
+    if (!buf[4] && key && *key) return herr_set(e, "%s runs without a cluster key but we have one", c->name), -1;
+    random_bytes(nonce, 32);
+    put_u32(reply, (uint32_t)role);
+    put_u64le(reply + 4, session);
+    memcpy(reply + 12, nonce, 32);
+    handshake_mac(key, "halda-connect", buf + 5, nonce, reply + 44);
+    uint8_t peer_nonce[32];
+    memcpy(peer_nonce, buf + 5, 32);
+    if (frame_send(c, FRAME_HELLO_REPLY, reply, 76, e)) return -1;
+    if (frame_recv(c->fd, &type, buf, sizeof buf, &len, 0, RING_IO_TIMEOUT_MS, e)) {
+        char r[sizeof e->msg];
+        snprintf(r, sizeof r, "%s", e->msg);
+        return herr_set(e, "%s rejected us (%s): check --cluster-key", c->name, r), -1;
+    }
+    handshake_mac(key, "halda-accept", nonce, peer_nonce, mac);
+    if (type != FRAME_AUTH_OK || len != 32 || !mac_equal(mac, buf, 32)) return herr_set(e, "%s failed authentication", c->name), -1;
+    return 0;
+}
+
+/* The identity of a model file: its size and the SHA-256 of its header and tensor table. */
+static void model_fingerprint(const halda_model *m, uint8_t out[40])
+{
+    put_u64le(out, m->file.map.size);
+    sha256(m->file.map.data, (size_t)m->file.data_offset, out + 8);
+}
+
+/* ---- The plan a worker receives ---------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t session;
+    int k;                     /* cycles */
+    int n_ctx, kv_type, wire, n_threads;
+    int begin[RING_MAX_DEVICES], end[RING_MAX_DEVICES]; /* this device's window in each cycle */
+    int is_first, is_last;     /* receives from the head / sends to the head */
+    char next_host[256];       /* the next worker, when not last */
+    int next_port;
+} ring_plan;
+
+/* PLAN payload: session u64, k u32, n_ctx u32, kv_type u8, wire u8, first u8, last u8,
+ * n_threads u32, next_port u32, host length u32, host bytes, then k × (begin u32, end u32). */
+static uint32_t plan_encode(const ring_plan *p, uint8_t *out)
+{
+    put_u64le(out, p->session);
+    put_u32(out + 8, (uint32_t)p->k);
+    put_u32(out + 12, (uint32_t)p->n_ctx);
+    out[16] = (uint8_t)p->kv_type, out[17] = (uint8_t)p->wire, out[18] = (uint8_t)p->is_first, out[19] = (uint8_t)p->is_last;
+    put_u32(out + 20, (uint32_t)p->n_threads);
+    put_u32(out + 24, (uint32_t)p->next_port);
+    uint32_t hl = (uint32_t)strlen(p->next_host);
+    put_u32(out + 28, hl);
+    memcpy(out + 32, p->next_host, hl);
+    uint8_t *q = out + 32 + hl;
+    for (int c = 0; c < p->k; c++, q += 8) put_u32(q, (uint32_t)p->begin[c]), put_u32(q + 4, (uint32_t)p->end[c]);
+    return (uint32_t)(q - out);
+}
+
+static int plan_decode(ring_plan *p, const uint8_t *b, uint32_t len, int n_layer, herr *e)
+{
+    memset(p, 0, sizeof *p);
+    if (len < 32) return herr_set(e, "plan too short"), -1;
+    p->session = read_le(b, 8);
+    p->k = (int)read_le(b + 8, 4);
+    p->n_ctx = (int)read_le(b + 12, 4);
+    p->kv_type = b[16], p->wire = b[17], p->is_first = b[18], p->is_last = b[19];
+    p->n_threads = (int)read_le(b + 20, 4);
+    p->next_port = (int)read_le(b + 24, 4);
+    uint32_t hl = (uint32_t)read_le(b + 28, 4);
+    if (p->k < 1 || p->k > n_layer || p->k > RING_MAX_DEVICES) return herr_set(e, "plan has %d cycles", p->k), -1;
+    if (p->n_ctx < 1 || p->n_ctx > (1 << 24) || p->kv_type > HALDA_KV_F16 || p->wire > WIRE_F16 || p->is_first > 1 || p->is_last > 1)
+        return herr_set(e, "plan has an invalid field"), -1;
+    if (p->n_threads < 0 || p->n_threads > HALDA_MAX_THREADS || p->next_port < 0 || p->next_port > 65535 || hl > 255)
+        return herr_set(e, "plan has an invalid field"), -1;
+    if (len != 32 + hl + 8u * (uint32_t)p->k) return herr_set(e, "plan length %u does not match its %d cycles", len, p->k), -1;
+    memcpy(p->next_host, b + 32, hl);
+    p->next_host[hl] = 0;
+    if (!p->is_last && (hl == 0 || strlen(p->next_host) != hl)) return herr_set(e, "plan names no next device"), -1;
+    const uint8_t *q = b + 32 + hl;
+    for (int c = 0; c < p->k; c++, q += 8) {
+        p->begin[c] = (int)read_le(q, 4), p->end[c] = (int)read_le(q + 4, 4);
+        if (p->begin[c] < 0 || p->end[c] <= p->begin[c] || p->end[c] > n_layer || (c && p->begin[c] < p->end[c - 1]))
+            return herr_set(e, "plan window %d [%d, %d) is invalid for %d layers", c, p->begin[c], p->end[c], n_layer), -1;
+    }
+    return 0;
+}
+
+/* ACT payload: cycle u32, n_tok u32, then n_tok × pos u32, then n_tok × n_embd values (F32 or
+ * F16 as the plan's wire type says).  Sequence 0 only for now. */
+static uint32_t act_bytes(int n_tok, int n_embd, int wire)
+{
+    return 8 + 4u * (uint32_t)n_tok + (uint32_t)n_tok * (uint32_t)n_embd * (wire == WIRE_F16 ? 2u : 4u);
+}
+
+static uint32_t act_encode(uint8_t *out, int cycle, int n_tok, const int *pos, const float *x, int n_embd, int wire)
+{
+    put_u32(out, (uint32_t)cycle);
+    put_u32(out + 4, (uint32_t)n_tok);
+    for (int i = 0; i < n_tok; i++) put_u32(out + 8 + 4 * i, (uint32_t)pos[i]);
+    uint8_t *v = out + 8 + 4 * n_tok;
+    size_t n = (size_t)n_tok * (size_t)n_embd;
+    if (wire == WIRE_F16) quantize_f16(x, v, (int64_t)n);
+    else memcpy(v, x, n * 4); /* F32 is little-endian on every platform we build for */
+    return act_bytes(n_tok, n_embd, wire);
+}
+
+static int act_decode(const uint8_t *b, uint32_t len, int n_embd, int wire, int max_tok, int n_ctx, int k, int *cycle,
+                      int *n_tok, int *pos, float *x, herr *e)
+{
+    if (len < 8) return herr_set(e, "activation frame too short"), -1;
+    *cycle = (int)read_le(b, 4);
+    *n_tok = (int)read_le(b + 4, 4);
+    if (*cycle < 0 || *cycle >= k) return herr_set(e, "activation frame for cycle %d of %d", *cycle, k), -1;
+    if (*n_tok < 1 || *n_tok > max_tok) return herr_set(e, "activation frame with %d tokens (1..%d allowed)", *n_tok, max_tok), -1;
+    if (len != act_bytes(*n_tok, n_embd, wire)) return herr_set(e, "activation frame of %u bytes, expected %u", len, act_bytes(*n_tok, n_embd, wire)), -1;
+    for (int i = 0; i < *n_tok; i++) {
+        pos[i] = (int)read_le(b + 8 + 4 * i, 4);
+        if (pos[i] < 0 || pos[i] >= n_ctx) return herr_set(e, "activation frame position %d outside the context", pos[i]), -1;
+    }
+    const uint8_t *v = b + 8 + 4 * (size_t)*n_tok;
+    size_t n = (size_t)*n_tok * (size_t)n_embd;
+    if (wire == WIRE_F16) dequantize_f16(v, x, (int64_t)n);
+    else memcpy(x, v, n * 4);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return herr_set(e, "activation frame holds a non-finite value"), -1;
+    return 0;
+}
+
+/* ---- Heartbeats ------------------------------------------------------------------------------ */
+
+typedef struct {
+    ring_conn **conns; /* where to send */
+    int n;
+    atomic_bool stop;
+    pthread_t thread;
+} heartbeat;
+
+static void *heartbeat_main(void *arg)
+{
+    heartbeat *h = arg;
+    while (!atomic_load(&h->stop)) {
+        for (int i = 0; i < h->n; i++) {
+            herr e;
+            frame_send(h->conns[i], FRAME_HEARTBEAT, NULL, 0, &e); /* a failure shows up on the reader side */
+        }
+        for (int t = 0; t < RING_HEARTBEAT_MS / 50 && !atomic_load(&h->stop); t++) usleep(50 * 1000);
+    }
+    return NULL;
+}
+
+static int heartbeat_start(heartbeat *h, ring_conn **conns, int n)
+{
+    h->conns = conns, h->n = n;
+    atomic_store(&h->stop, false);
+    return pthread_create(&h->thread, NULL, heartbeat_main, h);
+}
+static void heartbeat_stop(heartbeat *h)
+{
+    atomic_store(&h->stop, true);
+    pthread_join(h->thread, NULL);
+}
+
+static void conn_init(ring_conn *c, int fd, const char *name)
+{
+    c->fd = fd;
+    pthread_mutex_init(&c->write_lock, NULL);
+    snprintf(c->name, sizeof c->name, "%s", name);
+}
+static void conn_close(ring_conn *c)
+{
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    pthread_mutex_destroy(&c->write_lock);
+}
+
+/* ---- Worker ----------------------------------------------------------------------------------- */
+
+/* Accept the data connection from the previous device of this session, within the timeout;
+ * anything else that connects meanwhile is turned away. */
+static int worker_accept_data(int listen_fd, const char *key, uint64_t session, ring_conn *in, herr *e)
+{
+    double deadline = now_ms() + 2 * RING_IO_TIMEOUT_MS;
+    while (now_ms() < deadline) {
+        if (net_wait(listen_fd, POLLIN, (int)(deadline - now_ms())) <= 0) break;
+        int fd = accept(listen_fd, NULL, NULL);
+        if (fd < 0) continue;
+        net_tune(fd);
+        conn_init(in, fd, "previous device");
+        int role;
+        uint64_t s;
+        herr he;
+        if (handshake_accept(in, key, &role, &s, &he) == 0 && role == ROLE_DATA && s == session) return 0;
+        frame_send(in, FRAME_ERROR, "busy with another session", 25, &he);
+        conn_close(in);
+    }
+    return herr_set(e, "the previous device never connected"), -1;
+}
+
+/* Everything one session needs; freed by worker_session_end. */
+typedef struct {
+    halda_model *m;
+    halda_context *ctx;
+    ring_plan plan;
+    ring_conn in, out;      /* data from the previous / to the next worker (fd -1 when unused) */
+    uint8_t *buf;           /* one frame */
+    float *x;
+    int *pos, *seq;
+    uint32_t act_limit;
+} worker_state;
+
+/* Run the window of one activation frame and pass the result on. */
+static int worker_compute(worker_state *w, ring_conn *ctl, const uint8_t *payload, uint32_t len, herr *e)
+{
+    const model_hparams *hp = &w->m->hp;
+    int cycle, n_tok;
+    if (act_decode(payload, len, hp->n_embd, w->plan.wire, w->ctx->n_batch, w->plan.n_ctx, w->plan.k, &cycle, &n_tok, w->pos, w->x, e)) return -1;
+    for (int i = 0; i < n_tok; i++) w->seq[i] = 0;
+    if (model_forward_window(w->ctx, w->x, n_tok, w->pos, w->seq, w->plan.begin[cycle], w->plan.end[cycle]))
+        return herr_set(e, "%s", halda_last_error(w->ctx)), -1;
+    uint32_t n = act_encode(w->buf, cycle, n_tok, w->pos, w->x, hp->n_embd, w->plan.wire);
+    return frame_send(w->plan.is_last ? ctl : &w->out, FRAME_ACT, w->buf, n, e);
+}
+
+static void worker_session_end(worker_state *w)
+{
+    if (w->in.fd >= 0) conn_close(&w->in);
+    if (w->out.fd >= 0) conn_close(&w->out);
+    halda_context_free(w->ctx);
+    xfree(w->buf), xfree(w->x), xfree(w->pos), xfree(w->seq);
+    memset(w, 0, sizeof *w);
+    w->in.fd = w->out.fd = -1;
+}
+
+/* Set up from a PLAN frame: context for the windows, data connections, then READY. */
+static int worker_setup(worker_state *w, int listen_fd, ring_conn *ctl, const char *key, int n_threads,
+                        const uint8_t *payload, uint32_t len, herr *e)
+{
+    const model_hparams *hp = &w->m->hp;
+    if (plan_decode(&w->plan, payload, len, hp->n_layer, e)) return -1;
+    bool *held = xcalloc((size_t)hp->n_layer, sizeof *held);
+    if (!held) return herr_set(e, "out of memory"), -1;
+    for (int c = 0; c < w->plan.k; c++)
+        for (int l = w->plan.begin[c]; l < w->plan.end[c]; l++) held[l] = true;
+    halda_context_params cp = halda_context_default_params();
+    cp.n_ctx = w->plan.n_ctx, cp.kv_type = w->plan.kv_type;
+    cp.n_threads = w->plan.n_threads ? w->plan.n_threads : n_threads;
+    char err[256];
+    w->ctx = context_new(w->m, &cp, held, err, sizeof err);
+    xfree(held);
+    if (!w->ctx) return herr_set(e, "%s", err), -1;
+    w->act_limit = act_bytes(w->ctx->n_batch, hp->n_embd, WIRE_F32);
+    w->buf = xmalloc(w->act_limit);
+    w->x = xmalloc((size_t)w->ctx->n_batch * (size_t)hp->n_embd * sizeof *w->x);
+    w->pos = xmalloc((size_t)w->ctx->n_batch * sizeof *w->pos);
+    w->seq = xmalloc((size_t)w->ctx->n_batch * sizeof *w->seq);
+    if (!w->buf || !w->x || !w->pos || !w->seq) return herr_set(e, "out of memory"), -1;
+    /* connect onward first, then accept from behind: the chain resolves from the last worker */
+    if (!w->plan.is_last) {
+        int fd = net_connect(w->plan.next_host, w->plan.next_port, RING_IO_TIMEOUT_MS, e);
+        if (fd < 0) return -1;
+        char name[300];
+        snprintf(name, sizeof name, "next device %s:%d", w->plan.next_host, w->plan.next_port);
+        conn_init(&w->out, fd, name);
+        if (handshake_connect(&w->out, key, ROLE_DATA, w->plan.session, e)) return -1;
+    }
+    if (!w->plan.is_first && worker_accept_data(listen_fd, key, w->plan.session, &w->in, e)) return -1;
+    return frame_send(ctl, FRAME_READY, NULL, 0, e);
+}
+
+/* Serve one head until it says STOP, goes silent or misbehaves.  Returns 0 on a clean STOP. */
+static int worker_session(halda_model *m, int listen_fd, ring_conn *ctl, const char *key, int n_threads, herr *e)
+{
+    worker_state w = {0};
+    w.m = m;
+    w.in.fd = w.out.fd = -1;
+    uint32_t cap = act_bytes(512, m->hp.n_embd, WIRE_F32) + frame_limit(FRAME_PLAN, 0);
+    uint8_t *buf = xmalloc(cap);
+    if (!buf) return herr_set(e, "out of memory"), -1;
+    heartbeat hb;
+    ring_conn *hb_conns[1] = {ctl};
+    bool hb_on = heartbeat_start(&hb, hb_conns, 1) == 0;
+    double last_heard = now_ms();
+    int rc = -1;
+    for (;;) {
+        struct pollfd p[2] = {{ctl->fd, POLLIN, 0}, {w.in.fd, POLLIN, 0}};
+        int r = poll(p, w.in.fd >= 0 ? 2 : 1, 250);
+        if (r < 0 && errno != EINTR) {
+            herr_set(e, "poll: %s", strerror(errno));
+            break;
+        }
+        if (now_ms() - last_heard > RING_DEAD_MS) {
+            herr_set(e, "the head stopped answering");
+            break;
+        }
+        if (r <= 0) continue;
+        int from_in = w.in.fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR));
+        ring_conn *src = from_in ? &w.in : ctl;
+        int type;
+        uint32_t len;
+        uint32_t limit = w.act_limit ? w.act_limit : 0;
+        if (frame_recv(src->fd, &type, buf, cap, &len, limit, RING_IO_TIMEOUT_MS, e)) break;
+        if (src == ctl) last_heard = now_ms();
+        if (type == FRAME_HEARTBEAT) continue;
+        if (type == FRAME_STOP) {
+            rc = 0;
+            break;
+        }
+        if (type == FRAME_ACT && (from_in || w.plan.is_first) && w.ctx) {
+            if (worker_compute(&w, ctl, buf, len, e)) break;
+            continue;
+        }
+        if (type == FRAME_MODEL_CHECK && src == ctl && !w.ctx) {
+            uint8_t fp[40];
+            model_fingerprint(m, fp);
+            if (len != 40 || memcmp(fp, buf, 40)) {
+                herr_set(e, "the head runs a different model file");
+                frame_send(ctl, FRAME_ERROR, e->msg, (uint32_t)strlen(e->msg), e);
+                break;
+            }
+            if (frame_send(ctl, FRAME_OK, NULL, 0, e)) break;
+            continue;
+        }
+        if (type == FRAME_PLAN && src == ctl && !w.ctx) {
+            if (worker_setup(&w, listen_fd, ctl, key, n_threads, buf, len, e)) {
+                herr tmp;
+                frame_send(ctl, FRAME_ERROR, e->msg, (uint32_t)strlen(e->msg), &tmp);
+                break;
+            }
+            continue;
+        }
+        if (type == FRAME_KV_KEEP && src == ctl && w.ctx && len == 8) {
+            kv_cache_keep(&w.ctx->kv, (int)read_le(buf, 4), (int)read_le(buf + 4, 4));
+            continue;
+        }
+        if (type == FRAME_ERROR) {
+            herr_set(e, "peer reported: %.*s", (int)(len < 200 ? len : 200), (const char *)buf);
+            break;
+        }
+        herr_set(e, "unexpected frame type %d", type);
+        break;
+    }
+    if (hb_on) heartbeat_stop(&hb);
+    worker_session_end(&w);
+    xfree(buf);
+    return rc;
+}
+
+/* `halda worker`: wait for a head, serve it, and wait again — forever. */
+static int worker_serve(halda_model *m, const char *host, int port, const char *key, int n_threads, herr *e)
+{
+    int lfd = net_listen(host, port, e);
+    if (lfd < 0) return -1;
+    fprintf(stderr, "halda worker: listening on %s:%d, model %s (%d layers)%s\n", host && *host ? host : "*", port,
+            halda_model_arch(m), m->hp.n_layer, key && *key ? ", cluster key required" : "");
+    for (;;) {
+        if (net_wait(lfd, POLLIN, -1) <= 0) continue;
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0) continue;
+        net_tune(fd);
+        ring_conn ctl;
+        conn_init(&ctl, fd, "head");
+        int role;
+        uint64_t session;
+        herr se = {{0}};
+        if (handshake_accept(&ctl, key, &role, &session, &se) || role != ROLE_CONTROL) {
+            if (!se.msg[0]) herr_set(&se, "a data connection arrived outside a session");
+            fprintf(stderr, "halda worker: dropped a connection: %s\n", se.msg);
+            conn_close(&ctl);
+            continue;
+        }
+        fprintf(stderr, "halda worker: session started\n");
+        if (worker_session(m, lfd, &ctl, key, n_threads, &se) == 0) fprintf(stderr, "halda worker: session ended\n");
+        else fprintf(stderr, "halda worker: session ended: %s\n", se.msg);
+        conn_close(&ctl);
+    }
+}
+
+/* ---- Head -------------------------------------------------------------------------------------- */
+
+typedef struct {
+    ring_conn conn;
+    char host[256];
+    int port;
+    int index;                 /* position in the --workers list, from 1 */
+    pthread_t reader;
+    bool reader_on;
+    _Atomic double last_heard; /* now_ms() of the last frame */
+    atomic_bool failed;
+    char why[256];
+} ring_peer;
+
+/* A returned activation frame waiting for the head. */
+typedef struct ring_msg {
+    struct ring_msg *next;
+    uint32_t len;
+    uint8_t data[];
+} ring_msg;
+
+typedef struct ring_head {
+    halda_model *m;
+    halda_context *ctx;        /* the head's windows */
+    ring_peer *peers;          /* active workers in ring order */
+    int n_peers;
+    int k, wire, micro_batch;
+    int begin[RING_MAX_DEVICES], end[RING_MAX_DEVICES]; /* the head's window per cycle */
+    uint32_t act_limit;
+    heartbeat hb;
+    bool hb_on;
+    ring_conn **hb_conns;
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;
+    ring_msg *q_head, *q_tail;
+    uint8_t *buf;
+    float *x;
+    int *pos, *seq;
+    int n_done;                /* tokens processed so far, for failure messages */
+} ring_head;
+
+typedef struct {
+    ring_head *r;
+    ring_peer *p;
+} reader_arg;
+
+static void *ring_reader_main(void *arg)
+{
+    ring_head *r = ((reader_arg *)arg)->r;
+    ring_peer *p = ((reader_arg *)arg)->p;
+    xfree(arg);
+    uint8_t *buf = xmalloc(r->act_limit + 512);
+    herr e = {{0}};
+    while (buf && !atomic_load(&p->failed)) {
+        int type;
+        uint32_t len;
+        if (frame_recv(p->conn.fd, &type, buf, r->act_limit + 512, &len, r->act_limit, RING_DEAD_MS, &e)) {
+            if (!strcmp(e.msg, "timed out waiting for data")) herr_set(&e, "stopped answering (no heartbeat for %d s)", RING_DEAD_MS / 1000);
+            break;
+        }
+        p->last_heard = now_ms();
+        if (type == FRAME_HEARTBEAT) continue;
+        if (type == FRAME_ACT && p == &r->peers[r->n_peers - 1]) {
+            ring_msg *msg = xmalloc(sizeof *msg + len);
+            if (!msg) {
+                herr_set(&e, "out of memory");
+                break;
+            }
+            msg->next = NULL, msg->len = len;
+            memcpy(msg->data, buf, len);
+            pthread_mutex_lock(&r->q_lock);
+            if (r->q_tail) r->q_tail->next = msg;
+            else r->q_head = msg;
+            r->q_tail = msg;
+            pthread_cond_signal(&r->q_cond);
+            pthread_mutex_unlock(&r->q_lock);
+            continue;
+        }
+        if (type == FRAME_ERROR) herr_set(&e, "reported: %.*s", (int)(len < 200 ? len : 200), (const char *)buf);
+        else herr_set(&e, "sent an unexpected frame (type %d)", type);
+        break;
+    }
+    if (!buf) herr_set(&e, "out of memory");
+    xfree(buf);
+    snprintf(p->why, sizeof p->why, "%s", e.msg);
+    atomic_store(&p->failed, true);
+    pthread_mutex_lock(&r->q_lock);
+    pthread_cond_broadcast(&r->q_cond);
+    pthread_mutex_unlock(&r->q_lock);
+    return NULL;
+}
+
+/* Wait for the next returned frame; NULL when a worker failed (reason in e). */
+static ring_msg *ring_next(ring_head *r, herr *e)
+{
+    pthread_mutex_lock(&r->q_lock);
+    for (;;) {
+        for (int i = 0; i < r->n_peers; i++) {
+            ring_peer *p = &r->peers[i];
+            bool dead = atomic_load(&p->failed) || now_ms() - p->last_heard > RING_DEAD_MS;
+            if (dead) {
+                pthread_mutex_unlock(&r->q_lock);
+                herr_set(e, "worker %d (%s:%d) failed at token %d: %s", p->index, p->host, p->port, r->n_done,
+                         atomic_load(&p->failed) ? p->why : "stopped answering");
+                return NULL;
+            }
+        }
+        if (r->q_head) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&r->q_cond, &r->q_lock, &ts);
+    }
+    ring_msg *m = r->q_head;
+    r->q_head = m->next;
+    if (!r->q_head) r->q_tail = NULL;
+    pthread_mutex_unlock(&r->q_lock);
+    return m;
+}
+
+/* Evaluate tokens at positions pos0.. around the ring; logits of the last token when asked.
+ * The prompt travels as micro-batches one behind the other, so several devices work at once:
+ * cycle 0 of every micro-batch is sent first, then each returning frame gets the head's window
+ * and goes round again until its last cycle. */
+static int ring_eval(ring_head *r, const int32_t *tokens, int n, int pos0, float *logits, herr *e)
+{
+    const int E = r->m->hp.n_embd;
+    halda_context *c = r->ctx;
+    if (pos0 < 0 || pos0 > c->n_ctx - n) return herr_set(e, "context is full: %d positions needed, %d available", pos0 + n, c->n_ctx), -1;
+    int mb = n == 1 ? 1 : r->micro_batch, n_mb = (n + mb - 1) / mb;
+    if (r->n_peers == 0) { /* the plan left every worker out: all windows are here */
+        for (int b = 0; b < n_mb; b++) {
+            int t0 = b * mb, nt = n - t0 < mb ? n - t0 : mb;
+            for (int i = 0; i < nt; i++) r->pos[i] = pos0 + t0 + i, r->seq[i] = 0;
+            if (model_embed(c, tokens + t0, nt, r->x)) return herr_set(e, "%s", halda_last_error(c)), -1;
+            for (int cycle = 0; cycle < r->k; cycle++)
+                if (model_forward_window(c, r->x, nt, r->pos, r->seq, r->begin[cycle], r->end[cycle])) return herr_set(e, "%s", halda_last_error(c)), -1;
+            if (b == n_mb - 1 && logits) model_output(c, r->x + (size_t)(nt - 1) * (size_t)E, logits);
+        }
+        r->n_done = pos0 + n;
+        return 0;
+    }
+    for (int b = 0; b < n_mb; b++) {
+        int t0 = b * mb, nt = n - t0 < mb ? n - t0 : mb;
+        for (int i = 0; i < nt; i++) r->pos[i] = pos0 + t0 + i;
+        if (model_embed(c, tokens + t0, nt, r->x)) return herr_set(e, "%s", halda_last_error(c)), -1;
+        uint32_t len = act_encode(r->buf, 0, nt, r->pos, r->x, E, r->wire);
+        if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return -1;
+    }
+    for (int finished = 0; finished < n_mb;) {
+        ring_msg *msg = ring_next(r, e);
+        if (!msg) return -1;
+        int cycle, nt;
+        int rc = act_decode(msg->data, msg->len, E, r->wire, c->n_batch, c->n_ctx, r->k, &cycle, &nt, r->pos, r->x, e);
+        xfree(msg);
+        if (rc) return -1;
+        for (int i = 0; i < nt; i++) r->seq[i] = 0;
+        if (model_forward_window(c, r->x, nt, r->pos, r->seq, r->begin[cycle], r->end[cycle])) return herr_set(e, "%s", halda_last_error(c)), -1;
+        if (cycle + 1 < r->k) {
+            uint32_t len = act_encode(r->buf, cycle + 1, nt, r->pos, r->x, E, r->wire);
+            if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return -1;
+            continue;
+        }
+        finished++;
+        if (r->pos[nt - 1] == pos0 + n - 1 && logits) model_output(c, r->x + (size_t)(nt - 1) * (size_t)E, logits);
+    }
+    r->n_done = pos0 + n;
+    return 0;
+}
+
+static void ring_head_close(ring_head *r)
+{
+    if (!r) return;
+    herr e;
+    if (r->hb_on) heartbeat_stop(&r->hb);
+    for (int i = 0; i < r->n_peers; i++) {
+        ring_peer *p = &r->peers[i];
+        if (p->conn.fd >= 0) frame_send(&p->conn, FRAME_STOP, NULL, 0, &e);
+        atomic_store(&p->failed, true);
+        if (p->conn.fd >= 0) shutdown(p->conn.fd, SHUT_RDWR);
+        if (p->reader_on) pthread_join(p->reader, NULL);
+        if (p->conn.fd >= 0) conn_close(&p->conn);
+    }
+    while (r->q_head) {
+        ring_msg *m = r->q_head;
+        r->q_head = m->next;
+        xfree(m);
+    }
+    halda_context_free(r->ctx);
+    xfree(r->peers), xfree(r->hb_conns), xfree(r->buf), xfree(r->x), xfree(r->pos), xfree(r->seq);
+    xfree(r);
+}
+
+typedef struct {
+    const char *workers;   /* "host:port,host:port" in ring order */
+    const char *key;
+    int k;                 /* cycles */
+    const int *w;          /* layers per cycle for [head, worker 1, ...], or NULL for an even split */
+    int n_w;
+    int n_ctx, kv_type, wire, n_threads, micro_batch;
+} ring_options;
+
+/* Parse "host:port,host:port"; returns the count or -1. */
+static int parse_workers(const char *list, char hosts[][256], int *ports, int cap, herr *e)
+{
+    int n = 0;
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char item[300];
+        if (len == 0 || len >= sizeof item) return herr_set(e, "bad --workers entry"), -1;
+        memcpy(item, p, len);
+        item[len] = 0;
+        char *colon = strrchr(item, ':');
+        int port = RING_DEFAULT_PORT;
+        if (colon) {
+            char *end;
+            long v = strtol(colon + 1, &end, 10);
+            if (*end || v < 1 || v > 65535) return herr_set(e, "bad port in --workers entry '%s'", item), -1;
+            port = (int)v;
+            *colon = 0;
+        }
+        if (!item[0] || strlen(item) > 255) return herr_set(e, "bad host in --workers entry"), -1;
+        if (n >= cap) return herr_set(e, "more than %d workers", cap), -1;
+        snprintf(hosts[n], 256, "%s", item);
+        ports[n++] = port;
+        p += len + (comma ? 1 : 0);
+        if (comma && !*p) return herr_set(e, "--workers ends with a comma"), -1;
+    }
+    if (n == 0) return herr_set(e, "--workers lists no worker"), -1;
+    return n;
+}
+
+/* Connect to the workers, check their model, hand out the plan, and wait until the ring is up. */
+static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
+{
+    static char hosts[RING_MAX_DEVICES][256];
+    int ports[RING_MAX_DEVICES];
+    int n_workers = parse_workers(o->workers, hosts, ports, RING_MAX_DEVICES - 1, e);
+    if (n_workers < 0) return NULL;
+    int L = m->hp.n_layer, k = o->k > 0 ? o->k : 1, M = n_workers + 1;
+    if (L % k) return herr_set(e, "-k %d does not divide the %d layers", k, L), NULL;
+    int W = L / k, w[RING_MAX_DEVICES];
+    if (o->w) {
+        if (o->n_w != M) return herr_set(e, "--layer-window needs %d numbers (head first, then each worker), got %d", M, o->n_w), NULL;
+        int sum = 0;
+        for (int i = 0; i < M; i++) sum += w[i] = o->w[i];
+        if (sum != W) return herr_set(e, "--layer-window adds up to %d, but %d layers / k=%d needs %d per cycle", sum, L, k, W), NULL;
+        if (w[0] < 1) return herr_set(e, "the head must run at least one layer per cycle"), NULL;
+    } else {
+        if (W < M) return herr_set(e, "%d layers per cycle cannot be spread over %d devices", W, M), NULL;
+        for (int i = 0; i < M; i++) w[i] = W / M + (i < W % M);
+    }
+    ring_head *r = xcalloc(1, sizeof *r);
+    if (!r) return herr_set(e, "out of memory"), NULL;
+    r->m = m, r->k = k, r->wire = o->wire;
+    pthread_mutex_init(&r->q_lock, NULL);
+    pthread_cond_init(&r->q_cond, NULL);
+    r->peers = xcalloc((size_t)M, sizeof *r->peers);
+    r->hb_conns = NULL;
+    if (!r->peers) goto oom;
+    /* the active workers, in ring order */
+    for (int i = 1; i < M; i++) {
+        if (w[i] == 0) continue;
+        ring_peer *p = &r->peers[r->n_peers++];
+        snprintf(p->host, sizeof p->host, "%.255s", hosts[i - 1]);
+        p->port = ports[i - 1], p->index = i;
+        p->conn.fd = -1;
+    }
+    /* windows: within cycle c, workers in order, then the head last */
+    bool *held = xcalloc((size_t)L, sizeof *held);
+    if (!held) goto oom;
+    ring_plan plans[RING_MAX_DEVICES];
+    uint64_t session;
+    random_bytes((uint8_t *)&session, sizeof session);
+    for (int c = 0; c < k; c++) {
+        int at = c * W;
+        for (int i = 1, a = 0; i < M; i++) {
+            if (!w[i]) continue;
+            plans[a].begin[c] = at, plans[a].end[c] = at + w[i];
+            at += w[i], a++;
+        }
+        r->begin[c] = at, r->end[c] = at + w[0];
+        for (int l = at; l < at + w[0]; l++) held[l] = true;
+    }
+    halda_context_params cp = halda_context_default_params();
+    cp.n_ctx = o->n_ctx, cp.kv_type = o->kv_type, cp.n_threads = o->n_threads;
+    char err[256];
+    r->ctx = context_new(m, &cp, held, err, sizeof err);
+    xfree(held);
+    if (!r->ctx) {
+        herr_set(e, "%s", err);
+        goto fail;
+    }
+    r->micro_batch = o->micro_batch > 0 ? o->micro_batch : 16;
+    if (r->micro_batch > r->ctx->n_batch) r->micro_batch = r->ctx->n_batch;
+    r->act_limit = act_bytes(r->ctx->n_batch, m->hp.n_embd, WIRE_F32);
+    r->buf = xmalloc(r->act_limit);
+    r->x = xmalloc((size_t)r->ctx->n_batch * (size_t)m->hp.n_embd * sizeof *r->x);
+    r->pos = xmalloc((size_t)r->ctx->n_batch * sizeof *r->pos);
+    r->seq = xmalloc((size_t)r->ctx->n_batch * sizeof *r->seq);
+    r->hb_conns = xcalloc((size_t)M, sizeof *r->hb_conns);
+    if (!r->buf || !r->x || !r->pos || !r->seq || !r->hb_conns) goto oom;
+    uint8_t fp[40];
+    model_fingerprint(m, fp);
+    for (int i = 0; i < r->n_peers; i++) { /* connect, authenticate, compare models */
+        ring_peer *p = &r->peers[i];
+        char name[300];
+        snprintf(name, sizeof name, "worker %d (%s:%d)", p->index, p->host, p->port);
+        int fd = net_connect(p->host, p->port, RING_IO_TIMEOUT_MS, e);
+        if (fd < 0) goto fail;
+        conn_init(&p->conn, fd, name);
+        int type;
+        uint32_t len;
+        uint8_t reply[512];
+        if (handshake_connect(&p->conn, o->key, ROLE_CONTROL, session, e) || frame_send(&p->conn, FRAME_MODEL_CHECK, fp, 40, e))
+            goto fail_named;
+        do
+            if (frame_recv(fd, &type, reply, sizeof reply, &len, 0, RING_IO_TIMEOUT_MS, e)) goto fail_named;
+        while (type == FRAME_HEARTBEAT);
+        if (type != FRAME_OK) {
+            herr_set(e, "%s: %.*s", name, type == FRAME_ERROR ? (int)len : 0, (const char *)reply);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < r->n_peers; i++) { /* hand out the plan */
+        ring_plan *pl = &plans[i];
+        pl->session = session, pl->k = k, pl->n_ctx = r->ctx->n_ctx, pl->kv_type = o->kv_type, pl->wire = o->wire;
+        pl->n_threads = 0, pl->is_first = i == 0, pl->is_last = i == r->n_peers - 1;
+        pl->next_host[0] = 0, pl->next_port = 0;
+        if (!pl->is_last) snprintf(pl->next_host, sizeof pl->next_host, "%s", r->peers[i + 1].host), pl->next_port = r->peers[i + 1].port;
+        uint8_t payload[64 + 8 * RING_MAX_DEVICES + 512];
+        uint32_t len = plan_encode(pl, payload);
+        if (frame_send(&r->peers[i].conn, FRAME_PLAN, payload, len, e)) goto fail;
+    }
+    for (int i = 0; i < r->n_peers; i++) { /* every worker set up its windows and data links */
+        ring_peer *p = &r->peers[i];
+        int type;
+        uint32_t len;
+        uint8_t reply[512];
+        do
+            if (frame_recv(p->conn.fd, &type, reply, sizeof reply, &len, 0, 4 * RING_IO_TIMEOUT_MS, e)) goto fail_named2;
+        while (type == FRAME_HEARTBEAT);
+        if (type != FRAME_READY) {
+            herr_set(e, "worker %d (%s:%d) could not join the ring: %.*s", p->index, p->host, p->port, type == FRAME_ERROR ? (int)len : 0,
+                     (const char *)reply);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < r->n_peers; i++) {
+        ring_peer *p = &r->peers[i];
+        p->last_heard = now_ms();
+        reader_arg *ra = xmalloc(sizeof *ra);
+        if (!ra) goto oom;
+        ra->r = r, ra->p = p;
+        if (pthread_create(&p->reader, NULL, ring_reader_main, ra)) goto oom;
+        p->reader_on = true;
+        r->hb_conns[i] = &p->conn;
+    }
+    if (heartbeat_start(&r->hb, r->hb_conns, r->n_peers)) goto oom;
+    r->hb_on = true;
+    /* the plan, for the user */
+    fprintf(stderr, "halda: ring of %d devices, k=%d, layers per cycle:", r->n_peers + 1, k);
+    fprintf(stderr, " head %d", w[0]);
+    for (int i = 0; i < r->n_peers; i++) fprintf(stderr, ", %s:%d %d", r->peers[i].host, r->peers[i].port, w[r->peers[i].index]);
+    fprintf(stderr, "\n");
+    return r;
+fail_named: {
+    char reason[sizeof e->msg];
+    snprintf(reason, sizeof reason, "%s", e->msg);
+    herr_set(e, "worker: %s", reason);
+    goto fail;
+}
+fail_named2: {
+    char reason[sizeof e->msg];
+    snprintf(reason, sizeof reason, "%s", e->msg);
+    herr_set(e, "a worker did not get ready: %s", reason);
+    goto fail;
+}
+oom:
+    herr_set(e, "out of memory");
+fail:
+    ring_head_close(r);
+    return NULL;
+}
+
+/* =============================================================================================
  * 12. CLI
  *
  * `halda SUBCOMMAND [flags]`.  Flags follow llama.cpp where one exists (-m, -p, -n, -t, -c,
@@ -3311,6 +4351,10 @@ typedef struct {
     const char *model, *prompt, *prompt_file, *out;
     int n_predict, n_threads, n_ctx, top, kv_type, runs;
     bool no_bos, special, tied;
+    /* cluster */
+    const char *workers, *cluster_key, *host;
+    int k, port, wire, n_windows;
+    int windows[RING_MAX_DEVICES];
     halda_sampler_params sp;
     bool seed_set;
     /* gen-model */
@@ -3349,9 +4393,12 @@ static float cli_float(const char *flag, const char *v, double lo, double hi)
 static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
     "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32] [--special]\n"
-    "Generate text: the continuation streams to stdout, timings go to stderr.\n";
+    "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]]\n"
+    "Generate text: the continuation streams to stdout, timings go to stderr.  With --workers the layers are\n"
+    "spread over a ring of `halda worker`s: -k cycles per token, W0 layers per cycle on this head, W1 on the\n"
+    "first worker, ... (default: k=1, an even split).\n";
 static const char *const usage_eval =
-    "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS]\n"
+    "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS] [--workers ... -k K --layer-window ... --wire ...]\n"
     "Print the prompt's token ids, the top K logits at every prompt position, and N greedy tokens,\n"
     "computed token by token with an F32 KV cache (the format of llama.cpp's reference files).\n";
 static const char *const usage_tokenize =
@@ -3380,6 +4427,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         snprintf(list, sizeof list, " %s ", allowed);
         if (f[0] != '-' || !strstr(list, token)) cli_die("unknown argument '%s' for '%s' (see halda %s --help)", f, cmd, cmd);
         bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied");
+        if (!strcmp(f, "--cluster-key") && i + 1 >= argc) cli_die("--cluster-key needs a value");
         const char *v = is_switch ? NULL : (i + 1 < argc ? argv[++i] : NULL);
         if (!is_switch && !v) cli_die("%s needs a value", f);
         if (!strcmp(f, "-m")) o->model = v;
@@ -3421,6 +4469,26 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--vocab")) o->synth.n_vocab = (int)cli_int(f, v, 400, 1 << 20);
         else if (!strcmp(f, "--ctx")) o->synth.n_ctx = (int)cli_int(f, v, 16, 1 << 24);
         else if (!strcmp(f, "--seed-weights")) o->synth.seed = (uint64_t)cli_int(f, v, 0, LLONG_MAX);
+        else if (!strcmp(f, "--workers")) o->workers = v;
+        else if (!strcmp(f, "--cluster-key")) o->cluster_key = v;
+        else if (!strcmp(f, "--host")) o->host = v;
+        else if (!strcmp(f, "--port")) o->port = (int)cli_int(f, v, 1, 65535);
+        else if (!strcmp(f, "-k")) o->k = (int)cli_int(f, v, 1, 4096);
+        else if (!strcmp(f, "--wire")) {
+            if (!strcmp(v, "f32")) o->wire = WIRE_F32;
+            else if (!strcmp(v, "f16")) o->wire = WIRE_F16;
+            else cli_die("--wire takes f32 or f16, got '%s'", v);
+        } else if (!strcmp(f, "--layer-window")) {
+            o->n_windows = 0;
+            for (const char *p = v; *p;) {
+                char *end;
+                long x = strtol(p, &end, 10);
+                if (end == p || x < 0 || x > 4096 || (*end && *end != ',') || o->n_windows >= RING_MAX_DEVICES)
+                    cli_die("--layer-window takes comma-separated layer counts (head first), got '%s'", v);
+                o->windows[o->n_windows++] = (int)x;
+                p = *end ? end + 1 : end;
+            }
+        }
     }
 }
 
@@ -3498,6 +4566,52 @@ static void cli_fail(halda_context *c)
     exit(1);
 }
 
+/* What run and eval evaluate with: one local context, or a ring of workers with the head's
+ * windows local. */
+typedef struct {
+    halda_context *ctx;
+    ring_head *ring;
+} cli_engine;
+
+static cli_engine cli_engine_open(halda_model *m, const cli_opts *o, int kv_type)
+{
+    cli_engine en = {0};
+    if (!o->workers) {
+        en.ctx = cli_context(m, o, kv_type);
+        return en;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    ring_options ro = {o->workers, o->cluster_key, o->k, o->n_windows ? o->windows : NULL, o->n_windows, 0, kv_type, o->wire, o->n_threads, 0};
+    ro.n_ctx = o->n_ctx ? o->n_ctx : (halda_model_n_ctx_train(m) < 4096 ? halda_model_n_ctx_train(m) : 4096);
+    herr e = {{0}};
+    en.ring = ring_head_open(m, &ro, &e);
+    if (!en.ring) {
+        fprintf(stderr, "halda: %s\n", e.msg);
+        exit(1);
+    }
+    en.ctx = en.ring->ctx;
+    return en;
+}
+
+static void cli_engine_eval(cli_engine *en, const int32_t *t, int n, int pos0, float *logits)
+{
+    if (!en->ring) {
+        if (halda_eval(en->ctx, t, n, pos0, logits)) cli_fail(en->ctx);
+        return;
+    }
+    herr e = {{0}};
+    if (ring_eval(en->ring, t, n, pos0, logits, &e)) {
+        fprintf(stderr, "halda: %s\n", e.msg);
+        exit(1);
+    }
+}
+
+static void cli_engine_close(cli_engine *en)
+{
+    if (en->ring) ring_head_close(en->ring);
+    else halda_context_free(en->ctx);
+}
+
 static int cmd_tokenize(int argc, char **argv)
 {
     cli_opts o;
@@ -3530,7 +4644,7 @@ static void top_k_ids(const float *logits, int n, int k, int32_t *out)
 static int cmd_eval(int argc, char **argv)
 {
     cli_opts o;
-    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c", usage_eval, &o);
+    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --wire", usage_eval, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
     int n_gen = o.n_predict < 0 ? 32 : o.n_predict;
@@ -3540,7 +4654,7 @@ static int cmd_eval(int argc, char **argv)
     if (n_prompt == 0) cli_die("the prompt has no tokens");
     cli_opts oc = o;
     if (!oc.n_ctx) oc.n_ctx = n_prompt + n_gen + 1;
-    halda_context *c = cli_context(m, &oc, HALDA_KV_F32);
+    cli_engine en = cli_engine_open(m, &oc, HALDA_KV_F32);
     int nv = halda_model_n_vocab(m), k = o.top < nv ? o.top : nv;
     float *logits = malloc((size_t)nv * sizeof *logits);
     int32_t *top = malloc((size_t)k * sizeof *top);
@@ -3548,7 +4662,7 @@ static int cmd_eval(int argc, char **argv)
     for (int i = 0; i < n_prompt; i++) printf(" %d", toks[i]);
     printf("\n");
     for (int i = 0; i < n_prompt; i++) {
-        if (halda_eval(c, &toks[i], 1, i, logits)) cli_fail(c);
+        cli_engine_eval(&en, &toks[i], 1, i, logits);
         top_k_ids(logits, nv, k, top);
         printf("logits %d", i);
         for (int j = 0; j < k; j++) printf(" %d:%.6f", top[j], logits[top[j]]);
@@ -3559,7 +4673,7 @@ static int cmd_eval(int argc, char **argv)
     for (int i = 0; i < n_gen; i++) {
         top_k_ids(logits, nv, 1, top);
         gen[n_done++] = top[0];
-        if (i + 1 < n_gen && halda_eval(c, &top[0], 1, n_prompt + i, logits)) cli_fail(c);
+        if (i + 1 < n_gen) cli_engine_eval(&en, &top[0], 1, n_prompt + i, logits);
     }
     printf("generated");
     for (int i = 0; i < n_done; i++) printf(" %d", gen[i]);
@@ -3581,7 +4695,7 @@ static int cmd_eval(int argc, char **argv)
     free(tbuf);
     printf("\n");
     free(gen), free(top), free(logits), free(toks), free(text);
-    halda_context_free(c);
+    cli_engine_close(&en);
     halda_model_free(m);
     return 0;
 }
@@ -3597,7 +4711,8 @@ static int cmd_run(int argc, char **argv)
 {
     cli_opts o;
     cli_parse(argc, argv, "run",
-              "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special",
+              "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special "
+              "--workers --cluster-key -k --layer-window --wire",
               usage_run, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
@@ -3608,7 +4723,8 @@ static int cmd_run(int argc, char **argv)
     int n_prompt;
     int32_t *toks = cli_tokenize(m, text, len, true, o.special, &n_prompt);
     if (n_prompt == 0) cli_die("the prompt has no tokens");
-    halda_context *c = cli_context(m, &o, o.kv_type);
+    cli_engine en = cli_engine_open(m, &o, o.kv_type);
+    halda_context *c = en.ctx;
     double t_load = now_ms() - t0;
     int nv = halda_model_n_vocab(m);
     float *logits = malloc((size_t)nv * sizeof *logits);
@@ -3621,7 +4737,7 @@ static int cmd_run(int argc, char **argv)
     }
     signal(SIGINT, cli_on_sigint);
     double t1 = now_ms();
-    if (halda_eval(c, toks, n_prompt, 0, logits)) cli_fail(c);
+    cli_engine_eval(&en, toks, n_prompt, 0, logits);
     double t_prompt = now_ms() - t1;
     for (int i = 0; i < n_prompt; i++) halda_sampler_accept(s, toks[i]);
     double t2 = now_ms();
@@ -3634,7 +4750,7 @@ static int cmd_run(int argc, char **argv)
         int pl = halda_token_to_piece(m, t, piece, sizeof piece, o.special);
         if (pl > 0) fwrite(piece, 1, (size_t)pl, stdout);
         fflush(stdout);
-        if (n_done + 1 < n_gen && halda_eval(c, &t, 1, pos++, logits)) cli_fail(c);
+        if (n_done + 1 < n_gen) cli_engine_eval(&en, &t, 1, pos++, logits);
     }
     double t_gen = now_ms() - t2;
     printf("\n");
@@ -3649,7 +4765,7 @@ static int cmd_run(int argc, char **argv)
             c->arena_bytes / mib, halda_model_size_bytes(m) / mib);
     halda_sampler_free(s);
     free(logits), free(toks), free(text);
-    halda_context_free(c);
+    cli_engine_close(&en);
     halda_model_free(m);
     return 0;
 }
@@ -3742,13 +4858,37 @@ static int cmd_bench(int argc, char **argv)
     return 0;
 }
 
+static const char *const usage_worker =
+    "usage: halda worker -m MODEL [--host ADDR] [--port 9137] [--cluster-key KEY] [-t THREADS]\n"
+    "Wait for a head (halda run|eval --workers ...), run the layers it assigns, and wait again.\n"
+    "Without --cluster-key the worker listens on 127.0.0.1 only unless --host is given.\n";
+
+static int cmd_worker(int argc, char **argv)
+{
+    cli_opts o;
+    cli_parse(argc, argv, "worker", "-m --host --port --cluster-key -t", usage_worker, &o);
+    signal(SIGPIPE, SIG_IGN);
+    halda_model *m = cli_load(&o);
+    const char *host = o.host;
+    if (!o.cluster_key || !*o.cluster_key) {
+        if (!host) host = "127.0.0.1";
+        fprintf(stderr, "halda worker: warning: no --cluster-key: anyone who can reach %s may use this worker\n", host);
+    }
+    herr e = {{0}};
+    worker_serve(m, host, o.port ? o.port : RING_DEFAULT_PORT, o.cluster_key, o.n_threads, &e);
+    fprintf(stderr, "halda: %s\n", e.msg);
+    halda_model_free(m);
+    return 1;
+}
+
 static const char *const usage_main =
     "usage: halda COMMAND [flags]      (halda COMMAND --help for its flags)\n"
     "  run        generate text from a prompt\n"
     "  eval       print token ids, top logits and a greedy continuation (for comparing with llama.cpp)\n"
     "  tokenize   print the token ids of a text\n"
     "  gen-model  write a synthetic model with random weights (tests, demos, benchmarks)\n"
-    "  bench      measure prompt and generation speed against the machine's memory bandwidth\n";
+    "  bench      measure prompt and generation speed against the machine's memory bandwidth\n"
+    "  worker     serve layers of a model to a head on the network (run/eval --workers HOST:PORT,...)\n";
 
 int main(int argc, char **argv)
 {
@@ -3762,6 +4902,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(cmd, "gen-model")) return cmd_gen_model(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
     cli_die("unknown command '%s' (see halda --help)", cmd);
 }
 #endif /* HALDA_NO_MAIN */
