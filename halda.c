@@ -250,6 +250,48 @@ static int64_t platform_rss_anon_bytes(void)
     return kb < 0 ? -1 : kb * 1024;
 }
 
+/* Bring [off, off+len) of a mapped file into memory: ask the kernel (MADV_WILLNEED), then touch
+ * one byte per page, because some kernels treat the advice as optional. */
+static void platform_prefetch(const file_map *m, uint64_t off, uint64_t len)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || off >= m->size) return;
+    if (off + len > m->size) len = m->size - off;
+    uint64_t a = off / (uint64_t)page * (uint64_t)page;
+    madvise((void *)(m->data + a), (size_t)(off + len - a), MADV_WILLNEED);
+    volatile uint8_t sink = 0;
+    for (uint64_t p = off; p < off + len; p += (uint64_t)page) sink ^= m->data[p];
+    (void)sink;
+}
+
+/* Give [off, off+len) of a mapped file back: drop our page-table entries and tell the page cache
+ * the pages are not needed soon, so an overloaded device evicts what it just used rather than
+ * what it is about to use. */
+static void platform_release(const file_map *m, uint64_t off, uint64_t len)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || off >= m->size) return;
+    if (off + len > m->size) len = m->size - off;
+    uint64_t a = (off + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page, e = (off + len) / (uint64_t)page * (uint64_t)page;
+    if (e > a) madvise((void *)(m->data + a), (size_t)(e - a), MADV_DONTNEED);
+#ifdef POSIX_FADV_DONTNEED
+    if (m->fd >= 0) posix_fadvise(m->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+#endif
+}
+
+/* Bytes of memory this process can still use (Linux MemAvailable), or -1 when unknown. */
+static int64_t platform_ram_available_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    int64_t kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %" SCNd64, &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
 /* =============================================================================================
  * 3. Numeric formats
  *
@@ -3353,6 +3395,7 @@ enum {
 };
 enum { ROLE_CONTROL = 1, ROLE_DATA = 2 };
 enum { WIRE_F32 = 0, WIRE_F16 = 1 };
+enum { PREFETCH_OFF = 0, PREFETCH_ON = 1, PREFETCH_AUTO = 2 };
 
 /* The largest payload each frame type may carry; ACT is bounded per session by the plan. */
 static uint32_t frame_limit(int type, uint32_t act_limit)
@@ -3609,19 +3652,22 @@ typedef struct {
     int n_ctx, kv_type, wire, n_threads;
     int begin[RING_MAX_DEVICES], end[RING_MAX_DEVICES]; /* this device's window in each cycle */
     int is_first, is_last;     /* receives from the head / sends to the head */
+    int prefetch;              /* PREFETCH_OFF / ON / AUTO */
     char next_host[256];       /* the next worker, when not last */
     int next_port;
 } ring_plan;
 
 /* PLAN payload: session u64, k u32, n_ctx u32, kv_type u8, wire u8, first u8, last u8,
- * n_threads u32, next_port u32, host length u32, host bytes, then k × (begin u32, end u32). */
+ * n_threads u16, prefetch u16, next_port u32, host length u32, host bytes, then k × (begin u32,
+ * end u32). */
 static uint32_t plan_encode(const ring_plan *p, uint8_t *out)
 {
     put_u64le(out, p->session);
     put_u32(out + 8, (uint32_t)p->k);
     put_u32(out + 12, (uint32_t)p->n_ctx);
     out[16] = (uint8_t)p->kv_type, out[17] = (uint8_t)p->wire, out[18] = (uint8_t)p->is_first, out[19] = (uint8_t)p->is_last;
-    put_u32(out + 20, (uint32_t)p->n_threads);
+    out[20] = (uint8_t)p->n_threads, out[21] = (uint8_t)(p->n_threads >> 8);
+    out[22] = (uint8_t)p->prefetch, out[23] = 0;
     put_u32(out + 24, (uint32_t)p->next_port);
     uint32_t hl = (uint32_t)strlen(p->next_host);
     put_u32(out + 28, hl);
@@ -3639,13 +3685,15 @@ static int plan_decode(ring_plan *p, const uint8_t *b, uint32_t len, int n_layer
     p->k = (int)read_le(b + 8, 4);
     p->n_ctx = (int)read_le(b + 12, 4);
     p->kv_type = b[16], p->wire = b[17], p->is_first = b[18], p->is_last = b[19];
-    p->n_threads = (int)read_le(b + 20, 4);
+    p->n_threads = (int)read_le(b + 20, 2);
+    p->prefetch = (int)read_le(b + 22, 2);
     p->next_port = (int)read_le(b + 24, 4);
     uint32_t hl = (uint32_t)read_le(b + 28, 4);
     if (p->k < 1 || p->k > n_layer || p->k > RING_MAX_DEVICES) return herr_set(e, "plan has %d cycles", p->k), -1;
     if (p->n_ctx < 1 || p->n_ctx > (1 << 24) || p->kv_type > HALDA_KV_F16 || p->wire > WIRE_F16 || p->is_first > 1 || p->is_last > 1)
         return herr_set(e, "plan has an invalid field"), -1;
-    if (p->n_threads < 0 || p->n_threads > HALDA_MAX_THREADS || p->next_port < 0 || p->next_port > 65535 || hl > 255)
+    if (p->n_threads < 0 || p->n_threads > HALDA_MAX_THREADS || p->prefetch > PREFETCH_AUTO || p->next_port < 0 ||
+        p->next_port > 65535 || hl > 255)
         return herr_set(e, "plan has an invalid field"), -1;
     if (len != 32 + hl + 8u * (uint32_t)p->k) return herr_set(e, "plan length %u does not match its %d cycles", len, p->k), -1;
     memcpy(p->next_host, b + 32, hl);
@@ -3748,6 +3796,104 @@ static void conn_close(ring_conn *c)
     pthread_mutex_destroy(&c->write_lock);
 }
 
+/* ---- Prefetch ---------------------------------------------------------------------------------- *
+ * While a device waits for the token to come around the ring, a background thread brings the
+ * weights of its next window into memory, so the window starts at memory speed instead of disk
+ * speed.  On an overloaded device (its windows do not all fit in RAM) it also releases the
+ * window just computed, so that reading ahead never evicts pages that are about to be used.
+ * With k = 1 there is only one window and nothing to do. */
+
+typedef struct {
+    const halda_model *m;
+    const int *begin, *end; /* the device's windows, one per cycle */
+    int k;
+    bool release;           /* overloaded: release each window after use */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done_cycle;         /* the window just computed, -1 when nothing is pending */
+    bool quit, on;
+} prefetcher;
+
+static void window_extent(const halda_model *m, int l0, int l1, uint64_t *off, uint64_t *len)
+{
+    uint64_t b = UINT64_MAX, e = 0;
+    for (int l = l0; l < l1; l++) {
+        if (m->layers[l].file_begin < b) b = m->layers[l].file_begin;
+        if (m->layers[l].file_end > e) e = m->layers[l].file_end;
+    }
+    *off = b, *len = e > b ? e - b : 0;
+}
+
+static void *prefetch_main(void *arg)
+{
+    prefetcher *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->quit) {
+        if (p->done_cycle < 0) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        int c = p->done_cycle, next = (c + 1) % p->k;
+        p->done_cycle = -1;
+        pthread_mutex_unlock(&p->mu);
+        uint64_t off, len;
+        if (p->release) {
+            window_extent(p->m, p->begin[c], p->end[c], &off, &len);
+            platform_release(&p->m->file.map, off, len);
+        }
+        window_extent(p->m, p->begin[next], p->end[next], &off, &len);
+        platform_prefetch(&p->m->file.map, off, len);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Decide and start.  mode: PREFETCH_OFF / ON / AUTO (on exactly when the windows this device
+ * holds do not fit in the memory it has available, i.e. the device is overloaded). */
+static void prefetcher_start(prefetcher *p, const halda_model *m, const int *begin, const int *end, int k, int mode)
+{
+    memset(p, 0, sizeof *p);
+    p->m = m, p->begin = begin, p->end = end, p->k = k, p->done_cycle = -1;
+    uint64_t held = 0;
+    for (int c = 0; c < k; c++) {
+        uint64_t off, len;
+        window_extent(m, begin[c], end[c], &off, &len);
+        held += len;
+    }
+    int64_t avail = platform_ram_available_bytes();
+    bool overloaded = avail >= 0 && held > (uint64_t)avail;
+    p->release = overloaded;
+    if (k < 2 || mode == PREFETCH_OFF || (mode == PREFETCH_AUTO && !overloaded)) return;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->on = pthread_create(&p->thread, NULL, prefetch_main, p) == 0;
+}
+
+/* Window `cycle` was just computed: release it if overloaded and fetch the next one. */
+static void prefetcher_done(prefetcher *p, int cycle)
+{
+    if (!p->on) return;
+    pthread_mutex_lock(&p->mu);
+    p->done_cycle = cycle;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void prefetcher_stop(prefetcher *p)
+{
+    if (!p->on) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    p->on = false;
+}
+
 /* ---- Worker ----------------------------------------------------------------------------------- */
 
 /* Accept the data connection from the previous device of this session, within the timeout;
@@ -3781,6 +3927,7 @@ typedef struct {
     float *x;
     int *pos, *seq;
     uint32_t act_limit;
+    prefetcher pf;
 } worker_state;
 
 /* Run the window of one activation frame and pass the result on. */
@@ -3793,11 +3940,13 @@ static int worker_compute(worker_state *w, ring_conn *ctl, const uint8_t *payloa
     if (model_forward_window(w->ctx, w->x, n_tok, w->pos, w->seq, w->plan.begin[cycle], w->plan.end[cycle]))
         return herr_set(e, "%s", halda_last_error(w->ctx)), -1;
     uint32_t n = act_encode(w->buf, cycle, n_tok, w->pos, w->x, hp->n_embd, w->plan.wire);
+    prefetcher_done(&w->pf, cycle);
     return frame_send(w->plan.is_last ? ctl : &w->out, FRAME_ACT, w->buf, n, e);
 }
 
 static void worker_session_end(worker_state *w)
 {
+    prefetcher_stop(&w->pf);
     if (w->in.fd >= 0) conn_close(&w->in);
     if (w->out.fd >= 0) conn_close(&w->out);
     halda_context_free(w->ctx);
@@ -3839,6 +3988,9 @@ static int worker_setup(worker_state *w, int listen_fd, ring_conn *ctl, const ch
         if (handshake_connect(&w->out, key, ROLE_DATA, w->plan.session, e)) return -1;
     }
     if (!w->plan.is_first && worker_accept_data(listen_fd, key, w->plan.session, &w->in, e)) return -1;
+    prefetcher_start(&w->pf, w->m, w->plan.begin, w->plan.end, w->plan.k, w->plan.prefetch);
+    if (w->pf.release) fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM%s\n",
+                               w->pf.on ? "; prefetching" : "");
     return frame_send(ctl, FRAME_READY, NULL, 0, e);
 }
 
@@ -3989,6 +4141,7 @@ typedef struct ring_head {
     float *x;
     int *pos, *seq;
     int n_done;                /* tokens processed so far, for failure messages */
+    prefetcher pf;
 } ring_head;
 
 typedef struct {
@@ -4109,6 +4262,7 @@ static int ring_eval(ring_head *r, const int32_t *tokens, int n, int pos0, float
         if (rc) return -1;
         for (int i = 0; i < nt; i++) r->seq[i] = 0;
         if (model_forward_window(c, r->x, nt, r->pos, r->seq, r->begin[cycle], r->end[cycle])) return herr_set(e, "%s", halda_last_error(c)), -1;
+        prefetcher_done(&r->pf, cycle);
         if (cycle + 1 < r->k) {
             uint32_t len = act_encode(r->buf, cycle + 1, nt, r->pos, r->x, E, r->wire);
             if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return -1;
@@ -4125,6 +4279,7 @@ static void ring_head_close(ring_head *r)
 {
     if (!r) return;
     herr e;
+    prefetcher_stop(&r->pf);
     if (r->hb_on) heartbeat_stop(&r->hb);
     for (int i = 0; i < r->n_peers; i++) {
         ring_peer *p = &r->peers[i];
@@ -4151,6 +4306,7 @@ typedef struct {
     const int *w;          /* layers per cycle for [head, worker 1, ...], or NULL for an even split */
     int n_w;
     int n_ctx, kv_type, wire, n_threads, micro_batch;
+    int prefetch;          /* PREFETCH_OFF / ON / AUTO */
 } ring_options;
 
 /* Parse "host:port,host:port"; returns the count or -1. */
@@ -4280,7 +4436,7 @@ static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
     for (int i = 0; i < r->n_peers; i++) { /* hand out the plan */
         ring_plan *pl = &plans[i];
         pl->session = session, pl->k = k, pl->n_ctx = r->ctx->n_ctx, pl->kv_type = o->kv_type, pl->wire = o->wire;
-        pl->n_threads = 0, pl->is_first = i == 0, pl->is_last = i == r->n_peers - 1;
+        pl->n_threads = 0, pl->is_first = i == 0, pl->is_last = i == r->n_peers - 1, pl->prefetch = o->prefetch;
         pl->next_host[0] = 0, pl->next_port = 0;
         if (!pl->is_last) snprintf(pl->next_host, sizeof pl->next_host, "%s", r->peers[i + 1].host), pl->next_port = r->peers[i + 1].port;
         uint8_t payload[64 + 8 * RING_MAX_DEVICES + 512];
@@ -4313,6 +4469,8 @@ static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
     }
     if (heartbeat_start(&r->hb, r->hb_conns, r->n_peers)) goto oom;
     r->hb_on = true;
+    prefetcher_start(&r->pf, m, r->begin, r->end, k, o->prefetch);
+    if (r->pf.release) fprintf(stderr, "halda: the head is overloaded: its windows do not fit in available RAM\n");
     /* the plan, for the user */
     fprintf(stderr, "halda: ring of %d devices, k=%d, layers per cycle:", r->n_peers + 1, k);
     fprintf(stderr, " head %d", w[0]);
@@ -4353,7 +4511,7 @@ typedef struct {
     bool no_bos, special, tied;
     /* cluster */
     const char *workers, *cluster_key, *host;
-    int k, port, wire, n_windows;
+    int k, port, wire, n_windows, prefetch;
     int windows[RING_MAX_DEVICES];
     halda_sampler_params sp;
     bool seed_set;
@@ -4393,7 +4551,8 @@ static float cli_float(const char *flag, const char *v, double lo, double hi)
 static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
     "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32] [--special]\n"
-    "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]]\n"
+    "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
+    "                  [--prefetch on|off|auto]]\n"
     "Generate text: the continuation streams to stdout, timings go to stderr.  With --workers the layers are\n"
     "spread over a ring of `halda worker`s: -k cycles per token, W0 layers per cycle on this head, W1 on the\n"
     "first worker, ... (default: k=1, an even split).\n";
@@ -4414,6 +4573,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
     memset(o, 0, sizeof *o);
     o->n_predict = -1, o->n_threads = 0, o->n_ctx = 0, o->top = 5, o->kv_type = HALDA_KV_F16;
     o->sp = halda_sampler_default_params();
+    o->prefetch = PREFETCH_AUTO;
     o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 1024, 2048, false, 1};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
@@ -4474,6 +4634,12 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--host")) o->host = v;
         else if (!strcmp(f, "--port")) o->port = (int)cli_int(f, v, 1, 65535);
         else if (!strcmp(f, "-k")) o->k = (int)cli_int(f, v, 1, 4096);
+        else if (!strcmp(f, "--prefetch")) {
+            if (!strcmp(v, "on")) o->prefetch = PREFETCH_ON;
+            else if (!strcmp(v, "off")) o->prefetch = PREFETCH_OFF;
+            else if (!strcmp(v, "auto")) o->prefetch = PREFETCH_AUTO;
+            else cli_die("--prefetch takes on, off or auto, got '%s'", v);
+        }
         else if (!strcmp(f, "--wire")) {
             if (!strcmp(v, "f32")) o->wire = WIRE_F32;
             else if (!strcmp(v, "f16")) o->wire = WIRE_F16;
@@ -4581,7 +4747,7 @@ static cli_engine cli_engine_open(halda_model *m, const cli_opts *o, int kv_type
         return en;
     }
     signal(SIGPIPE, SIG_IGN);
-    ring_options ro = {o->workers, o->cluster_key, o->k, o->n_windows ? o->windows : NULL, o->n_windows, 0, kv_type, o->wire, o->n_threads, 0};
+    ring_options ro = {o->workers, o->cluster_key, o->k, o->n_windows ? o->windows : NULL, o->n_windows, 0, kv_type, o->wire, o->n_threads, 0, o->prefetch};
     ro.n_ctx = o->n_ctx ? o->n_ctx : (halda_model_n_ctx_train(m) < 4096 ? halda_model_n_ctx_train(m) : 4096);
     herr e = {{0}};
     en.ring = ring_head_open(m, &ro, &e);
@@ -4644,7 +4810,7 @@ static void top_k_ids(const float *logits, int n, int k, int32_t *out)
 static int cmd_eval(int argc, char **argv)
 {
     cli_opts o;
-    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --wire", usage_eval, &o);
+    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --wire --prefetch", usage_eval, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
     int n_gen = o.n_predict < 0 ? 32 : o.n_predict;
@@ -4712,7 +4878,7 @@ static int cmd_run(int argc, char **argv)
     cli_opts o;
     cli_parse(argc, argv, "run",
               "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special "
-              "--workers --cluster-key -k --layer-window --wire",
+              "--workers --cluster-key -k --layer-window --wire --prefetch",
               usage_run, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
