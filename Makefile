@@ -26,7 +26,11 @@ tests/bin/%: tests/%.c halda.c halda.h tests/test.h
 	@mkdir -p tests/bin
 	$(CC) -O2 -march=native -g $(TWARN) -pthread $< -o $@ $(LDLIBS)
 
-test: halda portable $(TESTS)
+tests/bin/relay: tests/relay.c
+	@mkdir -p tests/bin
+	$(CC) -O2 $(WARN) -pthread $< -o $@
+
+test: halda portable $(TESTS) tests/bin/relay
 	@tests/run.sh tests/bin
 
 # Sanitizer builds go to their own folder so they never mix with the normal ones.
