@@ -4341,6 +4341,42 @@ static int parse_workers(const char *list, char hosts[][256], int *ports, int ca
     return n;
 }
 
+/* Read a plan in `halda solve`'s output format: one line `NAME w=W n=N` per device in ring
+ * order (the head first), then `k=K latency_ms=T`.  Lines starting with # are comments.
+ * TRUST BOUNDARY: a user's file; every number is range-checked.  Returns the device count. */
+static int plan_file_read(const char *path, int *k, int *w, int cap, herr *e)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return herr_set(e, "cannot open plan %s: %s", path, strerror(errno)), -1;
+    char line[512];
+    int n = 0, lineno = 0;
+    *k = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = 0;
+        char *kp = strstr(line, "k="), *wp = strstr(line, " w=");
+        long v;
+        char *end;
+        if (kp && (kp == line || isspace((unsigned char)kp[-1]))) {
+            v = strtol(kp + 2, &end, 10);
+            if (end == kp + 2 || v < 1 || v > 4096) return fclose(f), herr_set(e, "%s line %d: bad k", path, lineno), -1;
+            *k = (int)v;
+        } else if (wp) {
+            v = strtol(wp + 3, &end, 10);
+            if (end == wp + 3 || v < 0 || v > 4096) return fclose(f), herr_set(e, "%s line %d: bad w", path, lineno), -1;
+            if (n >= cap) return fclose(f), herr_set(e, "%s: more than %d devices", path, cap), -1;
+            w[n++] = (int)v;
+        } else {
+            for (char *c = line; *c; c++)
+                if (!isspace((unsigned char)*c)) return fclose(f), herr_set(e, "%s line %d: not a plan line", path, lineno), -1;
+        }
+    }
+    fclose(f);
+    if (!*k || !n) return herr_set(e, "%s: no k= line or no devices", path), -1;
+    return n;
+}
+
 /* Connect to the workers, check their model, hand out the plan, and wait until the ring is up. */
 static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
 {
@@ -4510,7 +4546,7 @@ typedef struct {
     int n_predict, n_threads, n_ctx, top, kv_type, runs;
     bool no_bos, special, tied;
     /* cluster */
-    const char *workers, *cluster_key, *host;
+    const char *workers, *cluster_key, *host, *plan;
     int k, port, wire, n_windows, prefetch;
     int windows[RING_MAX_DEVICES];
     halda_sampler_params sp;
@@ -4552,10 +4588,10 @@ static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
     "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32] [--special]\n"
     "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
-    "                  [--prefetch on|off|auto]]\n"
+    "                  [--plan FILE] [--prefetch on|off|auto]]\n"
     "Generate text: the continuation streams to stdout, timings go to stderr.  With --workers the layers are\n"
     "spread over a ring of `halda worker`s: -k cycles per token, W0 layers per cycle on this head, W1 on the\n"
-    "first worker, ... (default: k=1, an even split).\n";
+    "first worker, ... (default: k=1, an even split).  --plan FILE takes k and the windows from `halda solve`.\n";
 static const char *const usage_eval =
     "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS] [--workers ... -k K --layer-window ... --wire ...]\n"
     "Print the prompt's token ids, the top K logits at every prompt position, and N greedy tokens,\n"
@@ -4630,6 +4666,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--ctx")) o->synth.n_ctx = (int)cli_int(f, v, 16, 1 << 24);
         else if (!strcmp(f, "--seed-weights")) o->synth.seed = (uint64_t)cli_int(f, v, 0, LLONG_MAX);
         else if (!strcmp(f, "--workers")) o->workers = v;
+        else if (!strcmp(f, "--plan")) o->plan = v;
         else if (!strcmp(f, "--cluster-key")) o->cluster_key = v;
         else if (!strcmp(f, "--host")) o->host = v;
         else if (!strcmp(f, "--port")) o->port = (int)cli_int(f, v, 1, 65535);
@@ -4747,6 +4784,17 @@ static cli_engine cli_engine_open(halda_model *m, const cli_opts *o, int kv_type
         return en;
     }
     signal(SIGPIPE, SIG_IGN);
+    cli_opts po = *o;
+    if (o->plan) { /* a solver's plan: k and the windows */
+        if (o->n_windows || o->k) cli_die("give either --plan or -k/--layer-window, not both");
+        herr pe = {{0}};
+        po.n_windows = plan_file_read(o->plan, &po.k, po.windows, RING_MAX_DEVICES, &pe);
+        if (po.n_windows < 0) {
+            fprintf(stderr, "halda: %s\n", pe.msg);
+            exit(2);
+        }
+        o = &po;
+    }
     ring_options ro = {o->workers, o->cluster_key, o->k, o->n_windows ? o->windows : NULL, o->n_windows, 0, kv_type, o->wire, o->n_threads, 0, o->prefetch};
     ro.n_ctx = o->n_ctx ? o->n_ctx : (halda_model_n_ctx_train(m) < 4096 ? halda_model_n_ctx_train(m) : 4096);
     herr e = {{0}};
@@ -4810,7 +4858,7 @@ static void top_k_ids(const float *logits, int n, int k, int32_t *out)
 static int cmd_eval(int argc, char **argv)
 {
     cli_opts o;
-    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --wire --prefetch", usage_eval, &o);
+    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --plan --wire --prefetch", usage_eval, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
     int n_gen = o.n_predict < 0 ? 32 : o.n_predict;
@@ -4878,7 +4926,7 @@ static int cmd_run(int argc, char **argv)
     cli_opts o;
     cli_parse(argc, argv, "run",
               "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special "
-              "--workers --cluster-key -k --layer-window --wire --prefetch",
+              "--workers --cluster-key -k --layer-window --plan --wire --prefetch",
               usage_run, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);

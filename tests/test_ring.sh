@@ -58,6 +58,8 @@ run_model() { # run_model MODEL: two workers, then every plan given in the remai
 "$H" gen-model -o "$T/q6.gguf" --arch qwen2 --type q4_0 --layers 6 --embd 128 --ff 256 --heads 4 --kv-heads 2 --tied
 "$H" gen-model -o "$T/l6.gguf" --arch llama --type q8_0 --layers 6 --embd 128 --ff 256 --heads 4 --kv-heads 2
 run_model "$T/q6.gguf" "-k 1" "-k 2 --layer-window 1,1,1" "-k 3 --layer-window 1,1,0" "-k 1 --layer-window 4,1,1"
+printf '# a plan as halda solve prints it\nhead w=1 n=0\nw1 w=1 n=0\nw2 w=1 n=0\nk=2 latency_ms=12.5\n' >"$T/plan.txt"
+run_model "$T/q6.gguf" "--plan $T/plan.txt"
 run_model "$T/l6.gguf" "-k 2 --layer-window 1,1,1" "-k 1 --layer-window 2,2,2" "-k 3 --layer-window 1,0,1 --prefetch on" "-k 2 --prefetch off --layer-window 1,1,1"
 if [ -d "$SHARED/models" ]; then
     run_model "$SHARED/models/stories260K.gguf" "-k 1" "-k 1 --layer-window 1,2,2"
