@@ -431,6 +431,103 @@ typedef struct {
 } block_q8_1;
 static_assert(sizeof(block_q8_1) == 36, "block_q8_1 layout");
 
+/* IQ4_NL: 32 weights as 4-bit indices into a fixed non-linear codebook; w = d·iq4nl_values[q].
+ * 4.5 bits per weight, like Q4_0, but the 16 levels are spaced more tightly near zero, where
+ * most weights of a trained matrix lie, so the same bits carry less error.  Nibble order as
+ * Q4_0 (qs[j]: element j low, element j+16 high).  Its dot product takes Q8_0 activations. */
+typedef struct {
+    f16_t d;
+    uint8_t qs[QK / 2];
+} block_iq4_nl;
+static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl layout");
+
+/* The codebook is part of the format (llama.cpp's kvalues_iq4nl): sorted, in [-127, 113]. */
+static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* ---- The k-quants ----------------------------------------------------------------------------
+ * A super-block of 256 weights carries one or two F16 scales (d, and dmin where there is an
+ * offset) and small integer scales per group of 16 or 32 weights, so a weight is
+ *     w = d·sc[g]·q − dmin·m[g]          (Q2_K, Q4_K, Q5_K: unsigned q, a per-group minimum)
+ *     w = d·sc[g]·q                      (Q3_K, Q6_K: signed q, signed scales)
+ * The two-level scales cost a fraction of a bit per weight and let each group adapt.
+ *
+ * The 2-bit "planes" of Q2_K and Q3_K (and the 4+2-bit split of Q6_K) pack each half of 128
+ * elements into 32 bytes: element i = 128h + 32s + l (half h, slice s in 0..3, l in 0..31) is
+ * bits 2s..2s+1 of byte 32h + l.  A SIMD kernel loads 32 bytes and peels off 4 slices of 32
+ * consecutive elements with one shift and mask each.  Q4_K and Q5_K do the same with nibbles:
+ * element i = 64c + 32t + l is nibble t (0 low, 1 high) of byte 32c + l. */
+
+/* Q2_K: 16 groups of 16; 2-bit q in [0,3]; w = d·sc[g]·q − dmin·m[g] with 4-bit sc (low nibble
+ * of scales[g]) and 4-bit m (high nibble).  Element i is plane i%128/32 of qs[32·(i/128) + i%32];
+ * its group is i/16.  2.625 bits per weight. */
+typedef struct {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    f16_t d, dmin;
+} block_q2_K;
+static_assert(sizeof(block_q2_K) == 84, "block_q2_K layout");
+
+/* Q3_K: 16 groups of 16; 3-bit q in [-4,3]; w = d·sc[g]·q with a 6-bit scale sc in [-32,31]
+ * (packed, see q3_K_scale).  The low 2 bits of element i = 128h + 32s + l are plane s of
+ * qs[32h + l] as in Q2_K; its third bit is bit 4h + s of hmask[l], and a CLEAR bit means
+ * q = low − 4 (a set bit: q = low).  3.4375 bits per weight. */
+typedef struct {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[12];
+    f16_t d;
+} block_q3_K;
+static_assert(sizeof(block_q3_K) == 110, "block_q3_K layout");
+
+/* Q3_K's 16 scales of 6 bits in 12 bytes: the low 4 bits of scale g are the low nibble of
+ * scales[g] for g < 8 and the high nibble of scales[g − 8] for g >= 8; the high 2 bits are bits
+ * 2·(g/4)..2·(g/4)+1 of scales[8 + g%4].  The stored value is biased by 32. */
+static inline int q3_K_scale(const uint8_t s[12], int g)
+{
+    int low = g < 8 ? s[g] & 15 : s[g - 8] >> 4;
+    int high = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
+    return (low | high << 4) - 32;
+}
+
+/* Q4_K: 8 sub-blocks of 32; 4-bit q in [0,15]; w = d·sc[j]·q − dmin·m[j] with 6-bit sc and m
+ * (packed, see k_scale_min).  Element i = 64c + 32t + l is nibble t of qs[32c + l]; its
+ * sub-block is i/32 = 2c + t.  4.5 bits per weight. */
+typedef struct {
+    f16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
+
+/* Q5_K: Q4_K plus a fifth bit: q in [0,31], its high bit is bit i/32 of qh[i%32].  5.5 bits
+ * per weight. */
+typedef struct {
+    f16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
+
+/* Q4_K's and Q5_K's 8 scales and 8 minimums of 6 bits in 12 bytes.  Sub-blocks 0..3 keep their
+ * scale in the low 6 bits of bytes 0..3 and their minimum in the low 6 bits of bytes 4..7.
+ * Sub-blocks 4..7 keep the low 4 bits of the scale in the low nibble of bytes 8..11 and of the
+ * minimum in their high nibble; their top 2 bits ride in the otherwise unused top 2 bits of
+ * bytes 0..3 (scales) and 4..7 (minimums):
+ *     byte  0..3 : mm ssssss    (s: scale j, mm: top bits of scale j+4)
+ *     byte  4..7 : mm mmmmmm    (minimum j, top bits of minimum j+4)
+ *     byte 8..11 : MMMM SSSS    (low bits of minimum and scale j+4) */
+static inline void k_scale_min(const uint8_t s[12], int j, int *scale, int *min)
+{
+    if (j < 4) {
+        *scale = s[j] & 63;
+        *min = s[j + 4] & 63;
+    } else {
+        *scale = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *min = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
 /* Q6_K: 256 weights in 16 groups of 16; 6-bit q in [0,63], w = d·scale[g]·(q − 32) with an
  * 8-bit signed scale per group.  6.5625 bits per weight.  The low 4 bits live in ql, the high 2
  * in qh.  Within each half of 128 elements, for l in [0,32):
@@ -467,6 +564,17 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * its reference outputs.  A matrix product converts its activations once and shares them
  * across all rows and threads.  SIMD variants replace `vec_dot` entries only; the scalar
  * functions are the specification.
+ *
+ * Two summation orders per type, where llama.cpp has two.  An integer dot product is exact but
+ * the F32 arithmetic around it is not, and llama.cpp's x86 backend adds up differently
+ * depending on the matrix: one whose row count is a multiple of 8 (nearly every real one) is
+ * "repacked" at load for some types (Q4_0, IQ4_NL, Q4_K, Q5_K, and Q2_K on AVX-512) and
+ * computed 8 rows at a time, one F32 accumulator per row; any other goes through its plain
+ * dot product, which keeps 8 F32 lanes per row (see lane_acc).  `vec_dot_r8` is the first
+ * order and `type_vec_dot` picks it by row count.  Matching llama.cpp bit for bit is what makes
+ * its reference logits a usable test at all: the activations are re-quantized before every
+ * matrix product, so a one-ulp difference that crosses a rounding boundary moves the logits by
+ * ~1e-2, and the references' greedy tokens are compared strictly.
  * ============================================================================================= */
 
 typedef void (*dequantize_fn)(const void *src, float *dst, int64_t n);
@@ -483,6 +591,8 @@ typedef struct {
     dequantize_fn dequantize; /* NULL: type known to GGUF but not supported by halda */
     quantize_fn quantize;     /* NULL: halda cannot write this type */
     vec_dot_fn vec_dot;
+    vec_dot_fn vec_dot_r8;    /* the same product in the order of llama.cpp's "repacked" kernels,
+                                 for matrices with a multiple of 8 rows (NULL: as vec_dot) */
 } type_traits;
 
 static const type_traits *type_info(int type); /* defined after the kernels, below */
@@ -586,6 +696,27 @@ static inline float lane_acc_sum(const lane_acc *acc)
     return (a0 + a2) + (a1 + a3);
 }
 
+/* The same lanes over a k-quant super-block: lane l holds the integer sum, over the 8 runs of
+ * 32 elements, of elements 4l..4l+3 of each run, every product weighted by its group's integer
+ * scale gscale[i/16].  The sums are exact; only their conversion to F32 and what follows
+ * rounds. */
+static inline void k_lane_sums(const int8_t *qw, const int *gscale, const int8_t *qa, int32_t lane[8])
+{
+    for (int l = 0; l < 8; l++) {
+        int32_t s = 0;
+        for (int run = 0; run < QK_K / 32; run++)
+            for (int i = 32 * run + 4 * l; i < 32 * run + 4 * l + 4; i++) s += gscale[i / 16] * qw[i] * qa[i];
+        lane[l] = s;
+    }
+}
+static inline int32_t k_dot(const int8_t *qw, const int *gscale, const int8_t *qa)
+{
+    int32_t lane[8], s = 0;
+    k_lane_sums(qw, gscale, qa, lane);
+    for (int l = 0; l < 8; l++) s += lane[l];
+    return s;
+}
+
 /* ---- Q8_0 and Q8_1 (weights and activations) ------------------------------------------------ */
 
 /* d = max|x| / 127, q = round(x · 127 / max|x|), ties to even. */
@@ -679,6 +810,20 @@ static float vec_dot_q4_0(int64_t n, const void *w, const void *a)
         lane_acc_block(&acc, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), q, y[b].qs);
     }
     return lane_acc_sum(&acc);
+}
+/* The repacked order: one F32 accumulator, one fused multiply-add of the block's exact integer
+ * sum per block (it took the tiny Q4_0 references from 4e-3 to 3e-7 worst logit error). */
+static float vec_dot_q4_0_r8(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < QK / 2; j++) s += ((x[b].qs[j] & 15) - 8) * y[b].qs[j] + ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + QK / 2];
+        acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
 }
 
 static void quantize_q4_1(const float *src, void *dst, int64_t n)
@@ -826,10 +971,161 @@ static float vec_dot_q5_1(int64_t n, const void *w, const void *a)
     return lane_acc_sum(&acc) + mins;
 }
 
+/* ---- Fitting scales: the search behind the IQ4_NL and k-quant quantizers ---------------------
+ * Rounding x/scale with the scale that maps the largest |x| exactly onto the end of the integer
+ * range is the obvious quantizer, but rarely the best one: a slightly different scale can put
+ * the bulk of a group nearer its grid points at the cost of the one extreme value.  So each
+ * fitter tries 21 scales around the obvious one, and for the integers each produces solves for
+ * the scale (and offset) with the least squared error — a closed-form least-squares fit — and
+ * keeps the best.  These only write files; nothing at inference time depends on them. */
+
+static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* x ≈ scale·L with integers L in [qmin, qmax], qmin < 0 < qmax.  Writes L; returns the scale,
+ * 0 for an all-zero group.  Candidates put the largest |x| near either end of the range. */
+static float fit_scale(const float *x, int n, int qmin, int qmax, int8_t *L)
+{
+    float amax = 0, max = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
+    memset(L, 0, (size_t)n);
+    if (amax == 0) return 0;
+    double best_gain = -1;
+    float best = 0;
+    for (int end = 0; end < 2; end++) {
+        float nend = end ? (float)qmax : (float)qmin;
+        for (int t = -10; t <= 10; t++) {
+            float iscale = (nend + (nend < 0 ? -0.1f : 0.1f) * (float)t) / max;
+            double sxl = 0, sll = 0;
+            for (int i = 0; i < n; i++) {
+                int q = clampi(round_even(iscale * x[i]), qmin, qmax);
+                sxl += (double)x[i] * q, sll += (double)q * q;
+            }
+            /* with the least-squares scale sxl/sll the error is Σx² − sxl²/sll */
+            if (sll > 0 && sxl * sxl / sll > best_gain) best_gain = sxl * sxl / sll, best = (float)(sxl / sll);
+        }
+    }
+    for (int i = 0; i < n; i++) L[i] = (int8_t)clampi(round_even(x[i] / best), qmin, qmax);
+    return best;
+}
+
+/* x ≈ scale·L − min with integers L in [0, nmax] and min >= 0: the k-quants store an offset
+ * that can only lower a group, so a group of positive values gets min = 0.  Writes L, *scale
+ * and *min. */
+static void fit_scale_min(const float *x, int n, int nmax, uint8_t *L, float *scale, float *min)
+{
+    float lo = 0, hi = -FLT_MAX;
+    for (int i = 0; i < n; i++) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
+    memset(L, 0, (size_t)n);
+    *scale = 0, *min = -lo;
+    if (!(hi > lo)) return; /* all values equal (and <= 0): the minimum alone represents them */
+    double best_err = DBL_MAX;
+    for (int t = -10; t <= 10; t++) {
+        float iscale = ((float)nmax + 0.1f * (float)t) / (hi - lo);
+        uint8_t q[32];
+        double sl = 0, sll = 0, sx = 0, slx = 0;
+        for (int i = 0; i < n; i++) {
+            q[i] = (uint8_t)clampi(round_even(iscale * (x[i] - lo)), 0, nmax);
+            sl += q[i], sll += (double)q[i] * q[i], sx += x[i], slx += (double)q[i] * x[i];
+        }
+        /* least squares for x ≈ a·q + b, then b clamped to <= 0 (a refit with b = 0) */
+        double det = n * sll - sl * sl, a, b;
+        if (det <= 0) continue;
+        a = (n * slx - sl * sx) / det, b = (sll * sx - sl * slx) / det;
+        if (b > 0) b = 0, a = slx / sll;
+        if (a <= 0) continue;
+        double err = 0;
+        for (int i = 0; i < n; i++) err += (a * q[i] + b - x[i]) * (a * q[i] + b - x[i]);
+        if (err < best_err) best_err = err, *scale = (float)a, *min = (float)-b, memcpy(L, q, (size_t)n);
+    }
+}
+
+/* ---- IQ4_NL --------------------------------------------------------------------------------- */
+
+/* The codebook index whose value is nearest to v (v in codebook units). */
+static int iq4nl_nearest(float v)
+{
+    int best = 0;
+    for (int k = 1; k < 16; k++)
+        if (fabsf(v - iq4nl_values[k]) < fabsf(v - iq4nl_values[best])) best = k;
+    return best;
+}
+
+/* Per block: candidate scales put the largest |x| near the codebook's end −127; each candidate's
+ * indices get the least-squares scale Σx·v/Σv², and the best fit is kept. */
+static void quantize_iq4_nl(const float *src, void *dst, int64_t n)
+{
+    block_iq4_nl *y = dst;
+    for (int64_t b = 0; b < n / QK; b++, src += QK) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK; j++)
+            if (fabsf(src[j]) > amax) amax = fabsf(src[j]), max = src[j];
+        float d = 0;
+        double best_gain = -1;
+        for (int t = -10; amax > 0 && t <= 10; t++) {
+            float id = (-127.0f + (float)t) / max;
+            double sxv = 0, svv = 0;
+            for (int j = 0; j < QK; j++) {
+                int v = iq4nl_values[iq4nl_nearest(id * src[j])];
+                sxv += (double)src[j] * v, svv += (double)v * v;
+            }
+            if (svv > 0 && sxv * sxv / svv > best_gain) best_gain = sxv * sxv / svv, d = (float)(sxv / svv);
+        }
+        y[b].d = f32_to_f16(d);
+        float dq = f16_to_f32(y[b].d), id = dq != 0 ? 1.0f / dq : 0.0f;
+        for (int j = 0; j < QK / 2; j++)
+            y[b].qs[j] = (uint8_t)(iq4nl_nearest(src[j] * id) | iq4nl_nearest(src[j + QK / 2] * id) << 4);
+    }
+}
+static void dequantize_iq4_nl(const void *src, float *dst, int64_t n)
+{
+    const block_iq4_nl *x = src;
+    for (int64_t b = 0; b < n / QK; b++, dst += QK) {
+        float d = f16_to_f32(x[b].d);
+        for (int j = 0; j < QK / 2; j++) {
+            dst[j] = d * iq4nl_values[x[b].qs[j] & 15];
+            dst[j + QK / 2] = d * iq4nl_values[x[b].qs[j] >> 4];
+        }
+    }
+}
+/* Summation orders as Q4_0: the lanes (llama.cpp's tinyBLAS kernel, which takes unrepacked
+ * IQ4_NL, Q4_0 and Q8_0 matrices on x86, keeps them too) and the repacked order. */
+static float vec_dot_iq4_nl(int64_t n, const void *w, const void *a)
+{
+    const block_iq4_nl *x = w;
+    const block_q8_0 *y = a;
+    lane_acc acc = {{0}};
+    int q[QK];
+    for (int64_t b = 0; b < n / QK; b++) {
+        for (int j = 0; j < QK / 2; j++) q[j] = iq4nl_values[x[b].qs[j] & 15], q[j + QK / 2] = iq4nl_values[x[b].qs[j] >> 4];
+        lane_acc_block(&acc, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), q, y[b].qs);
+    }
+    return lane_acc_sum(&acc);
+}
+static float vec_dot_iq4_nl_r8(int64_t n, const void *w, const void *a)
+{
+    const block_iq4_nl *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < QK / 2; j++)
+            s += iq4nl_values[x[b].qs[j] & 15] * y[b].qs[j] + iq4nl_values[x[b].qs[j] >> 4] * y[b].qs[j + QK / 2];
+        acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+
 /* ---- Q8_K (activations of the k-quants) and Q6_K --------------------------------------------- */
 
 /* iscale = −127 / x_max with x_max the element of largest magnitude (its sign kept), q clamped
- * to 127 (the element x_max itself maps to −127), d = 1 / iscale; bsums are the per-16 sums. */
+ * to 127 (the element x_max itself maps to −127), d = 1 / iscale; bsums are the per-16 sums.
+ * q is the exact product iscale·x rounded once to the nearest integer (ties to even), not the
+ * product first rounded to F32 and then to an integer: llama.cpp rounds with the "add 1.5·2^23"
+ * trick, nearest_int(iscale·x), and its build (GCC's default -ffp-contract=fast in GNU C mode)
+ * fuses that multiply and add into one FMA.  The two differ only when the product lies within
+ * half an F32 ulp of a .5, but the references carry such flips: following the fused form took
+ * two reference runs from greedy-token failures to agreement within 2e-6. */
 static void quantize_q8_K(const float *src, void *dst, int64_t n)
 {
     block_q8_K *y = dst;
@@ -843,7 +1139,8 @@ static void quantize_q8_K(const float *src, void *dst, int64_t n)
         }
         float iscale = -127.0f / max;
         for (int j = 0; j < QK_K; j++) {
-            int v = round_even(iscale * src[j]);
+            float f = fmaf(iscale, src[j], 12582912.0f); /* 1.5·2^23: the integer lands in the low bits */
+            int v = (int)(f32_bits(f) & 0x007fffff) - 0x00400000;
             y[b].qs[j] = (int8_t)(v > 127 ? 127 : v);
         }
         for (int g = 0; g < QK_K / 16; g++) {
@@ -859,6 +1156,376 @@ static void dequantize_q8_K(const void *src, float *dst, int64_t n)
     const block_q8_K *x = src;
     for (int64_t b = 0; b < n / QK_K; b++)
         for (int j = 0; j < QK_K; j++) dst[b * QK_K + j] = x[b].d * x[b].qs[j];
+}
+
+/* ---- Q2_K, Q3_K, Q4_K, Q5_K ------------------------------------------------------------------
+ * Each type has an `unpack` that writes the 256 integers q of a super-block (the layouts of
+ * section 3 in code), and the dot products work on those integers: the per-group integer sums
+ * are exact, and only the final F32 steps need to follow llama.cpp's order (see each kernel).
+ * The dequantizers compute (d·sc)·q − dmin·m in the order llama.cpp's reference does, with the
+ * product and the difference as separate statements so that no compiler fuses them. */
+
+/* Byte and bit of element i in the 2-bit planes (Q2_K, Q3_K): plane i%128/32 of byte
+ * 32·(i/128) + i%32; and in the nibble planes (Q4_K, Q5_K): nibble i%64/32 of byte 32·(i/64) + i%32. */
+static inline int plane2_byte(int i) { return 32 * (i / 128) + i % 32; }
+static inline int plane2_shift(int i) { return 2 * (i % 128 / 32); }
+static inline int plane4_byte(int i) { return 32 * (i / 64) + i % 32; }
+static inline int plane4_shift(int i) { return 4 * (i % 64 / 32); }
+
+static void q2_K_unpack(const block_q2_K *x, int8_t q[QK_K])
+{
+    for (int i = 0; i < QK_K; i++) q[i] = (int8_t)((x->qs[plane2_byte(i)] >> plane2_shift(i)) & 3);
+}
+static void q3_K_unpack(const block_q3_K *x, int8_t q[QK_K])
+{
+    for (int i = 0; i < QK_K; i++) {
+        int low = (x->qs[plane2_byte(i)] >> plane2_shift(i)) & 3;
+        bool high = (x->hmask[i % 32] >> (4 * (i / 128) + i % 128 / 32)) & 1;
+        q[i] = (int8_t)(high ? low : low - 4);
+    }
+}
+static void q4_K_unpack(const block_q4_K *x, int8_t q[QK_K])
+{
+    for (int i = 0; i < QK_K; i++) q[i] = (int8_t)((x->qs[plane4_byte(i)] >> plane4_shift(i)) & 15);
+}
+static void q5_K_unpack(const block_q5_K *x, int8_t q[QK_K])
+{
+    for (int i = 0; i < QK_K; i++)
+        q[i] = (int8_t)(((x->qs[plane4_byte(i)] >> plane4_shift(i)) & 15) | ((x->qh[i % 32] >> (i / 32)) & 1) << 4);
+}
+
+/* The inverse of k_scale_min: store scale and min (both 0..63) of sub-block j. */
+static void k_scale_min_pack(uint8_t s[12], int j, int scale, int min)
+{
+    if (j < 4) {
+        s[j] = (uint8_t)((s[j] & 0xc0) | scale);
+        s[j + 4] = (uint8_t)((s[j + 4] & 0xc0) | min);
+    } else {
+        s[j + 4] = (uint8_t)((scale & 15) | (min & 15) << 4);
+        s[j - 4] = (uint8_t)((s[j - 4] & 63) | (scale >> 4) << 6);
+        s[j] = (uint8_t)((s[j] & 63) | (min >> 4) << 6);
+    }
+}
+
+/* The super-block scales of the "scale and minimum" k-quants: the per-group scales and
+ * minimums found by fit_scale_min are themselves quantized to nmax_scale levels of d and dmin
+ * (as F16), and every weight is then re-rounded against the group's final scale and minimum —
+ * which is what the dequantizer will use.  Returns the integer scales and minimums. */
+static void k_quantize_scales(const float *scale, const float *min, int n_groups, int nmax_scale, f16_t *d, f16_t *dmin,
+                              int *isc, int *imin)
+{
+    float max_scale = 0, max_min = 0;
+    for (int g = 0; g < n_groups; g++) max_scale = fmaxf(max_scale, scale[g]), max_min = fmaxf(max_min, min[g]);
+    *d = f32_to_f16(max_scale / (float)nmax_scale);
+    *dmin = f32_to_f16(max_min / (float)nmax_scale);
+    float df = f16_to_f32(*d), dminf = f16_to_f32(*dmin);
+    for (int g = 0; g < n_groups; g++) {
+        isc[g] = df > 0 ? clampi(round_even(scale[g] / df), 0, nmax_scale) : 0;
+        imin[g] = dminf > 0 ? clampi(round_even(min[g] / dminf), 0, nmax_scale) : 0;
+    }
+}
+
+/* The integer nearest to (x + m)/s in [0, nmax], for the final rounding against quantized scales. */
+static inline int k_requantize(float x, float s, float m, int nmax) { return s > 0 ? clampi(round_even((x + m) / s), 0, nmax) : 0; }
+
+static void quantize_q2_K(const float *src, void *dst, int64_t n)
+{
+    block_q2_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float scale[16], min[16];
+        uint8_t L[16];
+        int isc[16], imin[16];
+        for (int g = 0; g < 16; g++) fit_scale_min(src + 16 * g, 16, 3, L, &scale[g], &min[g]);
+        memset(&y[b], 0, sizeof y[b]);
+        k_quantize_scales(scale, min, 16, 15, &y[b].d, &y[b].dmin, isc, imin);
+        float d = f16_to_f32(y[b].d), dmin = f16_to_f32(y[b].dmin);
+        for (int i = 0; i < QK_K; i++) {
+            int g = i / 16;
+            if (i % 16 == 0) y[b].scales[g] = (uint8_t)(isc[g] | imin[g] << 4);
+            int q = k_requantize(src[i], d * (float)isc[g], dmin * (float)imin[g], 3);
+            y[b].qs[plane2_byte(i)] |= (uint8_t)(q << plane2_shift(i));
+        }
+    }
+}
+static void dequantize_q2_K(const void *src, float *dst, int64_t n)
+{
+    const block_q2_K *x = src;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        float d = f16_to_f32(x[b].d), dmin = f16_to_f32(x[b].dmin);
+        q2_K_unpack(&x[b], q);
+        for (int i = 0; i < QK_K; i++) {
+            float dl = d * (float)(x[b].scales[i / 16] & 15), ml = dmin * (float)(x[b].scales[i / 16] >> 4);
+            float v = dl * (float)q[i];
+            dst[i] = v - ml;
+        }
+    }
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q2_K_q8_K: per super-block, first the
+ * minimums into the 8 lanes (lane l gets m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1], times
+ * −d_act·dmin), then the scaled products (k_lane_sums, times d_act·d), each a fused
+ * multiply-add; the lanes are added at the end as lane_acc_sum does. */
+static float vec_dot_q2_K(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q2_K_unpack(&x[b], q);
+        for (int g = 0; g < 16; g++) sc[g] = x[b].scales[g] & 15;
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        for (int l = 0; l < 8; l++) {
+            int32_t m = (x[b].scales[2 * l] >> 4) * y[b].bsums[2 * l] + (x[b].scales[2 * l + 1] >> 4) * y[b].bsums[2 * l + 1];
+            acc.lane[l] = fmaf(dmin, (float)m, acc.lane[l]);
+        }
+        k_lane_sums(q, sc, y[b].qs, lane);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+    }
+    return lane_acc_sum(&acc);
+}
+/* The repacked order (llama.cpp repacks Q2_K on AVX-512 machines, where the references were
+ * made): per super-block one exact integer sum for the scales and one for the minimums, each
+ * accumulated with a fused multiply-add in its own F32 accumulator, the minimums subtracted at
+ * the end. */
+static float vec_dot_q2_K_r8(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    int8_t q[QK_K];
+    int sc[16];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q2_K_unpack(&x[b], q);
+        int32_t mins = 0;
+        for (int g = 0; g < 16; g++) sc[g] = x[b].scales[g] & 15, mins += (x[b].scales[g] >> 4) * y[b].bsums[g];
+        acc = fmaf((float)k_dot(q, sc, y[b].qs), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+
+static void quantize_q3_K(const float *src, void *dst, int64_t n)
+{
+    block_q3_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float scale[16];
+        int8_t L[16], isc[16];
+        for (int g = 0; g < 16; g++) scale[g] = fit_scale(src + 16 * g, 16, -4, 3, L);
+        memset(&y[b], 0, sizeof y[b]);
+        /* the 16 group scales, signed, fitted to 6 bits the same way */
+        y[b].d = f32_to_f16(fit_scale(scale, 16, -32, 31, isc));
+        float d = f16_to_f32(y[b].d);
+        for (int g = 0; g < 16; g++) { /* the packing q3_K_scale() undoes */
+            int v = isc[g] + 32;
+            y[b].scales[g % 8] |= (uint8_t)((v & 15) << (g < 8 ? 0 : 4));
+            y[b].scales[8 + g % 4] |= (uint8_t)((v >> 4) << (2 * (g / 4)));
+        }
+        for (int i = 0; i < QK_K; i++) {
+            float s = d * (float)isc[i / 16];
+            int u = (s != 0 ? clampi(round_even(src[i] / s), -4, 3) : 0) + 4; /* q + 4 in [0,7] */
+            y[b].qs[plane2_byte(i)] |= (uint8_t)((u & 3) << plane2_shift(i));
+            y[b].hmask[i % 32] |= (uint8_t)((u >> 2) << (4 * (i / 128) + i % 128 / 32));
+        }
+    }
+}
+static void dequantize_q3_K(const void *src, float *dst, int64_t n)
+{
+    const block_q3_K *x = src;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        float d = f16_to_f32(x[b].d);
+        q3_K_unpack(&x[b], q);
+        for (int i = 0; i < QK_K; i++) dst[i] = d * (float)q3_K_scale(x[b].scales, i / 16) * (float)q[i];
+    }
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q3_K_q8_K: the 8 lanes of k_lane_sums, each
+ * accumulated with a fused multiply-add by d_act·d, added up at the end as lane_acc_sum does. */
+static float vec_dot_q3_K(int64_t n, const void *w, const void *a)
+{
+    const block_q3_K *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q3_K_unpack(&x[b], q);
+        for (int g = 0; g < 16; g++) sc[g] = q3_K_scale(x[b].scales, g);
+        k_lane_sums(q, sc, y[b].qs, lane);
+        float d = y[b].d * f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+    }
+    return lane_acc_sum(&acc);
+}
+
+/* Q4_K and Q5_K share everything but the width of q. */
+static void quantize_k_scale_min(const float *src, int nmax, f16_t *d, f16_t *dmin, uint8_t scales[12], uint8_t q[QK_K])
+{
+    float scale[8], min[8];
+    int isc[8], imin[8];
+    for (int j = 0; j < 8; j++) fit_scale_min(src + 32 * j, 32, nmax, q + 32 * j, &scale[j], &min[j]);
+    k_quantize_scales(scale, min, 8, 63, d, dmin, isc, imin);
+    memset(scales, 0, 12);
+    float df = f16_to_f32(*d), dminf = f16_to_f32(*dmin);
+    for (int j = 0; j < 8; j++) k_scale_min_pack(scales, j, isc[j], imin[j]);
+    for (int i = 0; i < QK_K; i++) q[i] = (uint8_t)k_requantize(src[i], df * (float)isc[i / 32], dminf * (float)imin[i / 32], nmax);
+}
+static void dequantize_k_scale_min(float d, float dmin, const uint8_t scales[12], const int8_t *q, float *dst)
+{
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        k_scale_min(scales, j, &sc, &m);
+        float dl = d * (float)sc, ml = dmin * (float)m;
+        for (int i = 32 * j; i < 32 * j + 32; i++) {
+            float v = dl * (float)q[i];
+            dst[i] = v - ml;
+        }
+    }
+}
+
+static void quantize_q4_K(const float *src, void *dst, int64_t n)
+{
+    block_q4_K *y = dst;
+    uint8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        quantize_k_scale_min(src, 15, &y[b].d, &y[b].dmin, y[b].scales, q);
+        memset(y[b].qs, 0, sizeof y[b].qs);
+        for (int i = 0; i < QK_K; i++) y[b].qs[plane4_byte(i)] |= (uint8_t)(q[i] << plane4_shift(i));
+    }
+}
+static void dequantize_q4_K(const void *src, float *dst, int64_t n)
+{
+    const block_q4_K *x = src;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        q4_K_unpack(&x[b], q);
+        dequantize_k_scale_min(f16_to_f32(x[b].d), f16_to_f32(x[b].dmin), x[b].scales, q, dst);
+    }
+}
+/* The repacked order of Q4_K and Q5_K, as for Q2_K above: exact integer sums per super-block,
+ * a fused multiply-add into one F32 accumulator for the scales and one for the minimums,
+ * subtracted at the end. */
+static void k_scale_min_dot(const int8_t *q, const uint8_t scales[12], f16_t d, f16_t dmin, const block_q8_K *y, float *acc,
+                            float *acc_min)
+{
+    int sc[16];
+    int32_t mins = 0;
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        k_scale_min(scales, j, &s, &m);
+        sc[2 * j] = sc[2 * j + 1] = s;
+        mins += m * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+    }
+    *acc = fmaf((float)k_dot(q, sc, y->qs), f16_to_f32(d) * y->d, *acc);
+    *acc_min = fmaf((float)mins, f16_to_f32(dmin) * y->d, *acc_min);
+}
+static float vec_dot_q4_K_r8(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q4_K_unpack(&x[b], q);
+        k_scale_min_dot(q, x[b].scales, x[b].d, x[b].dmin, &y[b], &acc, &acc_min);
+    }
+    return acc - acc_min;
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q4_K_q8_K: the scaled products in the 8 lanes
+ * (times d_act·d); the minimums in 4 more F32 lanes, lane k getting the products of sub-blocks
+ * 2k and 2k+1 (times −d_act·dmin); at the end the 8 lanes as lane_acc_sum, plus the 4 as
+ * (m0 + m2) + (m1 + m3). */
+static float vec_dot_q4_K(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    float acc_m[4] = {0};
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q4_K_unpack(&x[b], q);
+        int m[8];
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[2 * j], &m[j]), sc[2 * j + 1] = sc[2 * j];
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        for (int k = 0; k < 4; k++) {
+            int32_t mk = m[2 * k] * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) + m[2 * k + 1] * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
+            acc_m[k] = fmaf(dmin, (float)mk, acc_m[k]);
+        }
+        k_lane_sums(q, sc, y[b].qs, lane);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+    }
+    return lane_acc_sum(&acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+}
+
+static void quantize_q5_K(const float *src, void *dst, int64_t n)
+{
+    block_q5_K *y = dst;
+    uint8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        quantize_k_scale_min(src, 31, &y[b].d, &y[b].dmin, y[b].scales, q);
+        memset(y[b].qs, 0, sizeof y[b].qs);
+        memset(y[b].qh, 0, sizeof y[b].qh);
+        for (int i = 0; i < QK_K; i++) {
+            y[b].qs[plane4_byte(i)] |= (uint8_t)((q[i] & 15) << plane4_shift(i));
+            y[b].qh[i % 32] |= (uint8_t)((q[i] >> 4) << (i / 32));
+        }
+    }
+}
+static void dequantize_q5_K(const void *src, float *dst, int64_t n)
+{
+    const block_q5_K *x = src;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        q5_K_unpack(&x[b], q);
+        dequantize_k_scale_min(f16_to_f32(x[b].d), f16_to_f32(x[b].dmin), x[b].scales, q, dst);
+    }
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q5_K_q8_K: the scaled products in the 8 lanes
+ * (times d_act·d); the minimums' exact integer sum per super-block, times −d_act·dmin, added to
+ * one F32 sum with a fused multiply-add (llama.cpp's build lets the compiler fuse that line),
+ * which joins the lanes' total at the end. */
+static float vec_dot_q5_K(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    float summs = 0;
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q5_K_unpack(&x[b], q);
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) {
+            int m;
+            k_scale_min(x[b].scales, j, &sc[2 * j], &m);
+            sc[2 * j + 1] = sc[2 * j];
+            mins += m * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        }
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        summs = fmaf(dmin, (float)mins, summs);
+        k_lane_sums(q, sc, y[b].qs, lane);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+    }
+    return lane_acc_sum(&acc) + summs;
+}
+/* The repacked order, as Q4_K's. */
+static float vec_dot_q5_K_r8(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q5_K_unpack(&x[b], q);
+        k_scale_min_dot(q, x[b].scales, x[b].d, x[b].dmin, &y[b], &acc, &acc_min);
+    }
+    return acc - acc_min;
 }
 
 /* The 6-bit value of element i (0..255) of a Q6_K block, in [0,63], per the layout above. */
@@ -916,56 +1583,59 @@ static void quantize_q6_K(const float *src, void *dst, int64_t n)
     }
 }
 
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q6_K_q8_K (Q6_K is not repacked): the 8
+ * lanes of k_lane_sums with the signed group scales, fused multiply-add by d_act·d. */
 static float vec_dot_q6_K(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
-    float s = 0;
+    lane_acc acc = {{0}};
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
     for (int64_t b = 0; b < n / QK_K; b++) {
-        int32_t sumi = 0;
-        for (int g = 0; g < 16; g++) {
-            int gs = 0;
-            for (int j = 0; j < 16; j++) gs += (q6_K_value(&x[b], 16 * g + j) - 32) * y[b].qs[16 * g + j];
-            sumi += x[b].scales[g] * gs;
-        }
-        s += f16_to_f32(x[b].d) * y[b].d * (float)sumi;
+        for (int i = 0; i < QK_K; i++) q[i] = (int8_t)(q6_K_value(&x[b], i) - 32);
+        for (int g = 0; g < 16; g++) sc[g] = x[b].scales[g];
+        k_lane_sums(q, sc, y[b].qs, lane);
+        float d = y[b].d * f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
     }
-    return s;
+    return lane_acc_sum(&acc);
 }
 
 /* ---- The table ------------------------------------------------------------------------------ */
 
 static const type_traits type_table[TYPE_COUNT] = {
-    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, vec_dot_f32},
-    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, vec_dot_f16},
-    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, vec_dot_bf16},
-    [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, vec_dot_q4_0},
-    [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, vec_dot_q4_1},
-    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, vec_dot_q5_0},
-    [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, vec_dot_q5_1},
-    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, vec_dot_q8_0},
-    [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, quantize_q8_1, NULL},
-    [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, quantize_q8_K, NULL},
-    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, vec_dot_q6_K},
+    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, vec_dot_f32, NULL},
+    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, vec_dot_f16, NULL},
+    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, vec_dot_bf16, NULL},
+    [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, vec_dot_q4_0, vec_dot_q4_0_r8},
+    [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, vec_dot_q4_1, NULL},
+    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, vec_dot_q5_0, NULL},
+    [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, vec_dot_q5_1, NULL},
+    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, vec_dot_q8_0, NULL},
+    [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, quantize_q8_1, NULL, NULL},
+    [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, quantize_q8_K, NULL, NULL},
+    [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, vec_dot_q2_K, vec_dot_q2_K_r8},
+    [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, vec_dot_q3_K, NULL},
+    [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, vec_dot_q4_K, vec_dot_q4_K_r8},
+    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, vec_dot_q5_K, vec_dot_q5_K_r8},
+    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, vec_dot_q6_K, NULL},
+    [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, vec_dot_iq4_nl, vec_dot_iq4_nl_r8},
     /* Known to GGUF; geometry recorded so files parse and are refused by name, not garbled. */
-    [TYPE_Q2_K] = {"q2_k", QK_K, 84, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_Q3_K] = {"q3_k", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_Q4_K] = {"q4_k", QK_K, 144, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_Q5_K] = {"q5_k", QK_K, 176, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ2_XXS] = {"iq2_xxs", QK_K, 66, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ2_XS] = {"iq2_xs", QK_K, 74, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ3_XXS] = {"iq3_xxs", QK_K, 98, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ1_S] = {"iq1_s", QK_K, 50, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ4_NL] = {"iq4_nl", QK, 18, TYPE_Q8_0, NULL, NULL, NULL},
-    [TYPE_IQ3_S] = {"iq3_s", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ2_S] = {"iq2_s", QK_K, 82, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ4_XS] = {"iq4_xs", QK_K, 136, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_I8] = {"i8", 1, 1, TYPE_I8, NULL, NULL, NULL},
-    [TYPE_I16] = {"i16", 1, 2, TYPE_I16, NULL, NULL, NULL},
-    [TYPE_I32] = {"i32", 1, 4, TYPE_I32, NULL, NULL, NULL},
-    [TYPE_I64] = {"i64", 1, 8, TYPE_I64, NULL, NULL, NULL},
-    [TYPE_F64] = {"f64", 1, 8, TYPE_F64, NULL, NULL, NULL},
-    [TYPE_IQ1_M] = {"iq1_m", QK_K, 56, TYPE_Q8_K, NULL, NULL, NULL},
+    [TYPE_IQ2_XXS] = {"iq2_xxs", QK_K, 66, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ2_XS] = {"iq2_xs", QK_K, 74, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ3_XXS] = {"iq3_xxs", QK_K, 98, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ1_S] = {"iq1_s", QK_K, 50, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ3_S] = {"iq3_s", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ2_S] = {"iq2_s", QK_K, 82, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ4_XS] = {"iq4_xs", QK_K, 136, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_I8] = {"i8", 1, 1, TYPE_I8, NULL, NULL, NULL, NULL},
+    [TYPE_I16] = {"i16", 1, 2, TYPE_I16, NULL, NULL, NULL, NULL},
+    [TYPE_I32] = {"i32", 1, 4, TYPE_I32, NULL, NULL, NULL, NULL},
+    [TYPE_I64] = {"i64", 1, 8, TYPE_I64, NULL, NULL, NULL, NULL},
+    [TYPE_F64] = {"f64", 1, 8, TYPE_F64, NULL, NULL, NULL, NULL},
+    [TYPE_IQ1_M] = {"iq1_m", QK_K, 56, TYPE_Q8_K, NULL, NULL, NULL, NULL},
 };
 
 /* The table row of a type id, or NULL for ids that are unknown (gaps 4, 5 and beyond). */
@@ -973,6 +1643,12 @@ static const type_traits *type_info(int type)
 {
     if (type < 0 || type >= TYPE_COUNT || !type_table[type].name) return NULL;
     return &type_table[type];
+}
+
+/* The dot product for a weight matrix of `rows` rows (see vec_dot_r8 and the section's head). */
+static vec_dot_fn type_vec_dot(const type_traits *t, int64_t rows)
+{
+    return rows % 8 == 0 && t->vec_dot_r8 ? t->vec_dot_r8 : t->vec_dot;
 }
 
 /* Can halda compute with weights of this type (dequantize and dot product)? */
@@ -2214,7 +2890,7 @@ static void matmul_task(void *arg, int ith, int nth)
 {
     matmul_job *j = arg;
     const tensor *w = j->w;
-    vec_dot_fn dot = type_info(w->type)->vec_dot;
+    vec_dot_fn dot = type_vec_dot(type_info(w->type), w->ne[1]);
     int64_t r0, r1, rows = w->ne[1];
     (void)ith, (void)nth;
     while (work_counter_take(&j->rows, &r0, &r1))

@@ -78,7 +78,8 @@ static void top5(const float *l, int n, int32_t *out)
 static bool in_scope(const char *model)
 {
     static const char *const ok[] = {"stories260K", "tinystories656k", "-f32.", "-f16.", "-bf16.", "-q8_0.", "-q4_0.",
-                                     "-q4_1.", "-q5_0.", "-q5_1.", "-q6_k.", NULL};
+                                     "-q4_1.", "-q5_0.", "-q5_1.", "-q6_k.", "-q2_k.", "-q3_k_m.", "-q4_k_m.",
+                                     "-q5_k_m.", "-iq4_nl.", NULL};
     for (int i = 0; ok[i]; i++)
         if (strstr(model, ok[i])) return true;
     return false;
@@ -257,7 +258,8 @@ static void run_logits(halda_model *m, const int32_t *t, int n, int threads, int
 
 static void test_synthetic(void)
 {
-    static const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1, TYPE_Q6_K};
+    static const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1,
+                                TYPE_Q2_K, TYPE_Q3_K, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K, TYPE_IQ4_NL};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         for (int arch = ARCH_LLAMA; arch <= ARCH_QWEN2; arch++) {
             synth_params sp = {arch, types[ti], -1, 2, 256, 512, 4, 2, 512, 256, arch == ARCH_QWEN2, 7 + ti};
