@@ -2839,6 +2839,7 @@ enum { UC_C, UC_L, UC_M, UC_N, UC_P, UC_S, UC_Z }; /* other, letter, mark, numbe
 
 static int unicode_class(uint32_t cp);
 static bool unicode_is_space(uint32_t cp);
+static const uint8_t unicode_ascii_class[128];
 static bool ds_is_letter(uint32_t cp); /* deepseek-llm's classes */
 static bool ds_is_punct(uint32_t cp);
 static bool ds_is_cjk(uint32_t cp);
@@ -2857,7 +2858,8 @@ static tok_char tok_char_at(const uint8_t *s, size_t end, size_t i)
 {
     tok_char c;
     if (s[i] < 0x80) {
-        c.cp = s[i], c.len = 1;
+        uint8_t b = s[i];
+        return (tok_char){b, 1, unicode_ascii_class[b], b == ' ' || (b >= 0x09 && b <= 0x0d)};
     } else {
         c.len = utf8_valid_len(s + i, end - i);
         if (c.len == 0) return (tok_char){TOK_CP_INVALID, 1, UC_S, false};
@@ -3054,6 +3056,18 @@ typedef struct {
     int32_t merged;            /* what it becomes */
 } bpe_pair;
 
+/* A cache of recent words and their ids.  Text repeats its words (Zipf), and a cached word
+ * costs one lookup instead of a dozen merge-table probes.  Direct-mapped: a word goes to the
+ * slot its hash picks, replacing what was there; short words with few ids only. */
+#define BPE_CACHE_SLOTS 4096 /* 256 KiB: stays in the L2 cache */
+#define BPE_CACHE_WORD 24
+#define BPE_CACHE_IDS 8
+typedef struct {
+    uint8_t word_len, n_ids; /* word_len 0: empty */
+    char word[BPE_CACHE_WORD];
+    int32_t ids[BPE_CACHE_IDS];
+} bpe_cache_slot;
+
 /* Scratch memory of one tokenize call, grown to the longest word seen. */
 typedef struct {
     bpe_symbol *sym;
@@ -3062,6 +3076,7 @@ typedef struct {
     size_t heap_cap, heap_n;
     char *enc; /* a word spelled in GPT-2 characters, for the whole-word lookup */
     size_t enc_cap;
+    bpe_cache_slot *cache; /* [BPE_CACHE_SLOTS], or NULL for short texts */
 } bpe_work;
 
 static bool bpe_before(const bpe_pair *a, const bpe_pair *b) { return a->rank < b->rank || (a->rank == b->rank && a->left < b->left); }
@@ -3154,41 +3169,80 @@ static size_t tok_char_len(const uint8_t *s, size_t end, size_t i)
     return l ? (size_t)l : 1;
 }
 
+/* What happens to each word the pre-tokenizer cuts: returns 0, or -1 to stop with an error. */
+typedef int (*pre_word_fn)(void *ctx, const uint8_t *s, size_t n);
+
 typedef struct {
-    const tok_vocab *v;
     const pre_stage *stage;
     int n_stage;
-    bpe_work *w;
-    tok_out *out;
-} bpe_run;
+    pre_word_fn word;
+    void *ctx;
+} pre_run;
 
 /* Split the piece s[begin, end) with stage k (matches and the gaps between them), then pass
  * each part to stage k + 1; after the last stage the parts are words. */
-static int bpe_split(bpe_run *r, int k, const uint8_t *s, size_t begin, size_t end)
+static int pre_split(const pre_run *r, int k, const uint8_t *s, size_t begin, size_t end)
 {
-    if (k == r->n_stage) return bpe_word(r->v, s + begin, end - begin, r->w, r->out);
+    if (k == r->n_stage) return r->word(r->ctx, s + begin, end - begin);
     size_t gap = begin, i = begin;
     while (i < end) {
         size_t skip = 0, m = r->stage[k](s, end, i, &skip);
         if (m > i) {
-            if (gap < i && bpe_split(r, k + 1, s, gap, i)) return -1;
-            if (bpe_split(r, k + 1, s, i, m)) return -1;
+            if (gap < i && pre_split(r, k + 1, s, gap, i)) return -1;
+            if (pre_split(r, k + 1, s, i, m)) return -1;
             gap = i = m;
         } else {
             size_t next = i + tok_char_len(s, end, i);
             i = skip > next ? skip : next;
         }
     }
-    return gap < end ? bpe_split(r, k + 1, s, gap, end) : 0;
+    return gap < end ? pre_split(r, k + 1, s, gap, end) : 0;
 }
 
-/* Tokenize one stretch of plain text with the vocabulary's pre-tokenizer and the merges. */
-static int bpe_tokenize(const tok_vocab *v, const char *text, size_t len, bpe_work *w, tok_out *out)
+/* Cut plain text into words with the vocabulary's pre-tokenizer, calling word() on each. */
+static int tok_pretokenize(const tok_vocab *v, const char *text, size_t len, pre_word_fn word, void *ctx)
 {
-    bpe_run r = {v, pre_stages_llama3, 1, w, out};
+    pre_run r = {pre_stages_llama3, 1, word, ctx};
     if (v->pre == TOK_PRE_QWEN2) r.stage = pre_stages_qwen2;
     if (v->pre == TOK_PRE_DEEPSEEK_LLM) r.stage = pre_stages_deepseek_llm, r.n_stage = 6;
-    return bpe_split(&r, 0, (const uint8_t *)text, 0, len);
+    return pre_split(&r, 0, (const uint8_t *)text, 0, len);
+}
+
+typedef struct {
+    const tok_vocab *v;
+    bpe_work *w;
+    tok_out *out;
+} bpe_ctx;
+
+/* One word, through the cache when there is one.  A word is cached only if all its ids fit in
+ * the output (otherwise they were counted but not stored). */
+static int bpe_word_cb(void *ctx, const uint8_t *s, size_t n)
+{
+    bpe_ctx *c = ctx;
+    bpe_cache_slot *slot = NULL;
+    if (c->w->cache && n <= BPE_CACHE_WORD) {
+        slot = &c->w->cache[tok_hash((const char *)s, n) & (BPE_CACHE_SLOTS - 1)];
+        if (slot->word_len == n && !memcmp(slot->word, s, n)) {
+            for (int i = 0; i < slot->n_ids; i++) tok_push(c->out, slot->ids[i]);
+            return 0;
+        }
+    }
+    int n0 = c->out->n, needed0 = c->out->needed;
+    if (bpe_word(c->v, s, n, c->w, c->out)) return -1;
+    int k = c->out->n - n0;
+    if (slot && k == c->out->needed - needed0 && k <= BPE_CACHE_IDS) {
+        slot->word_len = (uint8_t)n, slot->n_ids = (uint8_t)k;
+        memcpy(slot->word, s, n);
+        memcpy(slot->ids, c->out->ids + n0, (size_t)k * sizeof *slot->ids);
+    }
+    return 0;
+}
+
+/* Tokenize one stretch of plain text: pre-tokenize, then merge each word. */
+static int bpe_tokenize(const tok_vocab *v, const char *text, size_t len, bpe_work *w, tok_out *out)
+{
+    bpe_ctx c = {v, w, out};
+    return tok_pretokenize(v, text, len, bpe_word_cb, &c);
 }
 
 /* ---- SPM merging ------------------------------------------------------------------------------ */
@@ -3443,11 +3497,12 @@ static int bpe_fragments(const tok_vocab *v, const char *text, const tok_fragmen
 {
     bpe_work w = {0};
     int rc = 0;
+    if (nf > 0 && frags[nf - 1].end >= 4096) w.cache = xcalloc(BPE_CACHE_SLOTS, sizeof *w.cache); /* NULL: no cache */
     for (int i = 0; i < nf && rc == 0; i++) {
         if (frags[i].id >= 0) tok_push(out, frags[i].id);
         else rc = bpe_tokenize(v, text + frags[i].begin, frags[i].end - frags[i].begin, &w, out);
     }
-    xfree(w.sym), xfree(w.heap), xfree(w.enc);
+    xfree(w.sym), xfree(w.heap), xfree(w.enc), xfree(w.cache);
     return rc;
 }
 
@@ -3955,6 +4010,14 @@ static const uint32_t unicode_class_table[2213] = {
     0x0017D0F0, 0x00180001, 0x00189A58, 0x00700802, 0x00700F80,
 };
 
+/* The classes of U+0000..U+007F, to skip the search for ASCII. */
+static const uint8_t unicode_ascii_class[128] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    6, 4, 4, 4, 5, 4, 4, 4, 4, 4, 4, 5, 4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4, 5, 5, 5, 4,
+    4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 5, 4,
+    5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 5, 4, 5, 0,
+};
+
 /* White_Space (PropList.txt): what \s matches. */
 static const uint32_t unicode_space_table[25] = {
     0x0009, 0x000A, 0x000B, 0x000C, 0x000D, 0x0020, 0x0085, 0x00A0, 0x1680, 0x2000,
@@ -3989,15 +4052,19 @@ static const uint32_t ds_punct_ranges[6][2] = {
 static const uint32_t ds_cjk_ranges[2][2] = {
     {0x0800, 0x9FA5}, {0xAC00, 0xD7FF},
 };
+/* The same classes for U+0000..U+007F, to skip the search: bit 0 letter, 1 punct., 2 CJK. */
+static const uint8_t ds_ascii[128] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2,
+    2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2,
+    2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 0,
+};
 /* END GENERATED UNICODE TABLES */
 
 /* The general category class (UC_*) of a code point: the last run that starts at or before it. */
 static int unicode_class(uint32_t cp)
 {
-    if (cp < 0x80) { /* the common case, without the search */
-        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return UC_L;
-        if (cp >= '0' && cp <= '9') return UC_N;
-    }
+    if (cp < 0x80) return unicode_ascii_class[cp];
     size_t lo = 0, hi = sizeof unicode_class_table / sizeof unicode_class_table[0];
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
@@ -4028,8 +4095,16 @@ static bool unicode_in_ranges(uint32_t cp, const uint32_t (*r)[2], size_t n)
     return false;
 }
 
-static bool ds_is_letter(uint32_t cp) { return unicode_in_ranges(cp, ds_letter_ranges, sizeof ds_letter_ranges / sizeof ds_letter_ranges[0]); }
-static bool ds_is_punct(uint32_t cp) { return unicode_in_ranges(cp, ds_punct_ranges, sizeof ds_punct_ranges / sizeof ds_punct_ranges[0]); }
+static bool ds_is_letter(uint32_t cp)
+{
+    if (cp < 0x80) return ds_ascii[cp] & 1;
+    return unicode_in_ranges(cp, ds_letter_ranges, sizeof ds_letter_ranges / sizeof ds_letter_ranges[0]);
+}
+static bool ds_is_punct(uint32_t cp)
+{
+    if (cp < 0x80) return ds_ascii[cp] & 2;
+    return unicode_in_ranges(cp, ds_punct_ranges, sizeof ds_punct_ranges / sizeof ds_punct_ranges[0]);
+}
 static bool ds_is_cjk(uint32_t cp) { return unicode_in_ranges(cp, ds_cjk_ranges, sizeof ds_cjk_ranges / sizeof ds_cjk_ranges[0]); }
 
 /* =============================================================================================

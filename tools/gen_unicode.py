@@ -96,6 +96,10 @@ def generate():
         c_array("static const uint32_t unicode_class_table[%d]" % len(runs),
                 [(cp << 3) | c for cp, c in runs], 8, lambda v: "0x%08X" % v),
         "",
+        "/* The classes of U+0000..U+007F, to skip the search for ASCII. */",
+        c_array("static const uint8_t unicode_ascii_class[128]",
+                [CLASSES.index(unicodedata.category(chr(cp))[0]) for cp in range(128)], 32, lambda v: "%d" % v),
+        "",
         "/* White_Space (PropList.txt): what \\s matches. */",
         c_array("static const uint32_t unicode_space_table[%d]" % len(spaces), spaces, 10,
                 lambda v: "0x%04X" % v),
@@ -105,6 +109,10 @@ def generate():
     for name, expr in (("ds_letter", DS_LETTERS), ("ds_punct", DS_PUNCT), ("ds_cjk", DS_CJK)):
         r = bracket_ranges(expr)
         out.append(c_array("static const uint32_t %s_ranges[%d][2]" % (name, len(r)), r, 5, pairs))
+    ascii_bits = [sum(1 << k for k, expr in enumerate((DS_LETTERS, DS_PUNCT, DS_CJK))
+                      if any(a <= cp <= b for a, b in bracket_ranges(expr))) for cp in range(128)]
+    out.append("/* The same classes for U+0000..U+007F, to skip the search: bit 0 letter, 1 punct., 2 CJK. */")
+    out.append(c_array("static const uint8_t ds_ascii[128]", ascii_bits, 32, lambda v: "%d" % v))
     out.append("/* END GENERATED UNICODE TABLES */")
     return "\n".join(out) + "\n"
 
