@@ -3120,8 +3120,9 @@ int halda_eval(halda_context *c, const int32_t *tokens, int n_tokens, int pos0, 
  *
  * The vocabulary comes from the GGUF metadata: tokenizer.ggml.tokens (the piece texts),
  * .scores, .token_type (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte) and
- * the special ids.  `tokenizer.ggml.model = llama` is SentencePiece with byte fallback (SPM):
+ * the special ids.  Two algorithms turn text into ids, chosen by tokenizer.ggml.model:
  *
+ * `llama` — SentencePiece with byte fallback (SPM), Llama 1/2, Mistral, TinyStories:
  *   1. spaces become "▁" (U+2581) and, if add_space_prefix, one "▁" is put in front;
  *   2. the text starts as one symbol per UTF-8 character;
  *   3. repeatedly, the adjacent pair whose concatenation is a vocabulary piece with the highest
@@ -3130,179 +3131,106 @@ int halda_eval(halda_context *c, const int32_t *tokens, int n_tokens, int pos0, 
  *   4. each final symbol is its piece's id, or, for a character missing from the vocabulary,
  *      the byte tokens <0xXX> of its UTF-8 bytes.
  *
+ * `gpt2` — byte-level BPE, Llama 3, Qwen 2/2.5, DeepSeek:
+ *   1. a pre-tokenizer (tokenizer.ggml.pre names it) cuts the text into words with a regular
+ *      expression published with the model; halda matches each of those expressions with a
+ *      hand-written function over Unicode character classes (tables at the end of this
+ *      section), so no regex engine is needed;
+ *   2. every byte of a word is one symbol: the piece of the byte's GPT-2 character (GPT-2 gave
+ *      each of the 256 bytes a printable character, so that " " is stored as "Ġ" and "\n" as
+ *      "Ċ"; pieces are strings of those characters);
+ *   3. repeatedly, the adjacent pair with the lowest rank in tokenizer.ggml.merges ("A B" lines,
+ *      rank = line number) is replaced by the piece AB (ties: the leftmost pair), again with a
+ *      heap;
+ *   4. the symbols left are the ids.  Decoding maps every character of a piece back to its byte,
+ *      so any byte string, valid UTF-8 or not, comes back exactly.
+ *
  * Special tokens (control, user-defined, unknown) are cut out of the text first, longest first,
  * and emitted as themselves: user-defined ones always, control ones only when the caller asks
- * (parse_special).
+ * (parse_special).  Both algorithms then run on each stretch of plain text between them.
+ *
+ * Where this follows llama.cpp (the reference for the test vectors) and where it does not:
+ * byte-level pre-tokenization follows the published regular expressions exactly, as Hugging
+ * Face's tokenizers run them; invalid UTF-8 (which those tokenizers never see, and llama.cpp
+ * replaces by U+FFFD) is classified like U+FFFD but kept as its own bytes, so it round-trips.
  * ============================================================================================= */
 
 enum { TOKT_NORMAL = 1, TOKT_UNKNOWN = 2, TOKT_CONTROL = 3, TOKT_USER = 4, TOKT_UNUSED = 5, TOKT_BYTE = 6 };
-enum { TOK_SPM = 1 };
+enum { TOK_SPM = 1, TOK_BPE = 2 };
+/* Byte-level BPE pre-tokenizers, by tokenizer.ggml.pre (see tok_pre_names). */
+enum { TOK_PRE_NONE, TOK_PRE_LLAMA3, TOK_PRE_QWEN2, TOK_PRE_DEEPSEEK_LLM };
+/* Chat template families (section 8's last part). */
+enum { CHAT_NONE, CHAT_LLAMA2, CHAT_LLAMA3, CHAT_CHATML, CHAT_DEEPSEEK_R1 };
+
+#define TOK_MAX_EOG 16        /* end-of-generation ids kept per vocabulary */
+#define TOK_MAX_PIECE 4096    /* longest token text accepted (the GGUF reader caps nothing) */
+
+/* One BPE merge in the open-addressing table of merges, keyed by the pair of ids. */
+typedef struct {
+    int32_t left, right; /* the pair's ids; left = -1 marks an empty slot */
+    int32_t rank;        /* line number in tokenizer.ggml.merges: lower merges first */
+    int32_t merged;      /* id of the concatenated piece */
+} bpe_merge;
 
 struct tok_vocab {
-    int kind;          /* TOK_SPM */
+    int kind;          /* TOK_SPM or TOK_BPE */
+    int pre;           /* TOK_PRE_* (byte-level BPE only) */
     int n;             /* vocabulary size */
     const char **text; /* [n] NUL-terminated piece texts (in `arena`) */
     uint32_t *len;     /* [n] their lengths in bytes */
-    float *score;      /* [n] merge priority (higher merges first) */
+    float *score;      /* [n] merge priority (higher merges first; SPM only) */
     uint8_t *type;     /* [n] TOKT_* */
     int32_t *hash;     /* open-addressing table of ids by text, hash_cap slots, -1 = empty */
     uint32_t hash_cap;
-    int32_t byte_token[256]; /* id of <0xXX>, or -1 */
+    int32_t byte_token[256]; /* SPM: id of <0xXX>; BPE: id of the byte's GPT-2 character; or -1 */
+    bpe_merge *merge;  /* BPE merges by pair, merge_cap slots (a power of two) */
+    uint32_t merge_cap;
+    int n_merge;
     int32_t *special;  /* ids of control / user-defined / unknown tokens, longest text first */
     int n_special;
-    int32_t bos, eos, unk, eot;
+    /* Special tokens by first byte: the distinct lengths of the special texts that start with
+     * byte b are special_len[special_len_at[b] .. special_len_at[b + 1]). */
+    uint32_t *special_len;
+    uint32_t special_len_at[257];
+    int32_t bos, eos, unk, eot, eom; /* -1 when absent */
+    int32_t eog[TOK_MAX_EOG];        /* every id that ends generation (eos, eot, <|im_end|>, ...) */
+    int n_eog;
     bool add_bos, add_eos, add_space_prefix;
+    bool ignore_merges; /* a word that is a whole piece is emitted as is (Llama 3) */
+    bool clean_spaces;  /* detokenizing removes the space before , . ! ? (Llama 3) */
+    int chat;           /* CHAT_* family of tokenizer.chat_template */
     char *arena;
 };
 
-static uint32_t tok_hash(const char *s, size_t n)
+static uint32_t tok_hash_more(uint32_t h, const char *s, size_t n)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u; /* FNV-1a */
     return h;
 }
+static uint32_t tok_hash(const char *s, size_t n) { return tok_hash_more(2166136261u, s, n); }
 
-/* Id of the piece with exactly these bytes, or -1. */
-static int32_t tok_find(const tok_vocab *v, const char *s, size_t n)
+/* Id of the piece whose text is a followed by b, or -1 (two parts, so merges need no copy). */
+static int32_t tok_find2(const tok_vocab *v, const char *a, size_t na, const char *b, size_t nb)
 {
-    for (uint32_t i = tok_hash(s, n) & (v->hash_cap - 1);; i = (i + 1) & (v->hash_cap - 1)) {
+    uint32_t h = tok_hash_more(tok_hash(a, na), b, nb);
+    for (uint32_t i = h & (v->hash_cap - 1);; i = (i + 1) & (v->hash_cap - 1)) {
         int32_t id = v->hash[i];
         if (id < 0) return -1;
-        if (v->len[id] == n && !memcmp(v->text[id], s, n)) return id;
+        if (v->len[id] == na + nb && !memcmp(v->text[id], a, na) && !memcmp(v->text[id] + na, b, nb)) return id;
     }
 }
+/* Id of the piece with exactly these bytes, or -1. */
+static int32_t tok_find(const tok_vocab *v, const char *s, size_t n) { return tok_find2(v, s, n, "", 0); }
 
 static void tok_vocab_free(tok_vocab *v)
 {
     if (!v) return;
-    xfree(v->text), xfree(v->len), xfree(v->score), xfree(v->type), xfree(v->hash), xfree(v->special), xfree(v->arena);
+    xfree(v->text), xfree(v->len), xfree(v->score), xfree(v->type), xfree(v->hash), xfree(v->merge);
+    xfree(v->special), xfree(v->special_len), xfree(v->arena);
     xfree(v);
 }
 
-static int tok_special_cmp_len(const void *a, const void *b, void *vocab);
-static const tok_vocab *tok_sort_vocab; /* qsort has no context argument in C11; set around the call */
-static int tok_special_cmp(const void *a, const void *b) { return tok_special_cmp_len(a, b, (void *)tok_sort_vocab); }
-static int tok_special_cmp_len(const void *a, const void *b, void *vocab)
-{
-    const tok_vocab *v = vocab;
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    if (v->len[x] != v->len[y]) return v->len[x] < v->len[y] ? 1 : -1;
-    return x < y ? -1 : x > y;
-}
-
-static pthread_mutex_t tok_sort_mutex = PTHREAD_MUTEX_INITIALIZER;
-
-/* Read the vocabulary from the metadata.  TRUST BOUNDARY: the arrays were bounds-checked by the
- * GGUF parser; here their types, lengths and the special ids are checked. */
-static tok_vocab *tok_vocab_load(const gguf_file *f, herr *e)
-{
-    uint64_t mlen;
-    const char *model = gguf_get_str(f, "tokenizer.ggml.model", &mlen);
-    if (!model) return herr_set(e, "metadata tokenizer.ggml.model is missing"), NULL;
-    if (!(mlen == 5 && !memcmp(model, "llama", 5))) {
-        herr_set(e, "tokenizer '%.*s' is not supported yet (halda reads SentencePiece 'llama' vocabularies; byte-level BPE 'gpt2' is coming)",
-                 (int)(mlen < 32 ? mlen : 32), model);
-        return NULL;
-    }
-    const gguf_kv *tk = gguf_find(f, "tokenizer.ggml.tokens");
-    if (!tk || tk->type != GGUF_ARRAY || tk->arr_type != GGUF_STRING)
-        return herr_set(e, "metadata tokenizer.ggml.tokens is missing or not an array of strings"), NULL;
-    if (tk->arr_n < 4 || tk->arr_n > (1u << 24)) return herr_set(e, "vocabulary of %" PRIu64 " tokens is out of range", tk->arr_n), NULL;
-    tok_vocab *v = xcalloc(1, sizeof *v);
-    if (!v) return herr_set(e, "out of memory"), NULL;
-    v->kind = TOK_SPM;
-    v->n = (int)tk->arr_n;
-    /* total text bytes */
-    const uint8_t *p = tk->value;
-    uint64_t bytes = 0;
-    for (int i = 0; i < v->n; i++) {
-        uint64_t l = read_le(p, 8);
-        bytes += l + 1;
-        p += 8 + l;
-    }
-    v->text = xcalloc((size_t)v->n, sizeof *v->text);
-    v->len = xcalloc((size_t)v->n, sizeof *v->len);
-    v->score = xcalloc((size_t)v->n, sizeof *v->score);
-    v->type = xcalloc((size_t)v->n, 1);
-    v->hash_cap = 1;
-    while (v->hash_cap < 2u * (uint32_t)v->n) v->hash_cap <<= 1;
-    v->hash = xmalloc(v->hash_cap * sizeof *v->hash);
-    v->arena = xmalloc((size_t)bytes);
-    v->special = xcalloc((size_t)v->n, sizeof *v->special);
-    if (!v->text || !v->len || !v->score || !v->type || !v->hash || !v->arena || !v->special) {
-        herr_set(e, "out of memory for the vocabulary");
-        goto fail;
-    }
-    memset(v->hash, 0xff, v->hash_cap * sizeof *v->hash);
-    char *a = v->arena;
-    p = tk->value;
-    for (int i = 0; i < v->n; i++) {
-        uint64_t l = read_le(p, 8);
-        memcpy(a, p + 8, (size_t)l);
-        a[l] = 0;
-        v->text[i] = a;
-        v->len[i] = (uint32_t)l;
-        a += l + 1;
-        p += 8 + l;
-        v->type[i] = TOKT_NORMAL;
-    }
-    const gguf_kv *sc = gguf_find(f, "tokenizer.ggml.scores");
-    if (sc) {
-        if (sc->type != GGUF_ARRAY || sc->arr_type != GGUF_F32 || sc->arr_n != (uint64_t)v->n) {
-            herr_set(e, "tokenizer.ggml.scores must be %d f32 values", v->n);
-            goto fail;
-        }
-        for (int i = 0; i < v->n; i++) v->score[i] = f32_from_bits((uint32_t)read_le(sc->value + 4 * i, 4));
-    }
-    const gguf_kv *ty = gguf_find(f, "tokenizer.ggml.token_type");
-    if (ty) {
-        if (ty->type != GGUF_ARRAY || (ty->arr_type != GGUF_I32 && ty->arr_type != GGUF_U32) || ty->arr_n != (uint64_t)v->n) {
-            herr_set(e, "tokenizer.ggml.token_type must be %d i32 values", v->n);
-            goto fail;
-        }
-        for (int i = 0; i < v->n; i++) {
-            uint32_t t = (uint32_t)read_le(ty->value + 4 * i, 4);
-            v->type[i] = (uint8_t)(t >= 1 && t <= 6 ? t : TOKT_NORMAL);
-        }
-    }
-    /* hash table: later duplicates win, as in llama.cpp's text -> id map */
-    for (int i = 0; i < v->n; i++) {
-        uint32_t s = tok_hash(v->text[i], v->len[i]) & (v->hash_cap - 1);
-        while (v->hash[s] >= 0 && !(v->len[v->hash[s]] == v->len[i] && !memcmp(v->text[v->hash[s]], v->text[i], v->len[i])))
-            s = (s + 1) & (v->hash_cap - 1);
-        v->hash[s] = i;
-    }
-    for (int b = 0; b < 256; b++) {
-        char name[8];
-        snprintf(name, sizeof name, "<0x%02X>", b);
-        v->byte_token[b] = tok_find(v, name, 6);
-    }
-    for (int i = 0; i < v->n; i++)
-        if ((v->type[i] == TOKT_CONTROL || v->type[i] == TOKT_USER || v->type[i] == TOKT_UNKNOWN) && v->len[i] > 0)
-            v->special[v->n_special++] = i;
-    pthread_mutex_lock(&tok_sort_mutex);
-    tok_sort_vocab = v;
-    qsort(v->special, (size_t)v->n_special, sizeof *v->special, tok_special_cmp);
-    pthread_mutex_unlock(&tok_sort_mutex);
-    /* special ids and flags */
-    struct { const char *key; int32_t *id; int32_t dflt; } ids[] = {
-        {"tokenizer.ggml.bos_token_id", &v->bos, 1}, {"tokenizer.ggml.eos_token_id", &v->eos, 2},
-        {"tokenizer.ggml.unknown_token_id", &v->unk, 0}, {"tokenizer.ggml.eot_token_id", &v->eot, -1}};
-    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
-        int64_t id;
-        *ids[i].id = ids[i].dflt;
-        if (gguf_get_int(f, ids[i].key, &id)) *ids[i].id = (int32_t)(id >= 0 && id < v->n ? id : -1);
-        if (*ids[i].id >= v->n) *ids[i].id = -1;
-    }
-    int64_t flag;
-    v->add_bos = gguf_get_int(f, "tokenizer.ggml.add_bos_token", &flag) ? flag != 0 : true;
-    v->add_eos = gguf_get_int(f, "tokenizer.ggml.add_eos_token", &flag) ? flag != 0 : false;
-    v->add_space_prefix = gguf_get_int(f, "tokenizer.ggml.add_space_prefix", &flag) ? flag != 0 : true;
-    return v;
-fail:
-    tok_vocab_free(v);
-    return NULL;
-}
+/* ---- UTF-8 --------------------------------------------------------------------------------- */
 
 /* Bytes in the UTF-8 sequence that starts with byte c (1 for invalid lead bytes). */
 static int utf8_len(uint8_t c)
@@ -3331,6 +3259,358 @@ static int utf8_valid_len(const uint8_t *s, size_t n)
     return l;
 }
 
+/* The code point of the valid sequence of l bytes at s (l from utf8_valid_len). */
+static uint32_t utf8_decode(const uint8_t *s, int l)
+{
+    uint32_t cp = l == 1 ? s[0] : l == 2 ? s[0] & 0x1fu : l == 3 ? s[0] & 0x0fu : s[0] & 0x07u;
+    for (int i = 1; i < l; i++) cp = cp << 6 | (s[i] & 0x3fu);
+    return cp;
+}
+
+/* Write code point cp (<= U+10FFFF) as UTF-8 into out (4 bytes of room); returns its length. */
+static int utf8_encode(uint32_t cp, char *out)
+{
+    if (cp < 0x80) return out[0] = (char)cp, 1;
+    if (cp < 0x800) return out[0] = (char)(0xc0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3f)), 2;
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | cp >> 12), out[1] = (char)(0x80 | (cp >> 6 & 0x3f)), out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | cp >> 18), out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3f)), out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* ---- GPT-2's bytes as characters -------------------------------------------------------------
+ * Byte-level vocabularies store byte b as the character U+00bb when that character is printable
+ * (! .. ~, ¡ .. ¬, ® .. ÿ: 188 bytes), and the 68 other bytes (controls, space, DEL, the
+ * C1 block, NBSP, soft hyphen) as U+0100, U+0101, ... in increasing byte order. */
+
+static bool gpt2_printable(uint32_t c) { return (c >= 0x21 && c <= 0x7e) || (c >= 0xa1 && c <= 0xac) || (c >= 0xae && c <= 0xff); }
+
+static uint32_t gpt2_char_of_byte(uint8_t b)
+{
+    if (gpt2_printable(b)) return b;
+    if (b <= 0x20) return 0x100u + b;                /* 33 bytes: 0x00 .. 0x20 */
+    if (b >= 0x7f && b <= 0xa0) return 0x121u + (b - 0x7fu); /* 34 bytes: 0x7f .. 0xa0 */
+    return 0x143;                                    /* 0xad, the last one */
+}
+
+/* The byte a GPT-2 character stands for, or -1 for any other character. */
+static int gpt2_byte_of_char(uint32_t c)
+{
+    if (gpt2_printable(c)) return (int)c;
+    if (c < 0x100 || c > 0x143) return -1;
+    uint32_t k = c - 0x100;
+    return k < 33 ? (int)k : k < 67 ? (int)(0x7f + k - 33) : 0xad;
+}
+
+/* ---- Loading ----------------------------------------------------------------------------------
+ * TRUST BOUNDARY: the metadata arrays were bounds-checked by the GGUF parser (every string lies
+ * inside the file); here their types, counts, lengths and every id are checked before use. */
+
+/* The token texts, types and scores, and the text -> id hash table. */
+static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
+{
+    const gguf_kv *tk = gguf_find(f, "tokenizer.ggml.tokens");
+    if (!tk || tk->type != GGUF_ARRAY || tk->arr_type != GGUF_STRING)
+        return herr_set(e, "metadata tokenizer.ggml.tokens is missing or not an array of strings"), -1;
+    if (tk->arr_n < 4 || tk->arr_n > (1u << 24)) return herr_set(e, "vocabulary of %" PRIu64 " tokens is out of range", tk->arr_n), -1;
+    v->n = (int)tk->arr_n;
+    const uint8_t *p = tk->value;
+    uint64_t bytes = 0;
+    for (int i = 0; i < v->n; i++) {
+        uint64_t l = read_le(p, 8);
+        if (l > TOK_MAX_PIECE) return herr_set(e, "token %d is %" PRIu64 " bytes long (at most %d)", i, l, TOK_MAX_PIECE), -1;
+        bytes += l + 1;
+        p += 8 + l;
+    }
+    v->text = xcalloc((size_t)v->n, sizeof *v->text);
+    v->len = xcalloc((size_t)v->n, sizeof *v->len);
+    v->score = xcalloc((size_t)v->n, sizeof *v->score);
+    v->type = xcalloc((size_t)v->n, 1);
+    v->hash_cap = 1;
+    while (v->hash_cap < 2u * (uint32_t)v->n) v->hash_cap <<= 1;
+    v->hash = xmalloc(v->hash_cap * sizeof *v->hash);
+    v->arena = xmalloc((size_t)bytes);
+    v->special = xcalloc((size_t)v->n, sizeof *v->special);
+    if (!v->text || !v->len || !v->score || !v->type || !v->hash || !v->arena || !v->special)
+        return herr_set(e, "out of memory for the vocabulary"), -1;
+    char *a = v->arena;
+    p = tk->value;
+    for (int i = 0; i < v->n; i++) {
+        uint64_t l = read_le(p, 8);
+        memcpy(a, p + 8, (size_t)l);
+        a[l] = 0;
+        v->text[i] = a, v->len[i] = (uint32_t)l, v->type[i] = TOKT_NORMAL;
+        a += l + 1;
+        p += 8 + l;
+    }
+    const gguf_kv *sc = gguf_find(f, "tokenizer.ggml.scores");
+    if (sc) {
+        if (sc->type != GGUF_ARRAY || sc->arr_type != GGUF_F32 || sc->arr_n != (uint64_t)v->n)
+            return herr_set(e, "tokenizer.ggml.scores must be %d f32 values", v->n), -1;
+        for (int i = 0; i < v->n; i++) v->score[i] = f32_from_bits((uint32_t)read_le(sc->value + 4 * i, 4));
+    }
+    const gguf_kv *ty = gguf_find(f, "tokenizer.ggml.token_type");
+    if (ty) {
+        if (ty->type != GGUF_ARRAY || (ty->arr_type != GGUF_I32 && ty->arr_type != GGUF_U32) || ty->arr_n != (uint64_t)v->n)
+            return herr_set(e, "tokenizer.ggml.token_type must be %d i32 values", v->n), -1;
+        for (int i = 0; i < v->n; i++) {
+            uint32_t t = (uint32_t)read_le(ty->value + 4 * i, 4);
+            v->type[i] = (uint8_t)(t >= 1 && t <= 6 ? t : TOKT_NORMAL);
+        }
+    }
+    /* hash table: later duplicates win, as in llama.cpp's text -> id map */
+    memset(v->hash, 0xff, v->hash_cap * sizeof *v->hash);
+    for (int i = 0; i < v->n; i++) {
+        uint32_t s = tok_hash(v->text[i], v->len[i]) & (v->hash_cap - 1);
+        while (v->hash[s] >= 0 && !(v->len[v->hash[s]] == v->len[i] && !memcmp(v->text[v->hash[s]], v->text[i], v->len[i])))
+            s = (s + 1) & (v->hash_cap - 1);
+        v->hash[s] = i;
+    }
+    return 0;
+}
+
+static uint32_t bpe_pair_hash(int32_t a, int32_t b) { return ((uint32_t)a * 0x9e3779b1u) ^ ((uint32_t)b * 0x85ebca77u); }
+
+/* The merge of the pair (a, b), or NULL. */
+static const bpe_merge *bpe_find(const tok_vocab *v, int32_t a, int32_t b)
+{
+    if (a < 0 || b < 0 || v->n_merge == 0) return NULL;
+    for (uint32_t i = bpe_pair_hash(a, b) & (v->merge_cap - 1);; i = (i + 1) & (v->merge_cap - 1)) {
+        const bpe_merge *m = &v->merge[i];
+        if (m->left < 0) return NULL;
+        if (m->left == a && m->right == b) return m;
+    }
+}
+
+/* tokenizer.ggml.merges: "A B" per line, split at the first space after the first byte (A may
+ * itself be a space in vocabularies that are not byte-level).  A merge whose parts or result are
+ * not pieces of the vocabulary can never apply to symbols that are pieces, so it is dropped
+ * (Hugging Face refuses such vocabularies); a repeated pair keeps its first, lowest rank. */
+static int tok_load_merges(tok_vocab *v, const gguf_file *f, herr *e)
+{
+    const gguf_kv *mk = gguf_find(f, "tokenizer.ggml.merges");
+    if (!mk || mk->type != GGUF_ARRAY || mk->arr_type != GGUF_STRING)
+        return herr_set(e, "metadata tokenizer.ggml.merges is missing or not an array of strings"), -1;
+    if (mk->arr_n > (1u << 24)) return herr_set(e, "%" PRIu64 " merges is too many", mk->arr_n), -1;
+    v->merge_cap = 1;
+    while (v->merge_cap < 2 * mk->arr_n) v->merge_cap <<= 1;
+    v->merge = xmalloc(v->merge_cap * sizeof *v->merge);
+    if (!v->merge) return herr_set(e, "out of memory for %" PRIu64 " merges", mk->arr_n), -1;
+    memset(v->merge, 0xff, v->merge_cap * sizeof *v->merge);
+    const uint8_t *p = mk->value;
+    for (uint64_t r = 0; r < mk->arr_n; r++) {
+        uint64_t l = read_le(p, 8);
+        const char *s = (const char *)p + 8;
+        p += 8 + l;
+        const char *sp = l > 1 ? memchr(s + 1, ' ', (size_t)l - 1) : NULL;
+        if (!sp) continue;
+        size_t na = (size_t)(sp - s), nb = (size_t)l - na - 1;
+        int32_t a = tok_find(v, s, na), b = tok_find(v, sp + 1, nb), ab = tok_find2(v, s, na, sp + 1, nb);
+        if (a < 0 || b < 0 || ab < 0 || bpe_find(v, a, b)) continue;
+        uint32_t i = bpe_pair_hash(a, b) & (v->merge_cap - 1);
+        while (v->merge[i].left >= 0) i = (i + 1) & (v->merge_cap - 1);
+        v->merge[i] = (bpe_merge){a, b, (int32_t)r, ab};
+        v->n_merge++;
+    }
+    return 0;
+}
+
+/* What tokenizer.ggml.pre names are understood, and the settings each implies (as llama.cpp). */
+static const struct {
+    const char *name;
+    int pre;
+    bool ignore_merges, clean_spaces, add_bos;
+} tok_pre_names[] = {
+    {"llama-bpe", TOK_PRE_LLAMA3, true, true, true},  {"llama3", TOK_PRE_LLAMA3, true, true, true},
+    {"llama-v3", TOK_PRE_LLAMA3, true, true, true},   {"qwen2", TOK_PRE_QWEN2, false, false, false},
+    {"deepseek-r1-qwen", TOK_PRE_QWEN2, false, false, false},
+    {"deepseek-llm", TOK_PRE_DEEPSEEK_LLM, false, false, false},
+};
+
+/* tokenizer.ggml.model and .pre: which algorithm, and the defaults that depend on it. */
+static int tok_load_kind(tok_vocab *v, const gguf_file *f, herr *e)
+{
+    uint64_t mlen, plen = 0;
+    const char *model = gguf_get_str(f, "tokenizer.ggml.model", &mlen);
+    if (!model) return herr_set(e, "metadata tokenizer.ggml.model is missing"), -1;
+    int ml = (int)(mlen < 32 ? mlen : 32);
+    if (mlen == 5 && !memcmp(model, "llama", 5)) {
+        v->kind = TOK_SPM;
+        v->bos = 1, v->eos = 2, v->unk = 0;
+        v->add_bos = true, v->add_space_prefix = true;
+        return 0;
+    }
+    if (!(mlen == 4 && !memcmp(model, "gpt2", 4)))
+        return herr_set(e, "tokenizer '%.*s' is not supported (halda reads SentencePiece 'llama' and byte-level BPE 'gpt2' vocabularies)", ml, model), -1;
+    v->kind = TOK_BPE;
+    v->bos = v->eos = v->unk = -1; /* llama.cpp falls back to id 11, a GPT-NeoX leftover: none is safer */
+    const char *pre = gguf_get_str(f, "tokenizer.ggml.pre", &plen);
+    for (size_t i = 0; pre && i < sizeof tok_pre_names / sizeof tok_pre_names[0]; i++) {
+        if (strlen(tok_pre_names[i].name) != plen || memcmp(tok_pre_names[i].name, pre, (size_t)plen)) continue;
+        v->pre = tok_pre_names[i].pre;
+        v->ignore_merges = tok_pre_names[i].ignore_merges;
+        v->clean_spaces = tok_pre_names[i].clean_spaces;
+        v->add_bos = tok_pre_names[i].add_bos;
+        return 0;
+    }
+    return herr_set(e, "BPE pre-tokenizer '%.*s' is not supported (halda knows llama-bpe, qwen2, deepseek-r1-qwen, deepseek-llm)",
+                    pre ? (int)(plen < 48 ? plen : 48) : 6, pre ? pre : "(none)"),
+           -1;
+}
+
+/* Special ids from the metadata: an id out of range is ignored (the default stays), as llama.cpp
+ * does; add_bos_token and friends override the per-model defaults. */
+static void tok_load_ids(tok_vocab *v, const gguf_file *f)
+{
+    struct { const char *key; int32_t *id; } ids[] = {
+        {"tokenizer.ggml.bos_token_id", &v->bos}, {"tokenizer.ggml.eos_token_id", &v->eos},
+        {"tokenizer.ggml.unknown_token_id", &v->unk}, {"tokenizer.ggml.eot_token_id", &v->eot},
+        {"tokenizer.ggml.eom_token_id", &v->eom}};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        int64_t id;
+        if (*ids[i].id >= v->n) *ids[i].id = -1;
+        if (gguf_get_int(f, ids[i].key, &id) && id >= 0 && id < v->n) *ids[i].id = (int32_t)id;
+    }
+    int64_t flag;
+    if (gguf_get_int(f, "tokenizer.ggml.add_bos_token", &flag)) v->add_bos = flag != 0;
+    if (gguf_get_int(f, "tokenizer.ggml.add_eos_token", &flag)) v->add_eos = flag != 0;
+    if (gguf_get_int(f, "tokenizer.ggml.add_space_prefix", &flag)) v->add_space_prefix = flag != 0;
+    if (v->bos < 0) v->add_bos = false;
+    if (v->eos < 0) v->add_eos = false;
+}
+
+/* End of generation.  GGUF files name eos and sometimes eot/eom; chat models end their turns
+ * with other tokens too (<|eot_id|>, <|im_end|>, ...), which llama.cpp recognises by their text
+ * (its issue 9606).  These texts are the ones its list shares with the families halda runs.
+ * Such a token is made a control token if the file did not say so, which hides it from output. */
+static const char *const tok_eot_texts[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
+    "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>", /* <｜end▁of▁sentence｜>, DeepSeek */
+};
+static const char *const tok_eog_texts[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
+    "<|end_of_text|>", "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>",
+    "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", /* Qwen's fill-in-the-middle separators */
+};
+
+static void tok_add_eog(tok_vocab *v, int32_t id)
+{
+    if (id < 0 || v->n_eog == TOK_MAX_EOG) return;
+    for (int i = 0; i < v->n_eog; i++)
+        if (v->eog[i] == id) return;
+    v->eog[v->n_eog++] = id;
+}
+
+static void tok_find_eog(tok_vocab *v)
+{
+    size_t n_eot = sizeof tok_eot_texts / sizeof tok_eot_texts[0], n_eog = sizeof tok_eog_texts / sizeof tok_eog_texts[0];
+    for (size_t i = 0; v->eot < 0 && i < n_eot; i++) v->eot = tok_find(v, tok_eot_texts[i], strlen(tok_eot_texts[i]));
+    if (v->eom < 0) v->eom = tok_find(v, "<|eom_id|>", 10);
+    tok_add_eog(v, v->eos), tok_add_eog(v, v->eot), tok_add_eog(v, v->eom);
+    for (size_t i = 0; i < n_eog; i++) tok_add_eog(v, tok_find(v, tok_eog_texts[i], strlen(tok_eog_texts[i])));
+    for (int i = 0; i < v->n_eog; i++)
+        if (v->type[v->eog[i]] != TOKT_CONTROL && v->kind == TOK_BPE) v->type[v->eog[i]] = TOKT_CONTROL;
+}
+
+typedef struct {
+    uint32_t len;
+    int32_t id;
+} tok_len_id;
+static int tok_len_id_cmp(const void *a, const void *b) /* longer first, then lower id */
+{
+    const tok_len_id *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+static int tok_byte_len_cmp(const void *a, const void *b) /* by first byte, then length */
+{
+    const tok_len_id *x = a, *y = b; /* here id holds the first byte */
+    if (x->id != y->id) return x->id < y->id ? -1 : 1;
+    return (x->len > y->len) - (x->len < y->len);
+}
+
+/* The special tokens, longest first (the order they are cut out of text), and for each first
+ * byte the distinct lengths of the special texts that start with it (to find them quickly). */
+static int tok_index_specials(tok_vocab *v, herr *e)
+{
+    tok_len_id *s = xmalloc((size_t)v->n * sizeof *s);
+    if (!s) return herr_set(e, "out of memory for the special tokens"), -1;
+    int n = 0;
+    for (int i = 0; i < v->n; i++)
+        if ((v->type[i] == TOKT_CONTROL || v->type[i] == TOKT_USER || v->type[i] == TOKT_UNKNOWN) && v->len[i] > 0)
+            s[n++] = (tok_len_id){v->len[i], i};
+    qsort(s, (size_t)n, sizeof *s, tok_len_id_cmp);
+    for (int i = 0; i < n; i++) v->special[i] = s[i].id;
+    v->n_special = n;
+    for (int i = 0; i < n; i++) s[i].id = (uint8_t)v->text[s[i].id][0];
+    qsort(s, (size_t)n, sizeof *s, tok_byte_len_cmp);
+    v->special_len = xmalloc((size_t)(n ? n : 1) * sizeof *v->special_len);
+    if (!v->special_len) return xfree(s), herr_set(e, "out of memory for the special tokens"), -1;
+    int k = 0;
+    for (int b = 0, i = 0; b < 256; b++) {
+        v->special_len_at[b] = (uint32_t)k;
+        for (; i < n && s[i].id == b; i++)
+            if (k == (int)v->special_len_at[b] || v->special_len[k - 1] != s[i].len) v->special_len[k++] = s[i].len;
+    }
+    v->special_len_at[256] = (uint32_t)k;
+    xfree(s);
+    return 0;
+}
+
+/* The byte symbols: SPM's <0xXX> pieces, or BPE's GPT-2 characters. */
+static void tok_index_bytes(tok_vocab *v)
+{
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        if (v->kind == TOK_SPM) {
+            snprintf(name, sizeof name, "<0x%02X>", b);
+            v->byte_token[b] = tok_find(v, name, 6);
+        } else {
+            v->byte_token[b] = tok_find(v, name, (size_t)utf8_encode(gpt2_char_of_byte((uint8_t)b), name));
+        }
+    }
+}
+
+static int chat_detect(const gguf_file *f);
+
+/* Read the vocabulary from the metadata (see the trust-boundary note above). */
+static tok_vocab *tok_vocab_load(const gguf_file *f, herr *e)
+{
+    tok_vocab *v = xcalloc(1, sizeof *v);
+    if (!v) return herr_set(e, "out of memory"), NULL;
+    v->bos = v->eos = v->unk = v->eot = v->eom = -1;
+    if (tok_load_kind(v, f, e) || tok_load_tokens(v, f, e)) goto fail;
+    if (v->kind == TOK_BPE && tok_load_merges(v, f, e)) goto fail;
+    tok_load_ids(v, f);
+    tok_find_eog(v);
+    tok_index_bytes(v);
+    if (tok_index_specials(v, e)) goto fail;
+    v->chat = chat_detect(f);
+    return v;
+fail:
+    tok_vocab_free(v);
+    return NULL;
+}
+
+/* Only the vocabulary of a GGUF file (vocabulary-only files have no tensors); the file is closed
+ * again.  The caller frees the result with tok_vocab_free. */
+static tok_vocab *tok_vocab_open(const char *path, herr *e)
+{
+    gguf_file f;
+    if (gguf_open(&f, path, e) != 0) return NULL;
+    tok_vocab *v = tok_vocab_load(&f, e);
+    if (!v) {
+        char reason[sizeof e->msg];
+        snprintf(reason, sizeof reason, "%s", e->msg);
+        herr_set(e, "%s: %s", path, reason);
+    }
+    gguf_close(&f);
+    return v;
+}
+
 /* A growable list of token ids that reports when it runs out of room. */
 typedef struct {
     int32_t *ids;
@@ -3341,6 +3621,437 @@ static void tok_push(tok_out *o, int32_t id)
 {
     if (o->n < o->cap) o->ids[o->n++] = id;
     o->needed++;
+}
+
+/* Make *p hold at least `need` elements of `size` bytes (growing by doubling); false when out of
+ * memory.  Scratch buffers of one tokenize call grow through this. */
+static bool tok_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *q = xmalloc(c * size);
+    if (!q) return false;
+    if (*p) memcpy(q, *p, *cap * size);
+    xfree(*p);
+    *p = q, *cap = c;
+    return true;
+}
+
+/* ---- Unicode character classes ----------------------------------------------------------------
+ * The pre-tokenizers' regular expressions use \p{L} (letters), \p{N} (numbers) and \s (white
+ * space) — the general categories and the White_Space property of the Unicode standard.  The
+ * tables that answer them are generated (see "Unicode tables" at the end of this section). */
+
+enum { UC_C, UC_L, UC_M, UC_N, UC_P, UC_S, UC_Z }; /* other, letter, mark, number, punct., symbol, separator */
+#define TOK_CP_INVALID 0x110000u /* a byte that does not start valid UTF-8 */
+
+static int unicode_class(uint32_t cp);
+static bool unicode_is_space(uint32_t cp);
+static const uint8_t unicode_ascii_class[128];
+static bool ds_is_letter(uint32_t cp); /* deepseek-llm's classes */
+static bool ds_is_punct(uint32_t cp);
+static bool ds_is_cjk(uint32_t cp);
+
+/* One character of the text: its code point, length in bytes and class.  A byte that is not the
+ * start of valid UTF-8 is one character by itself, of the class of U+FFFD (a symbol), which is
+ * what llama.cpp turns it into; its byte is kept. */
+typedef struct {
+    uint32_t cp;
+    int len;
+    int cls;    /* UC_* */
+    bool space; /* \s */
+} tok_char;
+
+static tok_char tok_char_at(const uint8_t *s, size_t end, size_t i)
+{
+    tok_char c;
+    if (s[i] < 0x80) {
+        uint8_t b = s[i];
+        return (tok_char){b, 1, unicode_ascii_class[b], b == ' ' || (b >= 0x09 && b <= 0x0d)};
+    } else {
+        c.len = utf8_valid_len(s + i, end - i);
+        if (c.len == 0) return (tok_char){TOK_CP_INVALID, 1, UC_S, false};
+        c.cp = utf8_decode(s + i, c.len);
+    }
+    c.cls = unicode_class(c.cp);
+    c.space = (c.cls == UC_Z || c.cls == UC_C) && unicode_is_space(c.cp);
+    return c;
+}
+
+/* [^\s\p{L}\p{N}]: the class of punctuation runs in GPT-4-style expressions. */
+static bool tok_char_other(tok_char c) { return !c.space && c.cls != UC_L && c.cls != UC_N; }
+
+/* End of the run of characters of class cls that starts at i. */
+static size_t tok_run_class(const uint8_t *s, size_t end, size_t i, int cls)
+{
+    while (i < end) {
+        tok_char c = tok_char_at(s, end, i);
+        if (c.cls != cls) break;
+        i += (size_t)c.len;
+    }
+    return i;
+}
+
+/* ---- Pre-tokenizers -------------------------------------------------------------------------
+ * A pre-tokenizer is a list of stages; each stage is one regular expression, applied as Hugging
+ * Face's Split(behavior = Isolated) does: its leftmost matches and the stretches between them
+ * all become pieces, and the next stage splits each piece again.  A stage is a function that
+ * says whether its expression matches at byte i of the piece [.., end): it returns the end of
+ * the match, or 0 when there is none (and may set *skip to a later position where the next try
+ * can start, when it can prove that none in between can match).  Like the regex engines the
+ * expressions were written for, alternatives are tried in order and quantifiers are greedy
+ * with backtracking; each function below says how it settles the backtracking. */
+
+typedef size_t (*pre_stage)(const uint8_t *s, size_t end, size_t i, size_t *skip);
+
+/* (?i:'s|'t|'re|'ve|'m|'ll|'d): the end of an English contraction at i, or 0.  Case-insensitive
+ * matching also folds U+017F (ſ, long s) to s, as Oniguruma does; llama.cpp's hand-written
+ * version of this expression does not. */
+static size_t pre_contraction(const uint8_t *s, size_t end, size_t i)
+{
+    if (s[i] != '\'' || i + 1 >= end) return 0;
+    int a = s[i + 1] | 0x20; /* ASCII lower case; only letters can equal the letters below */
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+    if (i + 2 >= end) return 0;
+    int b = s[i + 2] | 0x20;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
+    if (s[i + 1] == 0xc5 && s[i + 2] == 0xbf) return i + 3; /* 'ſ */
+    return 0;
+}
+
+/* The white-space alternatives \s*[\r\n]+ | \s+(?!\S) | \s+ at i, where s[i] is white space.
+ * The first takes the run up to its last line break (backtracking gives back what follows);
+ * the second takes the run but leaves its last character to the word after it (that character
+ * then starts [^\r\n\p{L}\p{N}]?\p{L}+ or ` ?[^\s\p{L}\p{N}]+`); a lone space before a word
+ * falls through to the third. */
+static size_t pre_space_run(const uint8_t *s, size_t end, size_t i)
+{
+    size_t j = i, last_nl = 0, last_start = i;
+    while (j < end) {
+        tok_char w = tok_char_at(s, end, j);
+        if (!w.space) break;
+        if (w.cp == '\r' || w.cp == '\n') last_nl = j + 1;
+        last_start = j;
+        j += (size_t)w.len;
+    }
+    if (last_nl) return last_nl;
+    if (j < end && last_start > i) return last_start;
+    return j;
+}
+
+/* The expression of Llama 3 (max_digits 3) and of Qwen 2 (max_digits 1):
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+ *   \s*[\r\n]+|\s+(?!\S)|\s+
+ * Every character starts a match of one alternative, so this never returns 0. */
+static size_t pre_gpt4(const uint8_t *s, size_t end, size_t i, int max_digits)
+{
+    size_t m = pre_contraction(s, end, i);
+    if (m) return m;
+    tok_char c = tok_char_at(s, end, i);
+    /* [^\r\n\p{L}\p{N}]?\p{L}+: a letter run, maybe after one character that is not a line
+     * break, letter or number (backtracking: if that character is not followed by a letter,
+     * the optional part matches nothing, and then a letter must come first) */
+    if (c.cls == UC_L) return tok_run_class(s, end, i, UC_L);
+    size_t next = i + (size_t)c.len;
+    if (c.cp != '\r' && c.cp != '\n' && c.cls != UC_N && next < end && tok_char_at(s, end, next).cls == UC_L)
+        return tok_run_class(s, end, next, UC_L);
+    if (c.cls == UC_N) { /* \p{N}{1,max_digits} */
+        size_t j = i;
+        for (int k = 0; k < max_digits && j < end; k++) {
+            tok_char d = tok_char_at(s, end, j);
+            if (d.cls != UC_N) break;
+            j += (size_t)d.len;
+        }
+        return j;
+    }
+    /* ` ?[^\s\p{L}\p{N}]+[\r\n]*` (the space is taken only if such a character follows) */
+    size_t j = i;
+    if (c.cp == ' ' && next < end && tok_char_other(tok_char_at(s, end, next))) j = next;
+    else if (!tok_char_other(c)) return pre_space_run(s, end, i);
+    while (j < end) {
+        tok_char d = tok_char_at(s, end, j);
+        if (!tok_char_other(d)) break;
+        j += (size_t)d.len;
+    }
+    while (j < end && (s[j] == '\r' || s[j] == '\n')) j++;
+    return j;
+}
+static size_t pre_llama3(const uint8_t *s, size_t end, size_t i, size_t *skip) { return (void)skip, pre_gpt4(s, end, i, 3); }
+static size_t pre_qwen2(const uint8_t *s, size_t end, size_t i, size_t *skip) { return (void)skip, pre_gpt4(s, end, i, 1); }
+
+/* DeepSeek LLM: six stages.
+ *   [\r\n]   \s?[<cased letters>]+   \s?[!-/:-~！-／：-～‘-‟　-。]+   \s+$   [一-龥ࠀ-一가-퟿]+   \p{N}+
+ * The letter and CJK classes are spelled out as code point ranges in the published expressions
+ * (ds_*_ranges at the end of the section).  Because each stage re-splits the pieces of the previous one, a later
+ * class may cut an earlier piece: the punctuation class contains A-Z and a-z (':' to '~'), so
+ * "café" becomes "caf" + "é". */
+static size_t ds_newline(const uint8_t *s, size_t end, size_t i, size_t *skip)
+{
+    (void)end, (void)skip;
+    return s[i] == '\r' || s[i] == '\n' ? i + 1 : 0;
+}
+
+/* \s?[ranges]+ : one white-space character is taken only when a class character follows;
+ * otherwise the optional part matches nothing and the class must match at i (U+3000 is both
+ * white space and in the punctuation class, which this order handles). */
+static size_t ds_optional_space_run(const uint8_t *s, size_t end, size_t i, bool (*in_class)(uint32_t))
+{
+    tok_char c = tok_char_at(s, end, i);
+    size_t j = i;
+    if (c.space && i + (size_t)c.len < end && in_class(tok_char_at(s, end, i + (size_t)c.len).cp)) j = i + (size_t)c.len;
+    else if (!in_class(c.cp)) return 0;
+    while (j < end) {
+        tok_char d = tok_char_at(s, end, j);
+        if (!in_class(d.cp)) break;
+        j += (size_t)d.len;
+    }
+    return j;
+}
+static size_t ds_letters(const uint8_t *s, size_t end, size_t i, size_t *skip) { return (void)skip, ds_optional_space_run(s, end, i, ds_is_letter); }
+static size_t ds_punct(const uint8_t *s, size_t end, size_t i, size_t *skip) { return (void)skip, ds_optional_space_run(s, end, i, ds_is_punct); }
+
+/* \s+$ : a white-space run that reaches the end of the piece.  When the run stops short, no
+ * start inside it can match either, so the search skips past it (this keeps long runs of
+ * spaces linear). */
+static size_t ds_trailing_space(const uint8_t *s, size_t end, size_t i, size_t *skip)
+{
+    size_t j = i;
+    while (j < end) {
+        tok_char c = tok_char_at(s, end, j);
+        if (!c.space) break;
+        j += (size_t)c.len;
+    }
+    if (j == end && j > i) return j;
+    *skip = j;
+    return 0;
+}
+
+static size_t ds_cjk(const uint8_t *s, size_t end, size_t i, size_t *skip)
+{
+    (void)skip;
+    size_t j = i;
+    while (j < end) {
+        tok_char c = tok_char_at(s, end, j);
+        if (!ds_is_cjk(c.cp)) break;
+        j += (size_t)c.len;
+    }
+    return j > i ? j : 0;
+}
+
+static size_t ds_digits(const uint8_t *s, size_t end, size_t i, size_t *skip)
+{
+    (void)skip;
+    size_t j = tok_run_class(s, end, i, UC_N);
+    return j > i ? j : 0;
+}
+
+static const pre_stage pre_stages_llama3[] = {pre_llama3};
+static const pre_stage pre_stages_qwen2[] = {pre_qwen2};
+static const pre_stage pre_stages_deepseek_llm[] = {ds_newline, ds_letters, ds_punct, ds_trailing_space, ds_cjk, ds_digits};
+
+/* ---- BPE merging ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int32_t id;         /* piece id; -1: a byte whose character is not in the vocabulary */
+    int32_t prev, next; /* neighbours in the word, -1 at the ends */
+} bpe_symbol;
+
+/* A candidate merge in the heap.  It is stale once either symbol has changed, which the ids
+ * tell: a symbol only ever grows, so it never gets an id back that it had before. */
+typedef struct {
+    int32_t rank, left;        /* heap order: lower rank first, then the leftmost pair */
+    int32_t left_id, right_id; /* the pair when it was queued */
+    int32_t merged;            /* what it becomes */
+} bpe_pair;
+
+/* A cache of recent words and their ids.  Text repeats its words (Zipf), and a cached word
+ * costs one lookup instead of a dozen merge-table probes.  Direct-mapped: a word goes to the
+ * slot its hash picks, replacing what was there; short words with few ids only. */
+#define BPE_CACHE_SLOTS 4096 /* 256 KiB: stays in the L2 cache */
+#define BPE_CACHE_WORD 24
+#define BPE_CACHE_IDS 8
+typedef struct {
+    uint8_t word_len, n_ids; /* word_len 0: empty */
+    char word[BPE_CACHE_WORD];
+    int32_t ids[BPE_CACHE_IDS];
+} bpe_cache_slot;
+
+/* Scratch memory of one tokenize call, grown to the longest word seen. */
+typedef struct {
+    bpe_symbol *sym;
+    size_t sym_cap;
+    bpe_pair *heap;
+    size_t heap_cap, heap_n;
+    char *enc; /* a word spelled in GPT-2 characters, for the whole-word lookup */
+    size_t enc_cap;
+    bpe_cache_slot *cache; /* [BPE_CACHE_SLOTS], or NULL for short texts */
+} bpe_work;
+
+static bool bpe_before(const bpe_pair *a, const bpe_pair *b) { return a->rank < b->rank || (a->rank == b->rank && a->left < b->left); }
+
+/* The caller has made room: a word of n bytes queues at most 3n pairs (n - 1 at first and two
+ * per merge). */
+static void bpe_heap_push(bpe_work *w, bpe_pair p)
+{
+    size_t i = w->heap_n++;
+    while (i > 0 && bpe_before(&p, &w->heap[(i - 1) / 2])) {
+        w->heap[i] = w->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    w->heap[i] = p;
+}
+static bpe_pair bpe_heap_pop(bpe_work *w)
+{
+    bpe_pair top = w->heap[0], last = w->heap[--w->heap_n];
+    size_t i = 0, n = w->heap_n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && bpe_before(&w->heap[c + 1], &w->heap[c])) c++;
+        if (!bpe_before(&w->heap[c], &last)) break;
+        w->heap[i] = w->heap[c];
+        i = c;
+    }
+    if (n > 0) w->heap[i] = last;
+    return top;
+}
+
+/* Queue the pair (left, its right neighbour) if the merges know it. */
+static void bpe_queue(const tok_vocab *v, bpe_work *w, int32_t left)
+{
+    if (left < 0 || w->sym[left].next < 0) return;
+    const bpe_merge *m = bpe_find(v, w->sym[left].id, w->sym[w->sym[left].next].id);
+    if (m) bpe_heap_push(w, (bpe_pair){m->rank, left, m->left, m->right, m->merged});
+}
+
+/* With ignore_merges (Llama 3), a word that is itself a piece is that piece, whatever the
+ * merges would build (Hugging Face's BPE option of that name).  Returns its id or -1. */
+static int32_t bpe_whole_word(const tok_vocab *v, const uint8_t *s, size_t n, bpe_work *w)
+{
+    if (!tok_grow((void **)&w->enc, &w->enc_cap, 2 * n, 1)) return -2;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += (size_t)utf8_encode(gpt2_char_of_byte(s[i]), w->enc + k);
+    return tok_find(v, w->enc, k);
+}
+
+/* Tokenize one word (the bytes s[0, n)): one symbol per byte, then merges by rank. */
+static int bpe_word(const tok_vocab *v, const uint8_t *s, size_t n, bpe_work *w, tok_out *out)
+{
+    if (v->ignore_merges && n > 1) {
+        int32_t id = bpe_whole_word(v, s, n, w);
+        if (id == -2) return -1;
+        if (id >= 0) return tok_push(out, id), 0;
+    }
+    if (!tok_grow((void **)&w->sym, &w->sym_cap, n, sizeof *w->sym) ||
+        !tok_grow((void **)&w->heap, &w->heap_cap, 3 * n, sizeof *w->heap))
+        return -1;
+    bpe_symbol *sym = w->sym;
+    for (size_t i = 0; i < n; i++) sym[i] = (bpe_symbol){v->byte_token[s[i]], (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1};
+    w->heap_n = 0;
+    for (size_t i = 0; i + 1 < n; i++) bpe_queue(v, w, (int32_t)i);
+    while (w->heap_n > 0) {
+        bpe_pair p = bpe_heap_pop(w);
+        bpe_symbol *l = &sym[p.left];
+        if (l->id != p.left_id || l->next < 0 || sym[l->next].id != p.right_id) continue; /* stale */
+        bpe_symbol *r = &sym[l->next];
+        l->id = p.merged;
+        l->next = r->next;
+        if (r->next >= 0) sym[r->next].prev = p.left;
+        r->id = -1, r->next = -1; /* unlinked: no queued pair can name it as a left symbol */
+        bpe_queue(v, w, l->prev);
+        bpe_queue(v, w, p.left);
+    }
+    /* A byte missing from the vocabulary (never, in the vocabularies halda knows) becomes the
+     * unknown token if there is one; llama.cpp drops it. */
+    for (int32_t i = 0; i >= 0; i = sym[i].next) {
+        if (sym[i].id >= 0) tok_push(out, sym[i].id);
+        else if (v->unk >= 0) tok_push(out, v->unk);
+    }
+    return 0;
+}
+
+/* Bytes in the character at s[i] as tok_char_at counts them. */
+static size_t tok_char_len(const uint8_t *s, size_t end, size_t i)
+{
+    int l = s[i] < 0x80 ? 1 : utf8_valid_len(s + i, end - i);
+    return l ? (size_t)l : 1;
+}
+
+/* What happens to each word the pre-tokenizer cuts: returns 0, or -1 to stop with an error. */
+typedef int (*pre_word_fn)(void *ctx, const uint8_t *s, size_t n);
+
+typedef struct {
+    const pre_stage *stage;
+    int n_stage;
+    pre_word_fn word;
+    void *ctx;
+} pre_run;
+
+/* Split the piece s[begin, end) with stage k (matches and the gaps between them), then pass
+ * each part to stage k + 1; after the last stage the parts are words. */
+static int pre_split(const pre_run *r, int k, const uint8_t *s, size_t begin, size_t end)
+{
+    if (k == r->n_stage) return r->word(r->ctx, s + begin, end - begin);
+    size_t gap = begin, i = begin;
+    while (i < end) {
+        size_t skip = 0, m = r->stage[k](s, end, i, &skip);
+        if (m > i) {
+            if (gap < i && pre_split(r, k + 1, s, gap, i)) return -1;
+            if (pre_split(r, k + 1, s, i, m)) return -1;
+            gap = i = m;
+        } else {
+            size_t next = i + tok_char_len(s, end, i);
+            i = skip > next ? skip : next;
+        }
+    }
+    return gap < end ? pre_split(r, k + 1, s, gap, end) : 0;
+}
+
+/* Cut plain text into words with the vocabulary's pre-tokenizer, calling word() on each. */
+static int tok_pretokenize(const tok_vocab *v, const char *text, size_t len, pre_word_fn word, void *ctx)
+{
+    pre_run r = {pre_stages_llama3, 1, word, ctx};
+    if (v->pre == TOK_PRE_QWEN2) r.stage = pre_stages_qwen2;
+    if (v->pre == TOK_PRE_DEEPSEEK_LLM) r.stage = pre_stages_deepseek_llm, r.n_stage = 6;
+    return pre_split(&r, 0, (const uint8_t *)text, 0, len);
+}
+
+typedef struct {
+    const tok_vocab *v;
+    bpe_work *w;
+    tok_out *out;
+} bpe_ctx;
+
+/* One word, through the cache when there is one.  A word is cached only if all its ids fit in
+ * the output (otherwise they were counted but not stored). */
+static int bpe_word_cb(void *ctx, const uint8_t *s, size_t n)
+{
+    bpe_ctx *c = ctx;
+    bpe_cache_slot *slot = NULL;
+    if (c->w->cache && n <= BPE_CACHE_WORD) {
+        slot = &c->w->cache[tok_hash((const char *)s, n) & (BPE_CACHE_SLOTS - 1)];
+        if (slot->word_len == n && !memcmp(slot->word, s, n)) {
+            for (int i = 0; i < slot->n_ids; i++) tok_push(c->out, slot->ids[i]);
+            return 0;
+        }
+    }
+    int n0 = c->out->n, needed0 = c->out->needed;
+    if (bpe_word(c->v, s, n, c->w, c->out)) return -1;
+    int k = c->out->n - n0;
+    if (slot && k == c->out->needed - needed0 && k <= BPE_CACHE_IDS) {
+        slot->word_len = (uint8_t)n, slot->n_ids = (uint8_t)k;
+        memcpy(slot->word, s, n);
+        memcpy(slot->ids, c->out->ids + n0, (size_t)k * sizeof *slot->ids);
+    }
+    return 0;
+}
+
+/* Tokenize one stretch of plain text: pre-tokenize, then merge each word. */
+static int bpe_tokenize(const tok_vocab *v, const char *text, size_t len, bpe_work *w, tok_out *out)
+{
+    bpe_ctx c = {v, w, out};
+    return tok_pretokenize(v, text, len, bpe_word_cb, &c);
 }
 
 /* ---- SPM merging ------------------------------------------------------------------------------ */
@@ -3470,131 +4181,740 @@ static char *spm_escape(const char *s, size_t n, bool prefix, size_t *out_len)
     return r;
 }
 
+/* ---- Special tokens ---------------------------------------------------------------------------
+ * llama.cpp cuts special tokens out of the text one token at a time, longest first, each at
+ * every place it occurs in what is still plain text.  Scanning the text once per special token
+ * is slow for vocabularies with thousands of them (DeepSeek has 2400 user-defined tokens), so
+ * this finds all occurrences in one pass and then replays that order: an occurrence is kept if
+ * none of its bytes belongs to an occurrence kept before it, taking them by token (longest
+ * first, then lower id) and, for one token, left to right.  That is exactly what the one-by-one
+ * search keeps, including for tokens that overlap themselves ("aa" in "aaa"). */
+
 /* A piece of the input: raw text [begin, end), or a special token (id >= 0). */
 typedef struct {
     size_t begin, end;
     int32_t id;
 } tok_fragment;
 
-/* Cut special tokens out of the text, longest first (each token splits every raw fragment at
- * each of its occurrences).  Returns the fragment count, or -1 when out of memory. */
-static int tok_partition(const tok_vocab *v, const char *text, size_t len, bool parse_special, tok_fragment **frags)
+typedef struct {
+    size_t pos;
+    uint32_t len;
+    int32_t id;
+} tok_hit;
+
+static int tok_hit_order(const void *a, const void *b)
 {
-    int n = 1, cap = 16;
-    tok_fragment *f = xmalloc((size_t)cap * sizeof *f);
-    if (!f) return -1;
-    f[0] = (tok_fragment){0, len, -1};
-    for (int s = 0; s < v->n_special; s++) {
-        int32_t id = v->special[s];
-        if (!parse_special && v->type[id] != TOKT_USER) continue;
-        const char *st = v->text[id];
-        size_t sl = v->len[id];
-        for (int i = 0; i < n; i++) {
-            if (f[i].id >= 0 || f[i].end - f[i].begin < sl) continue;
-            const char *hit = memmem(text + f[i].begin, f[i].end - f[i].begin, st, sl);
-            if (!hit) continue;
-            size_t hb = (size_t)(hit - text);
-            if (n + 2 > cap) {
-                cap *= 2;
-                tok_fragment *nf = realloc(f, (size_t)cap * sizeof *nf);
-                if (!nf) return free(f), -1;
-                f = nf;
-            }
-            /* [begin, hb) raw | special | [hb+sl, end) raw (examined next round of i) */
-            tok_fragment rest = {hb + sl, f[i].end, -1};
-            memmove(&f[i + 3], &f[i + 1], (size_t)(n - i - 1) * sizeof *f);
-            f[i].end = hb;
-            f[i + 1] = (tok_fragment){hb, hb + sl, id};
-            f[i + 2] = rest;
-            n += 2;
-            if (f[i].begin == f[i].end) { /* drop the empty raw fragment */
-                memmove(&f[i], &f[i + 1], (size_t)(n - i - 1) * sizeof *f);
-                n--;
-            }
-        }
-    }
-    /* drop empty raw fragments at the end */
-    int k = 0;
-    for (int i = 0; i < n; i++)
-        if (f[i].id >= 0 || f[i].end > f[i].begin) f[k++] = f[i];
-    *frags = f;
-    return k;
+    const tok_hit *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? 1 : -1;
+    if (x->id != y->id) return x->id < y->id ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+static int tok_hit_pos(const void *a, const void *b)
+{
+    const tok_hit *x = a, *y = b;
+    return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
-int halda_tokenize(const halda_model *m, const char *text, size_t len, int32_t *tokens, int max_tokens, int add_bos,
-                   int parse_special)
+static bool tok_special_enabled(const tok_vocab *v, int32_t id, bool parse_special)
 {
-    const tok_vocab *v = m->vocab;
-    tok_out out = {tokens, 0, max_tokens, 0};
-    if (add_bos && v->add_bos && v->bos >= 0) tok_push(&out, v->bos);
-    tok_fragment *frags;
-    int nf = tok_partition(v, text, len, parse_special != 0, &frags);
-    if (nf < 0) return -1;
-    bool prev_special = true; /* the first fragment gets the space prefix */
+    uint8_t t = v->type[id];
+    return t == TOKT_USER || (parse_special && (t == TOKT_CONTROL || t == TOKT_UNKNOWN));
+}
+
+/* Every occurrence of an enabled special token: at each byte that starts some special text,
+ * look up the substrings of the lengths such texts have.  (A special text that is also the text
+ * of a normal token is found only if the special one has the higher id: the hash table keeps
+ * the later of two equal texts.)  Returns the count, or -1 when out of memory. */
+static long tok_find_hits(const tok_vocab *v, const char *text, size_t len, bool parse_special, tok_hit **hits, size_t *cap)
+{
+    long n = 0;
+    for (size_t p = 0; p < len; p++) {
+        uint8_t b = (uint8_t)text[p];
+        for (uint32_t k = v->special_len_at[b]; k < v->special_len_at[b + 1]; k++) {
+            uint32_t l = v->special_len[k];
+            if (l > len - p) break; /* lengths ascend */
+            int32_t id = tok_find(v, text + p, l);
+            if (id < 0 || v->len[id] != l || !tok_special_enabled(v, id, parse_special)) continue;
+            if (!tok_grow((void **)hits, cap, (size_t)n + 1, sizeof **hits)) return -1;
+            (*hits)[n++] = (tok_hit){p, l, id};
+        }
+    }
+    return n;
+}
+
+/* Cut the special tokens out of the text.  Returns the fragment count (no fragment is empty),
+ * or -1 when out of memory; the caller frees *frags. */
+static int tok_partition(const tok_vocab *v, const char *text, size_t len, bool parse_special, tok_fragment **frags)
+{
+    tok_hit *h = NULL;
+    size_t hcap = 0, kept = 0;
+    bool any = parse_special ? v->n_special > 0 : false;
+    for (int i = 0; !any && i < v->n_special; i++) any = v->type[v->special[i]] == TOKT_USER;
+    long nh = any ? tok_find_hits(v, text, len, parse_special, &h, &hcap) : 0;
+    uint8_t *covered = nh > 0 ? xcalloc(len, 1) : NULL;
+    if (nh < 0 || (nh > 0 && !covered)) return xfree(h), -1;
+    if (nh > 0) qsort(h, (size_t)nh, sizeof *h, tok_hit_order);
+    for (long i = 0; i < nh; i++) {
+        bool free_bytes = !memchr(covered + h[i].pos, 1, h[i].len);
+        if (!free_bytes) continue;
+        memset(covered + h[i].pos, 1, h[i].len);
+        h[kept++] = h[i];
+    }
+    xfree(covered);
+    if (kept > 0) qsort(h, kept, sizeof *h, tok_hit_pos);
+    tok_fragment *f = xmalloc((2 * kept + 1) * sizeof *f);
+    if (!f) return xfree(h), -1;
+    int n = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < kept; i++) {
+        if (h[i].pos > at) f[n++] = (tok_fragment){at, h[i].pos, -1};
+        f[n++] = (tok_fragment){h[i].pos, h[i].pos + h[i].len, h[i].id};
+        at = h[i].pos + h[i].len;
+    }
+    if (at < len) f[n++] = (tok_fragment){at, len, -1};
+    xfree(h);
+    *frags = f;
+    return n;
+}
+
+/* ---- Text to tokens --------------------------------------------------------------------------- */
+
+#define TOK_MAX_TEXT ((size_t)INT_MAX / 2 - 16) /* so token and fragment counts fit in an int */
+
+/* SPM over the fragments: a space prefix goes before the first plain fragment and before each
+ * one that follows a special token. */
+static int spm_fragments(const tok_vocab *v, const char *text, const tok_fragment *frags, int nf, tok_out *out)
+{
+    bool prev_special = true;
     for (int i = 0; i < nf; i++) {
         if (frags[i].id >= 0) {
-            tok_push(&out, frags[i].id);
+            tok_push(out, frags[i].id);
             prev_special = true;
             continue;
         }
         size_t elen;
         char *esc = spm_escape(text + frags[i].begin, frags[i].end - frags[i].begin, v->add_space_prefix && prev_special, &elen);
-        if (!esc || spm_tokenize(v, esc, elen, &out) != 0) {
-            xfree(esc), xfree(frags);
-            return -1;
-        }
+        int rc = esc ? spm_tokenize(v, esc, elen, out) : -1;
         xfree(esc);
+        if (rc) return -1;
         prev_special = false;
     }
+    return 0;
+}
+
+static int bpe_fragments(const tok_vocab *v, const char *text, const tok_fragment *frags, int nf, tok_out *out)
+{
+    bpe_work w = {0};
+    int rc = 0;
+    if (nf > 0 && frags[nf - 1].end >= 4096) w.cache = xcalloc(BPE_CACHE_SLOTS, sizeof *w.cache); /* NULL: no cache */
+    for (int i = 0; i < nf && rc == 0; i++) {
+        if (frags[i].id >= 0) tok_push(out, frags[i].id);
+        else rc = bpe_tokenize(v, text + frags[i].begin, frags[i].end - frags[i].begin, &w, out);
+    }
+    xfree(w.sym), xfree(w.heap), xfree(w.enc), xfree(w.cache);
+    return rc;
+}
+
+/* Tokenize text into at most max_tokens ids.  add_special: BOS (and EOS) as the vocabulary
+ * wants them.  Returns the count, -1 on error, or -(needed) - 1 when max_tokens is too small. */
+static int tok_tokenize(const tok_vocab *v, const char *text, size_t len, int32_t *tokens, int max_tokens, bool add_special,
+                        bool parse_special)
+{
+    if (len > TOK_MAX_TEXT || max_tokens < 0 || (len && !text)) return -1;
+    tok_out out = {tokens, 0, max_tokens, 0};
+    if (add_special && v->add_bos) tok_push(&out, v->bos);
+    tok_fragment *frags;
+    int nf = tok_partition(v, text, len, parse_special, &frags);
+    if (nf < 0) return -1;
+    int rc = v->kind == TOK_SPM ? spm_fragments(v, text, frags, nf, &out) : bpe_fragments(v, text, frags, nf, &out);
     xfree(frags);
-    if (add_bos && v->add_eos && v->eos >= 0) tok_push(&out, v->eos);
+    if (rc) return -1;
+    if (add_special && v->add_eos) tok_push(&out, v->eos);
     return out.needed <= max_tokens ? out.n : -out.needed - 1;
 }
 
-int halda_token_to_piece(const halda_model *m, int32_t token, char *out, size_t out_len, int special)
+/* ---- Tokens to text --------------------------------------------------------------------------- */
+
+/* Where piece bytes go: at most cap of them are stored, all are counted (like snprintf).
+ * strip_space drops one leading space (the one SPM puts before the first word). */
+typedef struct {
+    char *out;
+    size_t cap, n;
+    bool strip_space;
+} tok_sink;
+
+static void tok_sink_put(tok_sink *k, const char *s, size_t n)
 {
-    const tok_vocab *v = m->vocab;
-    if (token < 0 || token >= v->n) return -1;
+    if (k->strip_space && n > 0) {
+        if (s[0] == ' ') s++, n--;
+        k->strip_space = false;
+    }
+    for (size_t i = 0; i < n; i++, k->n++)
+        if (k->n < k->cap) k->out[k->n] = s[i];
+}
+
+/* A BPE piece back to bytes: each character is the byte GPT-2 gave it.  A character that stands
+ * for no byte cannot come from the merges; it is shown the way llama.cpp shows it. */
+static void bpe_decode_piece(const char *t, size_t n, tok_sink *k)
+{
+    for (size_t i = 0; i < n;) {
+        int l = utf8_valid_len((const uint8_t *)t + i, n - i);
+        int b = l ? gpt2_byte_of_char(utf8_decode((const uint8_t *)t + i, l)) : -1;
+        if (l == 0) l = 1;
+        if (b >= 0) {
+            char c = (char)b;
+            tok_sink_put(k, &c, 1);
+        } else {
+            char hex[64];
+            int hl = snprintf(hex, sizeof hex, "[UNK_BYTE_0x");
+            for (int j = 0; j < l; j++) hl += snprintf(hex + hl, sizeof hex - (size_t)hl, "%02x", (uint8_t)t[i + j]);
+            tok_sink_put(k, hex, (size_t)hl);
+            tok_sink_put(k, t, n);
+            tok_sink_put(k, "]", 1);
+        }
+        i += (size_t)l;
+    }
+}
+
+/* The byte of a <0xXX> piece, or -1. */
+static int tok_byte_piece(const char *t, size_t n)
+{
+    unsigned b;
+    if (n != 6 || memcmp(t, "<0x", 3) || t[5] != '>' || !isxdigit((uint8_t)t[3]) || !isxdigit((uint8_t)t[4])) return -1;
+    return sscanf(t + 3, "%2X", &b) == 1 ? (int)b : -1;
+}
+
+/* SPM pieces (kept as halda has always shown them): control tokens only when asked, <unk> as
+ * ▅, byte tokens as their byte, everything else with ▁ back to spaces. */
+static void spm_piece(const tok_vocab *v, int32_t token, bool special, tok_sink *k)
+{
     const char *t = v->text[token];
-    size_t n = 0;
-    char buf[8];
+    size_t n = v->len[token];
     switch (v->type[token]) {
     case TOKT_CONTROL:
-        if (!special) return 0;
+        if (!special) return;
         break;
-    case TOKT_UNUSED: return 0;
-    case TOKT_UNKNOWN: t = "\xe2\x96\x85"; break; /* ▅, as llama.cpp renders <unk> */
+    case TOKT_UNUSED: return;
+    case TOKT_UNKNOWN: t = "\xe2\x96\x85", n = 3; break;
     case TOKT_BYTE: {
-        unsigned b;
-        if (sscanf(t, "<0x%2X>", &b) == 1) {
-            buf[0] = (char)b;
-            buf[1] = 0;
-            if (out_len < 1) return -1;
-            out[0] = buf[0];
-            return 1;
-        }
+        int b = tok_byte_piece(t, n);
+        char c = (char)b;
+        if (b >= 0) return tok_sink_put(k, &c, 1);
         break;
     }
     default: break;
     }
-    /* normal and user-defined pieces: ▁ back to spaces */
-    size_t tl = strlen(t);
-    for (size_t i = 0; i < tl;) {
-        if (i + 3 <= tl && !memcmp(t + i, "\xe2\x96\x81", 3)) {
-            if (n >= out_len) return -1;
-            out[n++] = ' ';
-            i += 3;
-        } else {
-            if (n >= out_len) return -1;
-            out[n++] = t[i++];
-        }
+    for (size_t i = 0; i < n;) {
+        size_t r = i;
+        while (r < n && !(r + 3 <= n && !memcmp(t + r, "\xe2\x96\x81", 3))) r++;
+        tok_sink_put(k, t + i, r - i);
+        if (r < n) tok_sink_put(k, " ", 1), r += 3;
+        i = r;
     }
-    return (int)n;
+}
+
+/* BPE pieces, as llama.cpp shows them: control and unknown tokens only when asked and then as
+ * their text, user-defined tokens as their text, normal ones decoded to bytes. */
+static void bpe_piece(const tok_vocab *v, int32_t token, bool special, tok_sink *k)
+{
+    const char *t = v->text[token];
+    size_t n = v->len[token];
+    switch (v->type[token]) {
+    case TOKT_CONTROL:
+    case TOKT_UNKNOWN:
+        if (special) tok_sink_put(k, t, n);
+        return;
+    case TOKT_USER: tok_sink_put(k, t, n); return;
+    case TOKT_NORMAL: bpe_decode_piece(t, n, k); return;
+    case TOKT_BYTE: {
+        int b = tok_byte_piece(t, n);
+        char c = (char)b;
+        if (b >= 0) tok_sink_put(k, &c, 1);
+        return;
+    }
+    default: return;
+    }
+}
+
+/* The bytes of one token into out (at most cap stored).  Returns how many it has, or -1 for an
+ * id outside the vocabulary. */
+static long tok_piece(const tok_vocab *v, int32_t token, char *out, size_t cap, bool special, bool strip_space)
+{
+    if (token < 0 || token >= v->n) return -1;
+    tok_sink k = {out, cap, 0, strip_space};
+    if (v->kind == TOK_SPM) spm_piece(v, token, special, &k);
+    else bpe_piece(v, token, special, &k);
+    return (long)k.n;
+}
+
+/* llama.cpp's clean-up of detokenized Llama 3 text: no space before ? ! . , ; " ' " loses its
+ * spaces; " 's", " 'm", " 're", " 've" lose theirs.  In place; returns the new length. */
+static size_t tok_clean_spaces(char *t, size_t n)
+{
+    size_t k = n ? 1 : 0;
+    for (size_t i = 1; i < n; i++) {
+        char x = t[i];
+        if (t[i - 1] == ' ' && (x == '?' || x == '!' || x == '.' || x == ',')) k--;
+        t[k++] = x;
+    }
+    n = k, k = n ? 1 : 0;
+    for (size_t i = 1; i < n; i++) {
+        char x = t[i];
+        if (x == '\'' && i + 1 < n && t[i - 1] == ' ' && t[i + 1] == ' ') k--, t[++i] = 0;
+        t[k++] = x;
+    }
+    n = k, k = n ? 1 : 0;
+    for (size_t i = 1; i < n; i++) {
+        char x = t[i];
+        if (t[i - 1] == ' ' && x == '\'' && i + 1 < n) {
+            char x1 = t[i + 1], x2 = i + 2 < n ? t[i + 2] : 0;
+            if (x1 == 's' || x1 == 'm' || (x1 == 'r' && x2 == 'e') || (x1 == 'v' && x2 == 'e')) k--;
+        }
+        t[k++] = x;
+    }
+    return k;
+}
+
+/* Tokens back to text, as llama.cpp's llama_detokenize (remove_special = false): SPM drops the
+ * space it put before the first word, Llama 3 cleans spaces.  Returns the length (the text is
+ * complete only if it is <= cap), or -1 for an id outside the vocabulary. */
+static long tok_detokenize(const tok_vocab *v, const int32_t *tokens, int n_tokens, char *out, size_t cap, bool special)
+{
+    size_t total = 0;
+    for (int i = 0; i < n_tokens; i++) {
+        size_t at = total < cap ? total : cap;
+        long n = tok_piece(v, tokens[i], out + at, cap - at, special, i == 0 && v->add_space_prefix);
+        if (n < 0) return -1;
+        total += (size_t)n;
+    }
+    if (total <= cap && v->clean_spaces) total = tok_clean_spaces(out, total);
+    return (long)total;
+}
+
+/* ---- Public API -------------------------------------------------------------------------------- */
+
+int halda_tokenize(const halda_model *m, const char *text, size_t len, int32_t *tokens, int max_tokens, int add_bos,
+                   int parse_special)
+{
+    return tok_tokenize(m->vocab, text, len, tokens, max_tokens, add_bos != 0, parse_special != 0);
+}
+
+int halda_token_to_piece(const halda_model *m, int32_t token, char *out, size_t out_len, int special)
+{
+    long n = tok_piece(m->vocab, token, out, out_len, special != 0, false);
+    return n < 0 || (size_t)n > out_len || n > INT_MAX ? -1 : (int)n;
+}
+
+int halda_detokenize(const halda_model *m, const int32_t *tokens, int n_tokens, char *out, size_t out_len, int special)
+{
+    long n = tok_detokenize(m->vocab, tokens, n_tokens, out, out_len, special != 0);
+    if (n < 0 || n >= INT_MAX) return -1;
+    return (size_t)n <= out_len ? (int)n : -(int)n - 1;
+}
+
+static bool tok_is_eog(const tok_vocab *v, int32_t t)
+{
+    for (int i = 0; i < v->n_eog; i++)
+        if (v->eog[i] == t) return true;
+    return false;
 }
 
 int32_t halda_token_bos(const halda_model *m) { return m->vocab->bos; }
 int32_t halda_token_eos(const halda_model *m) { return m->vocab->eos; }
-int halda_token_is_eog(const halda_model *m, int32_t t) { return t >= 0 && (t == m->vocab->eos || t == m->vocab->eot); }
+int halda_token_is_eog(const halda_model *m, int32_t t) { return t >= 0 && tok_is_eog(m->vocab, t); }
+
+/* ---- Chat templates --------------------------------------------------------------------------- */
+
+static int chat_detect(const gguf_file *f)
+{
+    (void)f;
+    return CHAT_NONE;
+}
+
+/* ---- Unicode tables ---------------------------------------------------------------------------
+ * Generated by tools/gen_unicode.py (its header says what each table holds); the functions
+ * after them answer the questions the pre-tokenizers ask. */
+
+/* BEGIN GENERATED UNICODE TABLES: tools/gen_unicode.py, Unicode 14.0.0 (Python 3.11.7).  Do not edit by
+ * hand; regenerate with `python3 tools/gen_unicode.py halda.c`. */
+
+/* 2213 runs: (first code point << 3) | UC_* class, ascending; a run ends where the next begins. */
+static const uint32_t unicode_class_table[2213] = {
+    0x00000000, 0x00000106, 0x0000010C, 0x00000125, 0x0000012C, 0x0000015D, 0x00000164, 0x00000183,
+    0x000001D4, 0x000001E5, 0x000001FC, 0x00000209, 0x000002DC, 0x000002F5, 0x000002FC, 0x00000305,
+    0x00000309, 0x000003DC, 0x000003E5, 0x000003EC, 0x000003F5, 0x000003F8, 0x00000506, 0x0000050C,
+    0x00000515, 0x0000053C, 0x00000545, 0x00000551, 0x0000055C, 0x00000565, 0x00000568, 0x00000575,
+    0x00000593, 0x000005A5, 0x000005A9, 0x000005B4, 0x000005C5, 0x000005CB, 0x000005D1, 0x000005DC,
+    0x000005E3, 0x000005FC, 0x00000601, 0x000006BD, 0x000006C1, 0x000007BD, 0x000007C1, 0x00001615,
+    0x00001631, 0x00001695, 0x00001701, 0x0000172D, 0x00001761, 0x0000176D, 0x00001771, 0x0000177D,
+    0x00001802, 0x00001B81, 0x00001BAD, 0x00001BB1, 0x00001BC0, 0x00001BD1, 0x00001BF4, 0x00001BF9,
+    0x00001C00, 0x00001C25, 0x00001C31, 0x00001C3C, 0x00001C41, 0x00001C58, 0x00001C61, 0x00001C68,
+    0x00001C71, 0x00001D10, 0x00001D19, 0x00001FB5, 0x00001FB9, 0x00002415, 0x0000241A, 0x00002451,
+    0x00002980, 0x00002989, 0x00002AB8, 0x00002AC9, 0x00002AD4, 0x00002B01, 0x00002C4C, 0x00002C58,
+    0x00002C6D, 0x00002C80, 0x00002C8A, 0x00002DF4, 0x00002DFA, 0x00002E04, 0x00002E0A, 0x00002E1C,
+    0x00002E22, 0x00002E34, 0x00002E3A, 0x00002E40, 0x00002E81, 0x00002F58, 0x00002F79, 0x00002F9C,
+    0x00002FA8, 0x00003035, 0x0000304C, 0x0000305D, 0x00003064, 0x00003075, 0x00003082, 0x000030DC,
+    0x000030E0, 0x000030EC, 0x00003101, 0x0000325A, 0x00003303, 0x00003354, 0x00003371, 0x00003382,
+    0x00003389, 0x000036A4, 0x000036A9, 0x000036B2, 0x000036E8, 0x000036F5, 0x000036FA, 0x00003729,
+    0x0000373A, 0x0000374D, 0x00003752, 0x00003771, 0x00003783, 0x000037D1, 0x000037ED, 0x000037F9,
+    0x00003804, 0x00003870, 0x00003881, 0x0000388A, 0x00003891, 0x00003982, 0x00003A58, 0x00003A69,
+    0x00003D32, 0x00003D89, 0x00003D90, 0x00003E03, 0x00003E51, 0x00003F5A, 0x00003FA1, 0x00003FB5,
+    0x00003FBC, 0x00003FD1, 0x00003FD8, 0x00003FEA, 0x00003FF5, 0x00004001, 0x000040B2, 0x000040D1,
+    0x000040DA, 0x00004121, 0x0000412A, 0x00004141, 0x0000414A, 0x00004170, 0x00004184, 0x000041F8,
+    0x00004201, 0x000042CA, 0x000042E0, 0x000042F4, 0x000042F8, 0x00004301, 0x00004358, 0x00004381,
+    0x00004445, 0x00004449, 0x00004478, 0x000044C2, 0x00004501, 0x00004652, 0x00004710, 0x0000471A,
+    0x00004821, 0x000049D2, 0x000049E9, 0x000049F2, 0x00004A81, 0x00004A8A, 0x00004AC1, 0x00004B12,
+    0x00004B24, 0x00004B33, 0x00004B84, 0x00004B89, 0x00004C0A, 0x00004C20, 0x00004C29, 0x00004C68,
+    0x00004C79, 0x00004C88, 0x00004C99, 0x00004D48, 0x00004D51, 0x00004D88, 0x00004D91, 0x00004D98,
+    0x00004DB1, 0x00004DD0, 0x00004DE2, 0x00004DE9, 0x00004DF2, 0x00004E28, 0x00004E3A, 0x00004E48,
+    0x00004E5A, 0x00004E71, 0x00004E78, 0x00004EBA, 0x00004EC0, 0x00004EE1, 0x00004EF0, 0x00004EF9,
+    0x00004F12, 0x00004F20, 0x00004F33, 0x00004F81, 0x00004F95, 0x00004FA3, 0x00004FD5, 0x00004FE1,
+    0x00004FEC, 0x00004FF2, 0x00004FF8, 0x0000500A, 0x00005020, 0x00005029, 0x00005058, 0x00005079,
+    0x00005088, 0x00005099, 0x00005148, 0x00005151, 0x00005188, 0x00005191, 0x000051A0, 0x000051A9,
+    0x000051B8, 0x000051C1, 0x000051D0, 0x000051E2, 0x000051E8, 0x000051F2, 0x00005218, 0x0000523A,
+    0x00005248, 0x0000525A, 0x00005270, 0x0000528A, 0x00005290, 0x000052C9, 0x000052E8, 0x000052F1,
+    0x000052F8, 0x00005333, 0x00005382, 0x00005391, 0x000053AA, 0x000053B4, 0x000053B8, 0x0000540A,
+    0x00005420, 0x00005429, 0x00005470, 0x00005479, 0x00005490, 0x00005499, 0x00005548, 0x00005551,
+    0x00005588, 0x00005591, 0x000055A0, 0x000055A9, 0x000055D0, 0x000055E2, 0x000055E9, 0x000055F2,
+    0x00005630, 0x0000563A, 0x00005650, 0x0000565A, 0x00005670, 0x00005681, 0x00005688, 0x00005701,
+    0x00005712, 0x00005720, 0x00005733, 0x00005784, 0x0000578D, 0x00005790, 0x000057C9, 0x000057D2,
+    0x00005800, 0x0000580A, 0x00005820, 0x00005829, 0x00005868, 0x00005879, 0x00005888, 0x00005899,
+    0x00005948, 0x00005951, 0x00005988, 0x00005991, 0x000059A0, 0x000059A9, 0x000059D0, 0x000059E2,
+    0x000059E9, 0x000059F2, 0x00005A28, 0x00005A3A, 0x00005A48, 0x00005A5A, 0x00005A70, 0x00005AAA,
+    0x00005AC0, 0x00005AE1, 0x00005AF0, 0x00005AF9, 0x00005B12, 0x00005B20, 0x00005B33, 0x00005B85,
+    0x00005B89, 0x00005B93, 0x00005BC0, 0x00005C12, 0x00005C19, 0x00005C20, 0x00005C29, 0x00005C58,
+    0x00005C71, 0x00005C88, 0x00005C91, 0x00005CB0, 0x00005CC9, 0x00005CD8, 0x00005CE1, 0x00005CE8,
+    0x00005CF1, 0x00005D00, 0x00005D19, 0x00005D28, 0x00005D41, 0x00005D58, 0x00005D71, 0x00005DD0,
+    0x00005DF2, 0x00005E18, 0x00005E32, 0x00005E48, 0x00005E52, 0x00005E70, 0x00005E81, 0x00005E88,
+    0x00005EBA, 0x00005EC0, 0x00005F33, 0x00005F9D, 0x00005FD8, 0x00006002, 0x00006029, 0x00006068,
+    0x00006071, 0x00006088, 0x00006091, 0x00006148, 0x00006151, 0x000061D0, 0x000061E2, 0x000061E9,
+    0x000061F2, 0x00006228, 0x00006232, 0x00006248, 0x00006252, 0x00006270, 0x000062AA, 0x000062B8,
+    0x000062C1, 0x000062D8, 0x000062E9, 0x000062F0, 0x00006301, 0x00006312, 0x00006320, 0x00006333,
+    0x00006380, 0x000063BC, 0x000063C3, 0x000063FD, 0x00006401, 0x0000640A, 0x00006424, 0x00006429,
+    0x00006468, 0x00006471, 0x00006488, 0x00006491, 0x00006548, 0x00006551, 0x000065A0, 0x000065A9,
+    0x000065D0, 0x000065E2, 0x000065E9, 0x000065F2, 0x00006628, 0x00006632, 0x00006648, 0x00006652,
+    0x00006670, 0x000066AA, 0x000066B8, 0x000066E9, 0x000066F8, 0x00006701, 0x00006712, 0x00006720,
+    0x00006733, 0x00006780, 0x00006789, 0x00006798, 0x00006802, 0x00006821, 0x00006868, 0x00006871,
+    0x00006888, 0x00006891, 0x000069DA, 0x000069E9, 0x000069F2, 0x00006A28, 0x00006A32, 0x00006A48,
+    0x00006A52, 0x00006A71, 0x00006A7D, 0x00006A80, 0x00006AA1, 0x00006ABA, 0x00006AC3, 0x00006AF9,
+    0x00006B12, 0x00006B20, 0x00006B33, 0x00006BCD, 0x00006BD1, 0x00006C00, 0x00006C0A, 0x00006C20,
+    0x00006C29, 0x00006CB8, 0x00006CD1, 0x00006D90, 0x00006D99, 0x00006DE0, 0x00006DE9, 0x00006DF0,
+    0x00006E01, 0x00006E38, 0x00006E52, 0x00006E58, 0x00006E7A, 0x00006EA8, 0x00006EB2, 0x00006EB8,
+    0x00006EC2, 0x00006F00, 0x00006F33, 0x00006F80, 0x00006F92, 0x00006FA4, 0x00006FA8, 0x00007009,
+    0x0000718A, 0x00007191, 0x000071A2, 0x000071D8, 0x000071FD, 0x00007201, 0x0000723A, 0x0000727C,
+    0x00007283, 0x000072D4, 0x000072E0, 0x00007409, 0x00007418, 0x00007421, 0x00007428, 0x00007431,
+    0x00007458, 0x00007461, 0x00007520, 0x00007529, 0x00007530, 0x00007539, 0x0000758A, 0x00007591,
+    0x000075A2, 0x000075E9, 0x000075F0, 0x00007601, 0x00007628, 0x00007631, 0x00007638, 0x00007642,
+    0x00007670, 0x00007683, 0x000076D0, 0x000076E1, 0x00007700, 0x00007801, 0x0000780D, 0x00007824,
+    0x0000789D, 0x000078A4, 0x000078AD, 0x000078C2, 0x000078D5, 0x00007903, 0x000079A5, 0x000079AA,
+    0x000079B5, 0x000079BA, 0x000079C5, 0x000079CA, 0x000079D4, 0x000079F2, 0x00007A01, 0x00007A40,
+    0x00007A49, 0x00007B68, 0x00007B8A, 0x00007C2C, 0x00007C32, 0x00007C41, 0x00007C6A, 0x00007CC0,
+    0x00007CCA, 0x00007DE8, 0x00007DF5, 0x00007E32, 0x00007E3D, 0x00007E68, 0x00007E75, 0x00007E84,
+    0x00007EAD, 0x00007ECC, 0x00007ED8, 0x00008001, 0x0000815A, 0x000081F9, 0x00008203, 0x00008254,
+    0x00008281, 0x000082B2, 0x000082D1, 0x000082F2, 0x00008309, 0x00008312, 0x00008329, 0x0000833A,
+    0x00008371, 0x0000838A, 0x000083A9, 0x00008412, 0x00008471, 0x0000847A, 0x00008483, 0x000084D2,
+    0x000084F5, 0x00008501, 0x00008630, 0x00008639, 0x00008640, 0x00008669, 0x00008670, 0x00008681,
+    0x000087DC, 0x000087E1, 0x00009248, 0x00009251, 0x00009270, 0x00009281, 0x000092B8, 0x000092C1,
+    0x000092C8, 0x000092D1, 0x000092F0, 0x00009301, 0x00009448, 0x00009451, 0x00009470, 0x00009481,
+    0x00009588, 0x00009591, 0x000095B0, 0x000095C1, 0x000095F8, 0x00009601, 0x00009608, 0x00009611,
+    0x00009630, 0x00009641, 0x000096B8, 0x000096C1, 0x00009888, 0x00009891, 0x000098B0, 0x000098C1,
+    0x00009AD8, 0x00009AEA, 0x00009B04, 0x00009B4B, 0x00009BE8, 0x00009C01, 0x00009C85, 0x00009CD0,
+    0x00009D01, 0x00009FB0, 0x00009FC1, 0x00009FF0, 0x0000A004, 0x0000A009, 0x0000B36D, 0x0000B374,
+    0x0000B379, 0x0000B406, 0x0000B409, 0x0000B4DC, 0x0000B4E8, 0x0000B501, 0x0000B75C, 0x0000B773,
+    0x0000B789, 0x0000B7C8, 0x0000B801, 0x0000B892, 0x0000B8B0, 0x0000B8F9, 0x0000B992, 0x0000B9AC,
+    0x0000B9B8, 0x0000BA01, 0x0000BA92, 0x0000BAA0, 0x0000BB01, 0x0000BB68, 0x0000BB71, 0x0000BB88,
+    0x0000BB92, 0x0000BBA0, 0x0000BC01, 0x0000BDA2, 0x0000BEA4, 0x0000BEB9, 0x0000BEC4, 0x0000BEDD,
+    0x0000BEE1, 0x0000BEEA, 0x0000BEF0, 0x0000BF03, 0x0000BF50, 0x0000BF83, 0x0000BFD0, 0x0000C004,
+    0x0000C05A, 0x0000C070, 0x0000C07A, 0x0000C083, 0x0000C0D0, 0x0000C101, 0x0000C3C8, 0x0000C401,
+    0x0000C42A, 0x0000C439, 0x0000C54A, 0x0000C551, 0x0000C558, 0x0000C581, 0x0000C7B0, 0x0000C801,
+    0x0000C8F8, 0x0000C902, 0x0000C960, 0x0000C982, 0x0000C9E0, 0x0000CA05, 0x0000CA08, 0x0000CA24,
+    0x0000CA33, 0x0000CA81, 0x0000CB70, 0x0000CB81, 0x0000CBA8, 0x0000CC01, 0x0000CD60, 0x0000CD81,
+    0x0000CE50, 0x0000CE83, 0x0000CED8, 0x0000CEF5, 0x0000D001, 0x0000D0BA, 0x0000D0E0, 0x0000D0F4,
+    0x0000D101, 0x0000D2AA, 0x0000D2F8, 0x0000D302, 0x0000D3E8, 0x0000D3FA, 0x0000D403, 0x0000D450,
+    0x0000D483, 0x0000D4D0, 0x0000D504, 0x0000D539, 0x0000D544, 0x0000D570, 0x0000D582, 0x0000D678,
+    0x0000D802, 0x0000D829, 0x0000D9A2, 0x0000DA29, 0x0000DA68, 0x0000DA83, 0x0000DAD4, 0x0000DB0D,
+    0x0000DB5A, 0x0000DBA5, 0x0000DBEC, 0x0000DBF8, 0x0000DC02, 0x0000DC19, 0x0000DD0A, 0x0000DD71,
+    0x0000DD83, 0x0000DDD1, 0x0000DF32, 0x0000DFA0, 0x0000DFE4, 0x0000E001, 0x0000E122, 0x0000E1C0,
+    0x0000E1DC, 0x0000E203, 0x0000E250, 0x0000E269, 0x0000E283, 0x0000E2D1, 0x0000E3F4, 0x0000E401,
+    0x0000E448, 0x0000E481, 0x0000E5D8, 0x0000E5E9, 0x0000E604, 0x0000E640, 0x0000E682, 0x0000E69C,
+    0x0000E6A2, 0x0000E749, 0x0000E76A, 0x0000E771, 0x0000E7A2, 0x0000E7A9, 0x0000E7BA, 0x0000E7D1,
+    0x0000E7D8, 0x0000E801, 0x0000EE02, 0x0000F001, 0x0000F8B0, 0x0000F8C1, 0x0000F8F0, 0x0000F901,
+    0x0000FA30, 0x0000FA41, 0x0000FA70, 0x0000FA81, 0x0000FAC0, 0x0000FAC9, 0x0000FAD0, 0x0000FAD9,
+    0x0000FAE0, 0x0000FAE9, 0x0000FAF0, 0x0000FAF9, 0x0000FBF0, 0x0000FC01, 0x0000FDA8, 0x0000FDB1,
+    0x0000FDED, 0x0000FDF1, 0x0000FDFD, 0x0000FE11, 0x0000FE28, 0x0000FE31, 0x0000FE6D, 0x0000FE81,
+    0x0000FEA0, 0x0000FEB1, 0x0000FEE0, 0x0000FEED, 0x0000FF01, 0x0000FF6D, 0x0000FF80, 0x0000FF91,
+    0x0000FFA8, 0x0000FFB1, 0x0000FFED, 0x0000FFF8, 0x00010006, 0x00010058, 0x00010084, 0x00010146,
+    0x00010150, 0x0001017E, 0x00010184, 0x00010225, 0x0001022C, 0x00010295, 0x0001029C, 0x000102FE,
+    0x00010300, 0x00010383, 0x00010389, 0x00010390, 0x000103A3, 0x000103D5, 0x000103EC, 0x000103F9,
+    0x00010403, 0x00010455, 0x0001046C, 0x00010478, 0x00010481, 0x000104E8, 0x00010505, 0x00010608,
+    0x00010682, 0x00010788, 0x00010805, 0x00010811, 0x0001081D, 0x00010839, 0x00010845, 0x00010851,
+    0x000108A5, 0x000108A9, 0x000108B5, 0x000108C9, 0x000108F5, 0x00010921, 0x0001092D, 0x00010931,
+    0x0001093D, 0x00010941, 0x0001094D, 0x00010951, 0x00010975, 0x00010979, 0x000109D5, 0x000109E1,
+    0x00010A05, 0x00010A29, 0x00010A55, 0x00010A71, 0x00010A7D, 0x00010A83, 0x00010C19, 0x00010C2B,
+    0x00010C55, 0x00010C60, 0x00010C85, 0x00011844, 0x00011865, 0x0001194C, 0x0001195D, 0x00012138,
+    0x00012205, 0x00012258, 0x00012303, 0x000124E5, 0x00012753, 0x00012805, 0x00013B44, 0x00013BB3,
+    0x00013CA5, 0x00013E2C, 0x00013E3D, 0x00013F34, 0x00013F85, 0x00014C1C, 0x00014CCD, 0x00014EC4,
+    0x00014EE5, 0x00014FE4, 0x00014FF5, 0x00015BA0, 0x00015BB5, 0x00015CB0, 0x00015CBD, 0x00016001,
+    0x0001672D, 0x00016759, 0x0001677A, 0x00016791, 0x000167A0, 0x000167CC, 0x000167EB, 0x000167F4,
+    0x00016801, 0x00016930, 0x00016939, 0x00016940, 0x00016969, 0x00016970, 0x00016981, 0x00016B40,
+    0x00016B79, 0x00016B84, 0x00016B88, 0x00016BFA, 0x00016C01, 0x00016CB8, 0x00016D01, 0x00016D38,
+    0x00016D41, 0x00016D78, 0x00016D81, 0x00016DB8, 0x00016DC1, 0x00016DF8, 0x00016E01, 0x00016E38,
+    0x00016E41, 0x00016E78, 0x00016E81, 0x00016EB8, 0x00016EC1, 0x00016EF8, 0x00016F02, 0x00017004,
+    0x00017179, 0x00017184, 0x00017285, 0x00017294, 0x000172F0, 0x00017405, 0x000174D0, 0x000174DD,
+    0x000177A0, 0x00017805, 0x00017EB0, 0x00017F85, 0x00017FE0, 0x00018006, 0x0001800C, 0x00018025,
+    0x00018029, 0x0001803B, 0x00018044, 0x00018095, 0x000180A4, 0x00018105, 0x0001810B, 0x00018152,
+    0x00018184, 0x00018189, 0x000181B5, 0x000181C3, 0x000181D9, 0x000181EC, 0x000181F5, 0x00018200,
+    0x00018209, 0x000184B8, 0x000184CA, 0x000184DD, 0x000184E9, 0x00018504, 0x00018509, 0x000187DC,
+    0x000187E1, 0x00018800, 0x00018829, 0x00018980, 0x00018989, 0x00018C78, 0x00018C85, 0x00018C93,
+    0x00018CB5, 0x00018D01, 0x00018E05, 0x00018F20, 0x00018F81, 0x00019005, 0x000190F8, 0x00019103,
+    0x00019155, 0x00019243, 0x00019285, 0x0001928B, 0x00019305, 0x00019403, 0x00019455, 0x0001958B,
+    0x00019605, 0x0001A001, 0x00026E05, 0x00027001, 0x00052468, 0x00052485, 0x00052638, 0x00052681,
+    0x000527F4, 0x00052801, 0x0005306C, 0x00053081, 0x00053103, 0x00053151, 0x00053160, 0x00053201,
+    0x0005337A, 0x0005339C, 0x000533A2, 0x000533F4, 0x000533F9, 0x000534F2, 0x00053501, 0x00053733,
+    0x00053782, 0x00053794, 0x000537C0, 0x00053805, 0x000538B9, 0x00053905, 0x00053911, 0x00053C4D,
+    0x00053C59, 0x00053E58, 0x00053E81, 0x00053E90, 0x00053E99, 0x00053EA0, 0x00053EA9, 0x00053ED0,
+    0x00053F91, 0x00054012, 0x00054019, 0x00054032, 0x00054039, 0x0005405A, 0x00054061, 0x0005411A,
+    0x00054145, 0x00054162, 0x00054168, 0x00054183, 0x000541B5, 0x000541D0, 0x00054201, 0x000543A4,
+    0x000543C0, 0x00054402, 0x00054411, 0x000545A2, 0x00054630, 0x00054674, 0x00054683, 0x000546D0,
+    0x00054702, 0x00054791, 0x000547C4, 0x000547D9, 0x000547E4, 0x000547E9, 0x000547FA, 0x00054803,
+    0x00054851, 0x00054932, 0x00054974, 0x00054981, 0x00054A3A, 0x00054AA0, 0x00054AFC, 0x00054B01,
+    0x00054BE8, 0x00054C02, 0x00054C21, 0x00054D9A, 0x00054E0C, 0x00054E70, 0x00054E79, 0x00054E83,
+    0x00054ED0, 0x00054EF4, 0x00054F01, 0x00054F2A, 0x00054F31, 0x00054F83, 0x00054FD1, 0x00054FF8,
+    0x00055001, 0x0005514A, 0x000551B8, 0x00055201, 0x0005521A, 0x00055221, 0x00055262, 0x00055270,
+    0x00055283, 0x000552D0, 0x000552E4, 0x00055301, 0x000553BD, 0x000553D1, 0x000553DA, 0x000553F1,
+    0x00055582, 0x00055589, 0x00055592, 0x000555A9, 0x000555BA, 0x000555C9, 0x000555F2, 0x00055601,
+    0x0005560A, 0x00055611, 0x00055618, 0x000556D9, 0x000556F4, 0x00055701, 0x0005575A, 0x00055784,
+    0x00055791, 0x000557AA, 0x000557B8, 0x00055809, 0x00055838, 0x00055849, 0x00055878, 0x00055889,
+    0x000558B8, 0x00055901, 0x00055938, 0x00055941, 0x00055978, 0x00055981, 0x00055ADD, 0x00055AE1,
+    0x00055B55, 0x00055B60, 0x00055B81, 0x00055F1A, 0x00055F5C, 0x00055F62, 0x00055F70, 0x00055F83,
+    0x00055FD0, 0x00056001, 0x0006BD20, 0x0006BD81, 0x0006BE38, 0x0006BE59, 0x0006BFE0, 0x0007C801,
+    0x0007D370, 0x0007D381, 0x0007D6D0, 0x0007D801, 0x0007D838, 0x0007D899, 0x0007D8C0, 0x0007D8E9,
+    0x0007D8F2, 0x0007D8F9, 0x0007D94D, 0x0007D951, 0x0007D9B8, 0x0007D9C1, 0x0007D9E8, 0x0007D9F1,
+    0x0007D9F8, 0x0007DA01, 0x0007DA10, 0x0007DA19, 0x0007DA28, 0x0007DA31, 0x0007DD95, 0x0007DE18,
+    0x0007DE99, 0x0007E9F4, 0x0007EA05, 0x0007EA81, 0x0007EC80, 0x0007EC91, 0x0007EE40, 0x0007EE7D,
+    0x0007EE80, 0x0007EF81, 0x0007EFE5, 0x0007F002, 0x0007F084, 0x0007F0D0, 0x0007F102, 0x0007F184,
+    0x0007F298, 0x0007F2A4, 0x0007F315, 0x0007F31C, 0x0007F325, 0x0007F338, 0x0007F344, 0x0007F34D,
+    0x0007F354, 0x0007F360, 0x0007F381, 0x0007F3A8, 0x0007F3B1, 0x0007F7E8, 0x0007F80C, 0x0007F825,
+    0x0007F82C, 0x0007F85D, 0x0007F864, 0x0007F883, 0x0007F8D4, 0x0007F8E5, 0x0007F8FC, 0x0007F909,
+    0x0007F9DC, 0x0007F9F5, 0x0007F9FC, 0x0007FA05, 0x0007FA09, 0x0007FADC, 0x0007FAE5, 0x0007FAEC,
+    0x0007FAF5, 0x0007FAFC, 0x0007FB31, 0x0007FDF8, 0x0007FE11, 0x0007FE40, 0x0007FE51, 0x0007FE80,
+    0x0007FE91, 0x0007FEC0, 0x0007FED1, 0x0007FEE8, 0x0007FF05, 0x0007FF38, 0x0007FF45, 0x0007FF78,
+    0x0007FFE5, 0x0007FFF0, 0x00080001, 0x00080060, 0x00080069, 0x00080138, 0x00080141, 0x000801D8,
+    0x000801E1, 0x000801F0, 0x000801F9, 0x00080270, 0x00080281, 0x000802F0, 0x00080401, 0x000807D8,
+    0x00080804, 0x00080818, 0x0008083B, 0x000809A0, 0x000809BD, 0x00080A03, 0x00080BCD, 0x00080C53,
+    0x00080C65, 0x00080C78, 0x00080C85, 0x00080CE8, 0x00080D05, 0x00080D08, 0x00080E85, 0x00080FEA,
+    0x00080FF0, 0x00081401, 0x000814E8, 0x00081501, 0x00081688, 0x00081702, 0x0008170B, 0x000817E0,
+    0x00081801, 0x00081903, 0x00081920, 0x00081969, 0x00081A0B, 0x00081A11, 0x00081A53, 0x00081A58,
+    0x00081A81, 0x00081BB2, 0x00081BD8, 0x00081C01, 0x00081CF0, 0x00081CFC, 0x00081D01, 0x00081E20,
+    0x00081E41, 0x00081E84, 0x00081E8B, 0x00081EB0, 0x00082001, 0x000824F0, 0x00082503, 0x00082550,
+    0x00082581, 0x000826A0, 0x000826C1, 0x000827E0, 0x00082801, 0x00082940, 0x00082981, 0x00082B20,
+    0x00082B7C, 0x00082B81, 0x00082BD8, 0x00082BE1, 0x00082C58, 0x00082C61, 0x00082C98, 0x00082CA1,
+    0x00082CB0, 0x00082CB9, 0x00082D10, 0x00082D19, 0x00082D90, 0x00082D99, 0x00082DD0, 0x00082DD9,
+    0x00082DE8, 0x00083001, 0x000839B8, 0x00083A01, 0x00083AB0, 0x00083B01, 0x00083B40, 0x00083C01,
+    0x00083C30, 0x00083C39, 0x00083D88, 0x00083D91, 0x00083DD8, 0x00084001, 0x00084030, 0x00084041,
+    0x00084048, 0x00084051, 0x000841B0, 0x000841B9, 0x000841C8, 0x000841E1, 0x000841E8, 0x000841F9,
+    0x000842B0, 0x000842BC, 0x000842C3, 0x00084301, 0x000843BD, 0x000843CB, 0x00084401, 0x000844F8,
+    0x0008453B, 0x00084580, 0x00084701, 0x00084798, 0x000847A1, 0x000847B0, 0x000847DB, 0x00084801,
+    0x000848B3, 0x000848E0, 0x000848FC, 0x00084901, 0x000849D0, 0x000849FC, 0x00084A00, 0x00084C01,
+    0x00084DC0, 0x00084DE3, 0x00084DF1, 0x00084E03, 0x00084E80, 0x00084E93, 0x00085001, 0x0008500A,
+    0x00085020, 0x0008502A, 0x00085038, 0x00085062, 0x00085081, 0x000850A0, 0x000850A9, 0x000850C0,
+    0x000850C9, 0x000851B0, 0x000851C2, 0x000851D8, 0x000851FA, 0x00085203, 0x00085248, 0x00085284,
+    0x000852C8, 0x00085301, 0x000853EB, 0x000853FC, 0x00085401, 0x000854EB, 0x00085500, 0x00085601,
+    0x00085645, 0x00085649, 0x0008572A, 0x00085738, 0x0008575B, 0x00085784, 0x000857B8, 0x00085801,
+    0x000859B0, 0x000859CC, 0x00085A01, 0x00085AB0, 0x00085AC3, 0x00085B01, 0x00085B98, 0x00085BC3,
+    0x00085C01, 0x00085C90, 0x00085CCC, 0x00085CE8, 0x00085D4B, 0x00085D80, 0x00086001, 0x00086248,
+    0x00086401, 0x00086598, 0x00086601, 0x00086798, 0x000867D3, 0x00086801, 0x00086922, 0x00086940,
+    0x00086983, 0x000869D0, 0x00087303, 0x000873F8, 0x00087401, 0x00087550, 0x0008755A, 0x0008756C,
+    0x00087570, 0x00087581, 0x00087590, 0x00087801, 0x000878EB, 0x00087939, 0x00087940, 0x00087981,
+    0x00087A32, 0x00087A8B, 0x00087AAC, 0x00087AD0, 0x00087B81, 0x00087C12, 0x00087C34, 0x00087C50,
+    0x00087D81, 0x00087E2B, 0x00087E60, 0x00087F01, 0x00087FB8, 0x00088002, 0x00088019, 0x000881C2,
+    0x0008823C, 0x00088270, 0x00088293, 0x00088382, 0x00088389, 0x0008839A, 0x000883A9, 0x000883B0,
+    0x000883FA, 0x00088419, 0x00088582, 0x000885DC, 0x000885E8, 0x000885F4, 0x00088612, 0x00088618,
+    0x00088681, 0x00088748, 0x00088783, 0x000887D0, 0x00088802, 0x00088819, 0x0008893A, 0x000889A8,
+    0x000889B3, 0x00088A04, 0x00088A21, 0x00088A2A, 0x00088A39, 0x00088A40, 0x00088A81, 0x00088B9A,
+    0x00088BA4, 0x00088BB1, 0x00088BB8, 0x00088C02, 0x00088C19, 0x00088D9A, 0x00088E09, 0x00088E2C,
+    0x00088E4A, 0x00088E6C, 0x00088E72, 0x00088E83, 0x00088ED1, 0x00088EDC, 0x00088EE1, 0x00088EEC,
+    0x00088F00, 0x00088F0B, 0x00088FA8, 0x00089001, 0x00089090, 0x00089099, 0x00089162, 0x000891C4,
+    0x000891F2, 0x000891F8, 0x00089401, 0x00089438, 0x00089441, 0x00089448, 0x00089451, 0x00089470,
+    0x00089479, 0x000894F0, 0x000894F9, 0x0008954C, 0x00089550, 0x00089581, 0x000896FA, 0x00089758,
+    0x00089783, 0x000897D0, 0x00089802, 0x00089820, 0x00089829, 0x00089868, 0x00089879, 0x00089888,
+    0x00089899, 0x00089948, 0x00089951, 0x00089988, 0x00089991, 0x000899A0, 0x000899A9, 0x000899D0,
+    0x000899DA, 0x000899E9, 0x000899F2, 0x00089A28, 0x00089A3A, 0x00089A48, 0x00089A5A, 0x00089A70,
+    0x00089A81, 0x00089A88, 0x00089ABA, 0x00089AC0, 0x00089AE9, 0x00089B12, 0x00089B20, 0x00089B32,
+    0x00089B68, 0x00089B82, 0x00089BA8, 0x0008A001, 0x0008A1AA, 0x0008A239, 0x0008A25C, 0x0008A283,
+    0x0008A2D4, 0x0008A2E0, 0x0008A2EC, 0x0008A2F2, 0x0008A2F9, 0x0008A310, 0x0008A401, 0x0008A582,
+    0x0008A621, 0x0008A634, 0x0008A639, 0x0008A640, 0x0008A683, 0x0008A6D0, 0x0008AC01, 0x0008AD7A,
+    0x0008ADB0, 0x0008ADC2, 0x0008AE0C, 0x0008AEC1, 0x0008AEE2, 0x0008AEF0, 0x0008B001, 0x0008B182,
+    0x0008B20C, 0x0008B221, 0x0008B228, 0x0008B283, 0x0008B2D0, 0x0008B304, 0x0008B368, 0x0008B401,
+    0x0008B55A, 0x0008B5C1, 0x0008B5CC, 0x0008B5D0, 0x0008B603, 0x0008B650, 0x0008B801, 0x0008B8D8,
+    0x0008B8EA, 0x0008B960, 0x0008B983, 0x0008B9E4, 0x0008B9FD, 0x0008BA01, 0x0008BA38, 0x0008C001,
+    0x0008C162, 0x0008C1DC, 0x0008C1E0, 0x0008C501, 0x0008C703, 0x0008C798, 0x0008C7F9, 0x0008C838,
+    0x0008C849, 0x0008C850, 0x0008C861, 0x0008C8A0, 0x0008C8A9, 0x0008C8B8, 0x0008C8C1, 0x0008C982,
+    0x0008C9B0, 0x0008C9BA, 0x0008C9C8, 0x0008C9DA, 0x0008C9F9, 0x0008CA02, 0x0008CA09, 0x0008CA12,
+    0x0008CA24, 0x0008CA38, 0x0008CA83, 0x0008CAD0, 0x0008CD01, 0x0008CD40, 0x0008CD51, 0x0008CE8A,
+    0x0008CEC0, 0x0008CED2, 0x0008CF09, 0x0008CF14, 0x0008CF19, 0x0008CF22, 0x0008CF28, 0x0008D001,
+    0x0008D00A, 0x0008D059, 0x0008D19A, 0x0008D1D1, 0x0008D1DA, 0x0008D1FC, 0x0008D23A, 0x0008D240,
+    0x0008D281, 0x0008D28A, 0x0008D2E1, 0x0008D452, 0x0008D4D4, 0x0008D4E9, 0x0008D4F4, 0x0008D518,
+    0x0008D581, 0x0008D7C8, 0x0008E001, 0x0008E048, 0x0008E051, 0x0008E17A, 0x0008E1B8, 0x0008E1C2,
+    0x0008E201, 0x0008E20C, 0x0008E230, 0x0008E283, 0x0008E368, 0x0008E384, 0x0008E391, 0x0008E480,
+    0x0008E492, 0x0008E540, 0x0008E54A, 0x0008E5B8, 0x0008E801, 0x0008E838, 0x0008E841, 0x0008E850,
+    0x0008E859, 0x0008E98A, 0x0008E9B8, 0x0008E9D2, 0x0008E9D8, 0x0008E9E2, 0x0008E9F0, 0x0008E9FA,
+    0x0008EA31, 0x0008EA3A, 0x0008EA40, 0x0008EA83, 0x0008EAD0, 0x0008EB01, 0x0008EB30, 0x0008EB39,
+    0x0008EB48, 0x0008EB51, 0x0008EC52, 0x0008EC78, 0x0008EC82, 0x0008EC90, 0x0008EC9A, 0x0008ECC1,
+    0x0008ECC8, 0x0008ED03, 0x0008ED50, 0x0008F701, 0x0008F79A, 0x0008F7BC, 0x0008F7C8, 0x0008FD81,
+    0x0008FD88, 0x0008FE03, 0x0008FEAD, 0x0008FF90, 0x0008FFFC, 0x00090001, 0x00091CD0, 0x00092003,
+    0x00092378, 0x00092384, 0x000923A8, 0x00092401, 0x00092A20, 0x00097C81, 0x00097F8C, 0x00097F98,
+    0x00098001, 0x0009A178, 0x000A2001, 0x000A3238, 0x000B4001, 0x000B51C8, 0x000B5201, 0x000B52F8,
+    0x000B5303, 0x000B5350, 0x000B5374, 0x000B5381, 0x000B55F8, 0x000B5603, 0x000B5650, 0x000B5681,
+    0x000B5770, 0x000B5782, 0x000B57AC, 0x000B57B0, 0x000B5801, 0x000B5982, 0x000B59BC, 0x000B59E5,
+    0x000B5A01, 0x000B5A24, 0x000B5A2D, 0x000B5A30, 0x000B5A83, 0x000B5AD0, 0x000B5ADB, 0x000B5B10,
+    0x000B5B19, 0x000B5BC0, 0x000B5BE9, 0x000B5C80, 0x000B7201, 0x000B7403, 0x000B74BC, 0x000B74D8,
+    0x000B7801, 0x000B7A58, 0x000B7A7A, 0x000B7A81, 0x000B7A8A, 0x000B7C40, 0x000B7C7A, 0x000B7C99,
+    0x000B7D00, 0x000B7F01, 0x000B7F14, 0x000B7F19, 0x000B7F22, 0x000B7F28, 0x000B7F82, 0x000B7F90,
+    0x000B8001, 0x000C3FC0, 0x000C4001, 0x000C66B0, 0x000C6801, 0x000C6848, 0x000D7F81, 0x000D7FA0,
+    0x000D7FA9, 0x000D7FE0, 0x000D7FE9, 0x000D7FF8, 0x000D8001, 0x000D8918, 0x000D8A81, 0x000D8A98,
+    0x000D8B21, 0x000D8B40, 0x000D8B81, 0x000D97E0, 0x000DE001, 0x000DE358, 0x000DE381, 0x000DE3E8,
+    0x000DE401, 0x000DE448, 0x000DE481, 0x000DE4D0, 0x000DE4E5, 0x000DE4EA, 0x000DE4FC, 0x000DE500,
+    0x000E7802, 0x000E7970, 0x000E7982, 0x000E7A38, 0x000E7A85, 0x000E7E20, 0x000E8005, 0x000E87B0,
+    0x000E8805, 0x000E8938, 0x000E894D, 0x000E8B2A, 0x000E8B55, 0x000E8B6A, 0x000E8B98, 0x000E8BDA,
+    0x000E8C1D, 0x000E8C2A, 0x000E8C65, 0x000E8D52, 0x000E8D75, 0x000E8F58, 0x000E9005, 0x000E9212,
+    0x000E922D, 0x000E9230, 0x000E9703, 0x000E97A0, 0x000E9805, 0x000E9AB8, 0x000E9B03, 0x000E9BC8,
+    0x000EA001, 0x000EA2A8, 0x000EA2B1, 0x000EA4E8, 0x000EA4F1, 0x000EA500, 0x000EA511, 0x000EA518,
+    0x000EA529, 0x000EA538, 0x000EA549, 0x000EA568, 0x000EA571, 0x000EA5D0, 0x000EA5D9, 0x000EA5E0,
+    0x000EA5E9, 0x000EA620, 0x000EA629, 0x000EA830, 0x000EA839, 0x000EA858, 0x000EA869, 0x000EA8A8,
+    0x000EA8B1, 0x000EA8E8, 0x000EA8F1, 0x000EA9D0, 0x000EA9D9, 0x000EA9F8, 0x000EAA01, 0x000EAA28,
+    0x000EAA31, 0x000EAA38, 0x000EAA51, 0x000EAA88, 0x000EAA91, 0x000EB530, 0x000EB541, 0x000EB60D,
+    0x000EB611, 0x000EB6DD, 0x000EB6E1, 0x000EB7DD, 0x000EB7E1, 0x000EB8AD, 0x000EB8B1, 0x000EB9AD,
+    0x000EB9B1, 0x000EBA7D, 0x000EBA81, 0x000EBB7D, 0x000EBB81, 0x000EBC4D, 0x000EBC51, 0x000EBD4D,
+    0x000EBD51, 0x000EBE1D, 0x000EBE21, 0x000EBE60, 0x000EBE73, 0x000EC005, 0x000ED002, 0x000ED1BD,
+    0x000ED1DA, 0x000ED36D, 0x000ED3AA, 0x000ED3B5, 0x000ED422, 0x000ED42D, 0x000ED43C, 0x000ED460,
+    0x000ED4DA, 0x000ED500, 0x000ED50A, 0x000ED580, 0x000EF801, 0x000EF8F8, 0x000F0002, 0x000F0038,
+    0x000F0042, 0x000F00C8, 0x000F00DA, 0x000F0110, 0x000F011A, 0x000F0128, 0x000F0132, 0x000F0158,
+    0x000F0801, 0x000F0968, 0x000F0982, 0x000F09B9, 0x000F09F0, 0x000F0A03, 0x000F0A50, 0x000F0A71,
+    0x000F0A7D, 0x000F0A80, 0x000F1481, 0x000F1572, 0x000F1578, 0x000F1601, 0x000F1762, 0x000F1783,
+    0x000F17D0, 0x000F17FD, 0x000F1800, 0x000F3F01, 0x000F3F38, 0x000F3F41, 0x000F3F60, 0x000F3F69,
+    0x000F3F78, 0x000F3F81, 0x000F3FF8, 0x000F4001, 0x000F4628, 0x000F463B, 0x000F4682, 0x000F46B8,
+    0x000F4801, 0x000F4A22, 0x000F4A59, 0x000F4A60, 0x000F4A83, 0x000F4AD0, 0x000F4AF4, 0x000F4B00,
+    0x000F638B, 0x000F6565, 0x000F656B, 0x000F6585, 0x000F658B, 0x000F65A8, 0x000F680B, 0x000F6975,
+    0x000F697B, 0x000F69F0, 0x000F7001, 0x000F7020, 0x000F7029, 0x000F7100, 0x000F7109, 0x000F7118,
+    0x000F7121, 0x000F7128, 0x000F7139, 0x000F7140, 0x000F7149, 0x000F7198, 0x000F71A1, 0x000F71C0,
+    0x000F71C9, 0x000F71D0, 0x000F71D9, 0x000F71E0, 0x000F7211, 0x000F7218, 0x000F7239, 0x000F7240,
+    0x000F7249, 0x000F7250, 0x000F7259, 0x000F7260, 0x000F7269, 0x000F7280, 0x000F7289, 0x000F7298,
+    0x000F72A1, 0x000F72A8, 0x000F72B9, 0x000F72C0, 0x000F72C9, 0x000F72D0, 0x000F72D9, 0x000F72E0,
+    0x000F72E9, 0x000F72F0, 0x000F72F9, 0x000F7300, 0x000F7309, 0x000F7318, 0x000F7321, 0x000F7328,
+    0x000F7339, 0x000F7358, 0x000F7361, 0x000F7398, 0x000F73A1, 0x000F73C0, 0x000F73C9, 0x000F73E8,
+    0x000F73F1, 0x000F73F8, 0x000F7401, 0x000F7450, 0x000F7459, 0x000F74E0, 0x000F7509, 0x000F7520,
+    0x000F7529, 0x000F7550, 0x000F7559, 0x000F75E0, 0x000F7785, 0x000F7790, 0x000F8005, 0x000F8160,
+    0x000F8185, 0x000F84A0, 0x000F8505, 0x000F8578, 0x000F858D, 0x000F8600, 0x000F860D, 0x000F8680,
+    0x000F868D, 0x000F87B0, 0x000F8803, 0x000F886D, 0x000F8D70, 0x000F8F35, 0x000F9018, 0x000F9085,
+    0x000F91E0, 0x000F9205, 0x000F9248, 0x000F9285, 0x000F9290, 0x000F9305, 0x000F9330, 0x000F9805,
+    0x000FB6C0, 0x000FB6ED, 0x000FB768, 0x000FB785, 0x000FB7E8, 0x000FB805, 0x000FBBA0, 0x000FBC05,
+    0x000FBEC8, 0x000FBF05, 0x000FBF60, 0x000FBF85, 0x000FBF88, 0x000FC005, 0x000FC060, 0x000FC085,
+    0x000FC240, 0x000FC285, 0x000FC2D0, 0x000FC305, 0x000FC440, 0x000FC485, 0x000FC570, 0x000FC585,
+    0x000FC590, 0x000FC805, 0x000FD2A0, 0x000FD305, 0x000FD370, 0x000FD385, 0x000FD3A8, 0x000FD3C5,
+    0x000FD3E8, 0x000FD405, 0x000FD438, 0x000FD485, 0x000FD568, 0x000FD585, 0x000FD5D8, 0x000FD605,
+    0x000FD630, 0x000FD685, 0x000FD6D0, 0x000FD705, 0x000FD740, 0x000FD785, 0x000FD7B8, 0x000FD805,
+    0x000FDC98, 0x000FDCA5, 0x000FDE58, 0x000FDF83, 0x000FDFD0, 0x00100001, 0x00153700, 0x00153801,
+    0x0015B9C8, 0x0015BA01, 0x0015C0F0, 0x0015C101, 0x00167510, 0x00167581, 0x00175F08, 0x0017C001,
+    0x0017D0F0, 0x00180001, 0x00189A58, 0x00700802, 0x00700F80,
+};
+
+/* The classes of U+0000..U+007F, to skip the search for ASCII. */
+static const uint8_t unicode_ascii_class[128] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    6, 4, 4, 4, 5, 4, 4, 4, 4, 4, 4, 5, 4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4, 5, 5, 5, 4,
+    4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 5, 4,
+    5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 5, 4, 5, 0,
+};
+
+/* White_Space (PropList.txt): what \s matches. */
+static const uint32_t unicode_space_table[25] = {
+    0x0009, 0x000A, 0x000B, 0x000C, 0x000D, 0x0020, 0x0085, 0x00A0, 0x1680, 0x2000,
+    0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A,
+    0x2028, 0x2029, 0x202F, 0x205F, 0x3000,
+};
+
+/* deepseek-llm's explicit classes, inclusive ranges, ascending. */
+static const uint32_t ds_letter_ranges[84][2] = {
+    {0x0041, 0x005A}, {0x0061, 0x007A}, {0x00B5, 0x00B5}, {0x00C0, 0x00D6}, {0x00D8, 0x00F6},
+    {0x00F8, 0x01BA}, {0x01BC, 0x01BF}, {0x01C4, 0x0293}, {0x0295, 0x02AF}, {0x0370, 0x0373},
+    {0x0376, 0x0377}, {0x037B, 0x037D}, {0x037F, 0x037F}, {0x0386, 0x0386}, {0x0388, 0x038A},
+    {0x038C, 0x038C}, {0x038E, 0x03A1}, {0x03A3, 0x03F5}, {0x03F7, 0x0481}, {0x048A, 0x052F},
+    {0x0531, 0x0556}, {0x10A0, 0x10C5}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1C90, 0x1CBA},
+    {0x1CBD, 0x1CBF}, {0x1D00, 0x1D2B}, {0x1D6B, 0x1D77}, {0x1D79, 0x1D9A}, {0x1E00, 0x1F15},
+    {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59},
+    {0x1F5B, 0x1F5B}, {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC},
+    {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4}, {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB},
+    {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC}, {0x2102, 0x2102}, {0x2107, 0x2107},
+    {0x210A, 0x2113}, {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126},
+    {0x2128, 0x2128}, {0x212A, 0x212D}, {0x212F, 0x2134}, {0x2139, 0x2139}, {0x213C, 0x213F},
+    {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2C7B}, {0x2C7E, 0x2CE4},
+    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0xA640, 0xA66D}, {0xA680, 0xA69B}, {0xA722, 0xA76F},
+    {0xA771, 0xA787}, {0xA78B, 0xA78E}, {0xAB70, 0xABBF}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17},
+    {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0x10400, 0x1044F}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB},
+    {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2}, {0x118A0, 0x118DF}, {0x1E900, 0x1E943},
+};
+static const uint32_t ds_punct_ranges[6][2] = {
+    {0x0021, 0x002F}, {0x003A, 0x007E}, {0x2018, 0x201F}, {0x3000, 0x3002}, {0xFF01, 0xFF0F},
+    {0xFF1A, 0xFF5E},
+};
+static const uint32_t ds_cjk_ranges[2][2] = {
+    {0x0800, 0x9FA5}, {0xAC00, 0xD7FF},
+};
+/* The same classes for U+0000..U+007F, to skip the search: bit 0 letter, 1 punct., 2 CJK. */
+static const uint8_t ds_ascii[128] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2,
+    2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2,
+    2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 0,
+};
+/* END GENERATED UNICODE TABLES */
+
+/* The general category class (UC_*) of a code point: the last run that starts at or before it. */
+static int unicode_class(uint32_t cp)
+{
+    if (cp < 0x80) return unicode_ascii_class[cp];
+    size_t lo = 0, hi = sizeof unicode_class_table / sizeof unicode_class_table[0];
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (unicode_class_table[mid] >> 3 <= cp) lo = mid;
+        else hi = mid;
+    }
+    return (int)(unicode_class_table[lo] & 7);
+}
+
+static bool unicode_is_space(uint32_t cp)
+{
+    if (cp < 0x80) return cp == ' ' || (cp >= 0x09 && cp <= 0x0d);
+    for (size_t i = 0; i < sizeof unicode_space_table / sizeof unicode_space_table[0]; i++)
+        if (unicode_space_table[i] == cp) return true;
+    return false;
+}
+
+/* Is cp in one of n sorted, disjoint, inclusive ranges? */
+static bool unicode_in_ranges(uint32_t cp, const uint32_t (*r)[2], size_t n)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return true;
+    }
+    return false;
+}
+
+static bool ds_is_letter(uint32_t cp)
+{
+    if (cp < 0x80) return ds_ascii[cp] & 1;
+    return unicode_in_ranges(cp, ds_letter_ranges, sizeof ds_letter_ranges / sizeof ds_letter_ranges[0]);
+}
+static bool ds_is_punct(uint32_t cp)
+{
+    if (cp < 0x80) return ds_ascii[cp] & 2;
+    return unicode_in_ranges(cp, ds_punct_ranges, sizeof ds_punct_ranges / sizeof ds_punct_ranges[0]);
+}
+static bool ds_is_cjk(uint32_t cp) { return unicode_in_ranges(cp, ds_cjk_ranges, sizeof ds_cjk_ranges / sizeof ds_cjk_ranges[0]); }
 
 /* =============================================================================================
  * 9. Sampler
@@ -5502,19 +6822,31 @@ static void cli_engine_close(cli_engine *en)
     else halda_context_free(en->ctx);
 }
 
+/* Only the vocabulary is read, so this works on vocabulary-only GGUF files too. */
 static int cmd_tokenize(int argc, char **argv)
 {
     cli_opts o;
     cli_parse(argc, argv, "tokenize", "-m -p -f --no-bos --special", usage_tokenize, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
-    halda_model *m = cli_load(&o);
-    int n;
-    int32_t *t = cli_tokenize(m, text, len, !o.no_bos, o.special, &n);
+    if (!o.model) cli_die("a model is needed (-m FILE.gguf)");
+    herr e = {{0}};
+    tok_vocab *v = tok_vocab_open(o.model, &e);
+    if (!v) {
+        fprintf(stderr, "halda: %s\n", e.msg);
+        return 1;
+    }
+    int cap = (int)(len < TOK_MAX_TEXT ? len : 0) + 8;
+    int32_t *t = malloc((size_t)cap * sizeof *t);
+    int n = t ? tok_tokenize(v, text, len, t, cap, !o.no_bos, o.special) : -1;
+    if (n < 0) {
+        fprintf(stderr, "halda: tokenization failed\n");
+        return 1;
+    }
     for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", t[i]);
     printf("\n");
     free(t), free(text);
-    halda_model_free(m);
+    tok_vocab_free(v);
     return 0;
 }
 

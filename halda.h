@@ -51,14 +51,20 @@ const char *halda_last_error(const halda_context *ctx);
 
 /* ---- Tokens ------------------------------------------------------------------------------------ */
 
-/* Tokenize UTF-8 text into at most max_tokens ids.  add_bos: prepend BOS when the model wants it.
- * parse_special: match control tokens such as <s> in the text.  Returns the number of tokens, or
+/* Tokenize text (UTF-8; invalid bytes are kept as bytes) into at most max_tokens ids.  add_bos:
+ * prepend BOS when the model wants it.  parse_special: match control tokens such as <s> or
+ * <|im_start|> in the text (user-defined tokens always match).  Returns the number of tokens, or
  * -1 on error, or -(needed) - 1 when max_tokens is too small. */
 int halda_tokenize(const halda_model *model, const char *text, size_t len, int32_t *tokens, int max_tokens,
                    int add_bos, int parse_special);
 /* The text of one token (byte tokens give their byte).  Returns bytes written (not NUL
  * terminated beyond out_len), or -1.  special: render control tokens instead of hiding them. */
 int halda_token_to_piece(const halda_model *model, int32_t token, char *out, size_t out_len, int special);
+/* Tokens back to text, as llama.cpp's llama_detokenize: the space SentencePiece adds before the
+ * first word is dropped, and Llama 3 vocabularies tidy spaces before punctuation.  Returns the
+ * bytes written (no NUL), -1 for an invalid id, or -(needed) - 1 when out_len is too small. */
+int halda_detokenize(const halda_model *model, const int32_t *tokens, int n_tokens, char *out, size_t out_len,
+                     int special);
 int32_t halda_token_bos(const halda_model *model);
 int32_t halda_token_eos(const halda_model *model);
 int halda_token_is_eog(const halda_model *model, int32_t token); /* end of generation? */
