@@ -22,4 +22,15 @@ else
     echo "== 4. (../shared/models/stories260K.gguf is absent: see models/README.md for real models)"
 fi
 echo
-echo "Next: 'make test' runs every test; README.md shows how to run a real GGUF model."
+echo "== 5. A cluster on this machine: two 'halda worker's on loopback and a head, k=2 cycles"
+P1=$(( 30000 + $$ % 10000 )); P2=$(( P1 + 1 ))
+$H worker -m $M --port $P1 2>build/demo-w1.log & W1=$!
+$H worker -m $M --port $P2 2>build/demo-w2.log & W2=$!
+trap 'kill $W1 $W2 2>/dev/null' EXIT
+sleep 0.5
+echo "   halda run -m $M -p 'Once upon a time' -n 32 --workers 127.0.0.1:$P1,127.0.0.1:$P2 -k 2 --layer-window 2,1,1"
+$H run -m $M -p "Once upon a time" -n 32 --seed 1 --workers 127.0.0.1:$P1,127.0.0.1:$P2 -k 2 --layer-window 2,1,1
+kill $W1 $W2 2>/dev/null; wait $W1 $W2 2>/dev/null || true
+trap - EXIT
+echo
+echo "Next: 'make test' runs every test; README.md shows how to run a real GGUF model and a real cluster."
