@@ -279,17 +279,66 @@ static void platform_release(const file_map *m, uint64_t off, uint64_t len)
 #endif
 }
 
-/* Bytes of memory this process can still use (Linux MemAvailable), or -1 when unknown. */
+/* Read one integer from a small file (cgroup and proc files); false when absent or "max". */
+static bool read_file_i64(const char *path, int64_t *out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    char buf[64] = {0};
+    bool ok = fgets(buf, sizeof buf, f) && sscanf(buf, "%" SCNd64, out) == 1;
+    fclose(f);
+    return ok;
+}
+
+/* The memory cgroup limit and usage of this process, Linux cgroup v2 or v1; false when there is
+ * no limit.  Inside a container or a `systemd-run -p MemoryMax=` scope, this, not MemAvailable,
+ * is what the process may use before the kernel reclaims its pages. */
+static bool platform_cgroup_memory(int64_t *limit, int64_t *usage)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return false;
+    char line[512], path[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+        if (!b) continue;
+        *b = 0;
+        const char *ctrl = a + 1, *cg = b + 1;
+        if (!strcmp(ctrl, "") && line[0] == '0') { /* v2: 0::/path */
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", cg);
+            found = read_file_i64(path, limit);
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.current", cg);
+            found = found && read_file_i64(path, usage);
+        } else if (strstr(ctrl, "memory")) { /* v1: N:memory:/path */
+            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", cg);
+            found = read_file_i64(path, limit);
+            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.usage_in_bytes", cg);
+            found = found && read_file_i64(path, usage);
+        }
+    }
+    fclose(f);
+    return found && *limit > 0 && *limit < ((int64_t)1 << 60); /* v1 reports "no limit" as a huge number */
+}
+
+/* Bytes of memory this process can still use: MemAvailable, capped by the memory cgroup's
+ * limit minus its usage; -1 when unknown (not Linux). */
 static int64_t platform_ram_available_bytes(void)
 {
     FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return -1;
-    char line[256];
-    int64_t kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %" SCNd64, &kb) == 1) break;
-    fclose(f);
-    return kb < 0 ? -1 : kb * 1024;
+    int64_t kb = -1, avail = -1, limit, usage;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %" SCNd64, &kb) == 1) break;
+        fclose(f);
+    }
+    if (kb >= 0) avail = kb * 1024;
+    if (platform_cgroup_memory(&limit, &usage)) {
+        int64_t left = limit > usage ? limit - usage : 0;
+        if (avail < 0 || left < avail) avail = left;
+    }
+    return avail;
 }
 
 /* =============================================================================================
@@ -5405,7 +5454,8 @@ static uint32_t frame_limit(int type, uint32_t act_limit)
     case FRAME_ACT: return act_limit;
     case FRAME_KV_KEEP: return 8;
     case FRAME_ERROR: return 512;
-    case FRAME_READY: case FRAME_HEARTBEAT: case FRAME_STOP: case FRAME_OK: return 0;
+    case FRAME_READY: return 1; /* overloaded flag */
+    case FRAME_HEARTBEAT: case FRAME_STOP: case FRAME_OK: return 0;
     default: return 0;
     }
 }
@@ -5987,7 +6037,8 @@ static int worker_setup(worker_state *w, int listen_fd, ring_conn *ctl, const ch
     prefetcher_start(&w->pf, w->m, w->plan.begin, w->plan.end, w->plan.k, w->plan.prefetch);
     if (w->pf.release) fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM%s\n",
                                w->pf.on ? "; prefetching" : "");
-    return frame_send(ctl, FRAME_READY, NULL, 0, e);
+    uint8_t overloaded = w->pf.release;
+    return frame_send(ctl, FRAME_READY, &overloaded, 1, e);
 }
 
 /* Serve one head until it says STOP, goes silent or misbehaves.  Returns 0 on a clean STOP. */
@@ -6109,6 +6160,7 @@ typedef struct {
     bool reader_on;
     _Atomic double last_heard; /* now_ms() of the last frame */
     atomic_bool failed;
+    bool overloaded;           /* its windows do not fit in its RAM: it pages from disk */
     char why[256];
 } ring_peer;
 
@@ -6488,6 +6540,7 @@ static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
                      (const char *)reply);
             goto fail;
         }
+        p->overloaded = len == 1 && reply[0];
     }
     for (int i = 0; i < r->n_peers; i++) {
         ring_peer *p = &r->peers[i];
@@ -6506,7 +6559,8 @@ static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
     /* the plan, for the user */
     fprintf(stderr, "halda: ring of %d devices, k=%d, layers per cycle:", r->n_peers + 1, k);
     fprintf(stderr, " head %d", w[0]);
-    for (int i = 0; i < r->n_peers; i++) fprintf(stderr, ", %s:%d %d", r->peers[i].host, r->peers[i].port, w[r->peers[i].index]);
+    for (int i = 0; i < r->n_peers; i++)
+        fprintf(stderr, ", %s:%d %d%s", r->peers[i].host, r->peers[i].port, w[r->peers[i].index], r->peers[i].overloaded ? " (overloaded)" : "");
     fprintf(stderr, "\n");
     return r;
 fail_named: {
