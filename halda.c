@@ -2754,15 +2754,18 @@ typedef struct {
     int *slot;       /* [n_layer] cache slot of each layer, -1 when this device does not hold it */
     int n_slots;     /* layers held */
     int n_seq, n_ctx, kv_dim;
-    int type;        /* HALDA_KV_F32 or HALDA_KV_F16 */
-    size_t elem;     /* bytes per element */
+    int type;        /* HALDA_KV_F32, HALDA_KV_F16 or HALDA_KV_Q8_0 */
+    int gtype;       /* the same as a weight type: TYPE_F32, TYPE_F16 or TYPE_Q8_0 */
+    size_t row;      /* bytes of one position's kv_dim values */
     uint8_t *k, *v;  /* owned */
     int *n_pos;      /* [n_seq] positions currently stored per sequence */
 } kv_cache;
 
+static int kv_gtype(int kv_type) { return kv_type == HALDA_KV_F32 ? TYPE_F32 : kv_type == HALDA_KV_Q8_0 ? TYPE_Q8_0 : TYPE_F16; }
+
 static size_t kv_cache_bytes(int n_layers, int n_seq, int n_ctx, int kv_dim, int type)
 {
-    return 2 * (size_t)n_layers * (size_t)n_seq * (size_t)n_ctx * (size_t)kv_dim * (type == HALDA_KV_F32 ? 4 : 2);
+    return 2 * (size_t)n_layers * (size_t)n_seq * (size_t)n_ctx * type_row_bytes(kv_gtype(type), kv_dim);
 }
 
 static void kv_cache_free(kv_cache *c)
@@ -2776,7 +2779,8 @@ static int kv_cache_init(kv_cache *c, int n_layer, const bool *held, int n_seq, 
 {
     memset(c, 0, sizeof *c);
     c->n_layer = n_layer, c->n_seq = n_seq, c->n_ctx = n_ctx, c->kv_dim = kv_dim, c->type = type;
-    c->elem = type == HALDA_KV_F32 ? 4 : 2;
+    c->gtype = kv_gtype(type);
+    c->row = type_row_bytes(c->gtype, kv_dim);
     c->slot = xmalloc((size_t)n_layer * sizeof *c->slot);
     if (!c->slot) return herr_set(e, "out of memory"), -1;
     for (int l = 0; l < n_layer; l++) c->slot[l] = !held || held[l] ? c->n_slots++ : -1;
@@ -2794,7 +2798,7 @@ static int kv_cache_init(kv_cache *c, int n_layer, const bool *held, int n_seq, 
 static inline uint8_t *kv_at(const kv_cache *c, uint8_t *base, int layer, int seq, int pos)
 {
     size_t idx = (((size_t)c->slot[layer] * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx + (size_t)pos);
-    return base + idx * (size_t)c->kv_dim * c->elem;
+    return base + idx * c->row;
 }
 /* Keep only the first n positions of a sequence (n = 0 clears it). */
 static void kv_cache_keep(kv_cache *c, int seq, int n)
@@ -2814,6 +2818,7 @@ struct halda_context {
     float *x, *xb, *q, *k, *v, *att, *ffn_gate, *ffn_up;
     float *rope_cs;  /* [n_batch][n_rot] cos, sin pairs for each row's position */
     float *scores;   /* [n_threads][n_ctx] attention weights, one row per thread */
+    float *att_tmp;  /* [n_threads][2 · head_dim + 16] a converted query and a dequantized value row */
     float *logits;   /* [n_vocab] */
     int *pos, *seq;  /* [n_batch] positions and sequence slots of the rows of a batch */
     void *act;       /* activations converted for a matrix product: n_batch rows of the widest type */
@@ -2849,8 +2854,12 @@ static halda_context *context_new(halda_model *m, const halda_context_params *p,
     c->n_batch = p->n_batch > 0 ? p->n_batch : 512;
     if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
     int n_threads = p->n_threads > 0 ? p->n_threads : platform_physical_cores();
-    if (p->kv_type != HALDA_KV_F32 && p->kv_type != HALDA_KV_F16) {
+    if (p->kv_type != HALDA_KV_F32 && p->kv_type != HALDA_KV_F16 && p->kv_type != HALDA_KV_Q8_0) {
         herr_set(&e, "unknown KV cache type %d", p->kv_type);
+        goto fail;
+    }
+    if (p->kv_type == HALDA_KV_Q8_0 && hp->head_dim % QK) {
+        herr_set(&e, "a Q8_0 KV cache needs a head size that is a multiple of %d (this model's is %d)", QK, hp->head_dim);
         goto fail;
     }
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
@@ -2862,7 +2871,8 @@ static halda_context *context_new(halda_model *m, const halda_context_params *p,
     int64_t B = c->n_batch, widest = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
     if (q_dim > widest) widest = q_dim;
     size_t floats = (size_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
-                             (int64_t)c->pool->n_threads * c->n_ctx + hp->n_vocab + 2 * B);
+                             (int64_t)c->pool->n_threads * c->n_ctx + hp->n_vocab + 2 * B +
+                             (int64_t)c->pool->n_threads * (2 * hp->head_dim + 16));
     size_t act_bytes = (size_t)B * act_row_bytes_max(widest);
     c->arena_bytes = floats * sizeof(float) + act_bytes + 64;
     c->arena = xmalloc(c->arena_bytes);
@@ -2881,6 +2891,7 @@ static halda_context *context_new(halda_model *m, const halda_context_params *p,
     c->ffn_up = f, f += B * hp->n_ff;
     c->rope_cs = f, f += B * hp->n_rot;
     c->scores = f, f += (int64_t)c->pool->n_threads * c->n_ctx;
+    c->att_tmp = f, f += (int64_t)c->pool->n_threads * (2 * hp->head_dim + 16);
     c->logits = f, f += hp->n_vocab;
     static_assert(sizeof(int) == sizeof(float), "int rows are carved from the float arena");
     c->pos = (int *)f, f += B;
@@ -3012,9 +3023,29 @@ typedef struct {
     work_counter tasks; /* (row, head) pairs */
 } attention_job;
 
-static float kv_get(const kv_cache *kv, const uint8_t *p, int i)
+/* One head's query · one cached key.  The F32 cache (what `halda eval` uses) is summed in plain
+ * order — the order in which our logits match llama.cpp's references; F16 and Q8_0 caches go
+ * through the weight-type table with the query converted once per head (q_conv). */
+static float kv_dot(const kv_cache *kv, const uint8_t *k, const float *q, const void *q_conv, int hd)
 {
-    return kv->type == HALDA_KV_F32 ? ((const float *)p)[i] : f16_to_f32(((const f16_t *)p)[i]);
+    if (kv->type == HALDA_KV_F32) {
+        const float *kf = (const float *)k;
+        float s = 0;
+        for (int i = 0; i < hd; i++) s += q[i] * kf[i];
+        return s;
+    }
+    return type_info(kv->gtype)->vec_dot(hd, k, q_conv);
+}
+
+/* out += a · v for one head's cached value row (tmp: hd floats of scratch). */
+static void kv_axpy(const kv_cache *kv, const uint8_t *v, float a, float *out, float *tmp, int hd)
+{
+    const float *vf = (const float *)v;
+    if (kv->type != HALDA_KV_F32) {
+        type_info(kv->gtype)->dequantize(v, tmp, hd);
+        vf = tmp;
+    }
+    for (int i = 0; i < hd; i++) out[i] += a * vf[i];
 }
 
 static void attention_task(void *arg, int ith, int nth)
@@ -3026,42 +3057,38 @@ static void attention_task(void *arg, int ith, int nth)
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     float scale = 1.0f / sqrtf((float)hd);
     float *w = c->scores + (size_t)ith * (size_t)c->n_ctx;
+    float *q_conv = c->att_tmp + (size_t)ith * (size_t)(2 * hd + 16), *tmp = q_conv + hd + 16;
+    const type_traits *kt = type_info(kv->gtype), *qt = type_info(kt->act_type);
     int64_t b, e;
     (void)nth;
-    while (work_counter_take(&j->tasks, &b, &e))
-    for (int64_t task = b; task < e; task++) {
-        int t = (int)(task / hp->n_head), h = (int)(task % hp->n_head), kvh = h / group;
-        const float *q = c->q + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
-        int n = j->pos[t] + 1;
-        float max = -INFINITY;
-        for (int p = 0; p < n; p++) {
-            const uint8_t *kp = kv_at(kv, kv->k, j->layer, j->seq[t], p) + (size_t)kvh * (size_t)hd * kv->elem;
-            float s = 0;
-            for (int i = 0; i < hd; i++) s += q[i] * kv_get(kv, kp, i);
-            w[p] = s * scale;
-            if (w[p] > max) max = w[p];
-        }
-        double sum = 0;
-        for (int p = 0; p < n; p++) {
-            w[p] = expf(w[p] - max);
-            sum += w[p];
-        }
-        float inv = (float)(1.0 / sum);
-        float *out = c->att + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int p = 0; p < n; p++) {
-            const uint8_t *vp = kv_at(kv, kv->v, j->layer, j->seq[t], p) + (size_t)kvh * (size_t)hd * kv->elem;
-            float a = w[p] * inv;
-            for (int i = 0; i < hd; i++) out[i] += a * kv_get(kv, vp, i);
+    while (work_counter_take(&j->tasks, &b, &e)) {
+        for (int64_t task = b; task < e; task++) {
+            int t = (int)(task / hp->n_head), h = (int)(task % hp->n_head), kvh = h / group;
+            const float *q = c->q + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
+            size_t head_off = type_row_bytes(kv->gtype, (int64_t)kvh * hd);
+            if (kv->type != HALDA_KV_F32) qt->quantize(q, q_conv, hd);
+            int n = j->pos[t] + 1;
+            float max = -INFINITY;
+            for (int p = 0; p < n; p++) {
+                w[p] = kv_dot(kv, kv_at(kv, kv->k, j->layer, j->seq[t], p) + head_off, q, q_conv, hd) * scale;
+                if (w[p] > max) max = w[p];
+            }
+            double sum = 0;
+            for (int p = 0; p < n; p++) {
+                w[p] = expf(w[p] - max);
+                sum += w[p];
+            }
+            float inv = (float)(1.0 / sum);
+            float *out = c->att + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
+            memset(out, 0, (size_t)hd * sizeof *out);
+            for (int p = 0; p < n; p++) kv_axpy(kv, kv_at(kv, kv->v, j->layer, j->seq[t], p) + head_off, w[p] * inv, out, tmp, hd);
         }
     }
 }
 
 static void kv_store(kv_cache *kv, uint8_t *base, int layer, int seq, int pos, const float *src)
 {
-    uint8_t *dst = kv_at(kv, base, layer, seq, pos);
-    if (kv->type == HALDA_KV_F32) memcpy(dst, src, (size_t)kv->kv_dim * 4);
-    else quantize_f16(src, dst, kv->kv_dim);
+    type_info(kv->gtype)->quantize(src, kv_at(kv, base, layer, seq, pos), kv->kv_dim);
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -5736,7 +5763,7 @@ static int plan_decode(ring_plan *p, const uint8_t *b, uint32_t len, int n_layer
     p->next_port = (int)read_le(b + 24, 4);
     uint32_t hl = (uint32_t)read_le(b + 28, 4);
     if (p->k < 1 || p->k > n_layer || p->k > RING_MAX_DEVICES) return herr_set(e, "plan has %d cycles", p->k), -1;
-    if (p->n_ctx < 1 || p->n_ctx > (1 << 24) || p->kv_type > HALDA_KV_F16 || p->wire > WIRE_F16 || p->is_first > 1 || p->is_last > 1)
+    if (p->n_ctx < 1 || p->n_ctx > (1 << 24) || p->kv_type > HALDA_KV_Q8_0 || p->wire > WIRE_F16 || p->is_first > 1 || p->is_last > 1)
         return herr_set(e, "plan has an invalid field"), -1;
     if (p->n_threads < 0 || p->n_threads > HALDA_MAX_THREADS || p->prefetch > PREFETCH_AUTO || p->next_port < 0 ||
         p->next_port > 65535 || hl > 255)
@@ -6636,7 +6663,7 @@ static float cli_float(const char *flag, const char *v, double lo, double hi)
 
 static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
-    "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32] [--special]\n"
+    "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32|q8_0] [--special]\n"
     "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
     "                  [--plan FILE] [--prefetch on|off|auto]]\n"
     "Generate text: the continuation streams to stdout, timings go to stderr.  With --workers the layers are\n"
@@ -6695,7 +6722,8 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--kv-type")) {
             if (!strcmp(v, "f16")) o->kv_type = HALDA_KV_F16;
             else if (!strcmp(v, "f32")) o->kv_type = HALDA_KV_F32;
-            else cli_die("--kv-type takes f16 or f32, got '%s'", v);
+            else if (!strcmp(v, "q8_0")) o->kv_type = HALDA_KV_Q8_0;
+            else cli_die("--kv-type takes f16, f32 or q8_0, got '%s'", v);
         } else if (!strcmp(f, "--no-bos")) o->no_bos = true;
         else if (!strcmp(f, "--special")) o->special = true;
         else if (!strcmp(f, "--tied")) o->synth.tied = true;
@@ -7068,7 +7096,7 @@ static int cmd_gen_model(int argc, char **argv)
 }
 
 static const char *const usage_bench =
-    "usage: halda bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r RUNS] [--kv-type f16|f32]\n"
+    "usage: halda bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r RUNS] [--kv-type f16|f32|q8_0]\n"
     "Measure prompt processing (-p tokens in batches) and generation (-n tokens one by one) speed,\n"
     "R runs each (mean ± stdev), the weight bandwidth generation achieves (model bytes × tok/s) and\n"
     "the machine's copy bandwidth measured in the same run.  The last line is machine-readable:\n"

@@ -277,6 +277,8 @@ static void test_synthetic(void)
             run_logits(m, t, n, 2, 1, HALDA_KV_F32, b);
             run_logits(m, t, n, 3, 0, HALDA_KV_F32, c);
             run_logits(m, t, n, 2, 1, HALDA_KV_F16, d);
+            float *q8 = malloc((size_t)nv * 4);
+            run_logits(m, t, n, 2, 1, HALDA_KV_Q8_0, q8);
             CHECK(!memcmp(a, b, (size_t)nv * 4), "%s: batched prefill differs from token by token", name);
             CHECK(!memcmp(a, c, (size_t)nv * 4), "%s: 3 threads differ from 1 thread", name);
             double worst = 0, maxabs = 0;
@@ -288,7 +290,10 @@ static void test_synthetic(void)
             }
             CHECK(finite && maxabs > 1e-3, "%s: logits are not finite and non-trivial", name);
             CHECK(worst <= 2e-2 * fmax(1, maxabs), "%s: F16 KV cache moves logits by %.3g", name, worst);
-            free(a), free(b), free(c), free(d);
+            double worst8 = 0;
+            for (int i = 0; i < nv; i++) worst8 = fmax(worst8, fabs(a[i] - q8[i]));
+            CHECK(worst8 <= 5e-2 * fmax(1, maxabs), "%s: Q8_0 KV cache moves logits by %.3g", name, worst8);
+            free(a), free(b), free(c), free(d), free(q8);
             halda_model_free(m);
         }
     }
