@@ -4355,8 +4355,9 @@ static int prof_disk_target(const char *path, char *out, size_t out_len, uint64_
 
 /* Read speed of the file system holding `path`, around the page cache: sequential reads of
  * 4 MiB for ~60% of budget_ms (up to 1 GiB, starting over at the end of a small file), then
- * 4 KiB reads at random aligned offsets for the rest.  Reads only. */
-static int prof_measure_disk(const char *path, double budget_ms, prof_disk *out, herr *e)
+ * 4 KiB reads at random aligned offsets for the rest.  Reads only.  allow_direct = false skips
+ * O_DIRECT (the tests use it to exercise the fallback). */
+static int prof_measure_disk(const char *path, double budget_ms, bool allow_direct, prof_disk *out, herr *e)
 {
     memset(out, 0, sizeof *out);
     out->cached_after_drop = -1;
@@ -4368,7 +4369,7 @@ static int prof_measure_disk(const char *path, double budget_ms, prof_disk *out,
     int rc = -1, fd = -1;
     for (int attempt = 0; attempt < 2 && rc != 0; attempt++) { /* a second time without O_DIRECT if reads refuse it */
         if (fd >= 0) close(fd);
-        if ((fd = platform_open_uncached(out->path, attempt == 0, &out->method)) < 0) {
+        if ((fd = platform_open_uncached(out->path, allow_direct && attempt == 0, &out->method)) < 0) {
             herr_set(e, "cannot open %s: %s", out->path, strerror(errno));
             break;
         }
@@ -4564,7 +4565,7 @@ static int prof_run(const prof_options *o, device_profile *d, model_profile *mp,
     }
     if (!r->from_cache) {
         if (disk_path) {
-            if (prof_measure_disk(disk_path, disk_budget, &r->disk, e)) goto done;
+            if (prof_measure_disk(disk_path, disk_budget, true, &r->disk, e)) goto done;
             r->disk_measured = true;
             d->disk_seq_bytes_per_s = r->disk.seq_bytes_per_s, d->disk_rand_bytes_per_s = r->disk.rand_bytes_per_s;
         }
@@ -4640,7 +4641,7 @@ static void prof_print_report(FILE *out, const device_profile *d, const model_pr
 {
     char a[32], b[32], c[32], g[32];
     const platform_memory *m = &r->mem;
-    fprintf(out, "halda profile of %s", d->name);
+    fprintf(out, "halda profile of device %s", d->name);
     if (r->from_cache) {
         time_t when = (time_t)d->measured_at;
         char date[64];
@@ -4679,7 +4680,7 @@ static void prof_print_report(FILE *out, const device_profile *d, const model_pr
         fprintf(out, "  disk         not measured (give -m MODEL or --disk PATH)\n");
     }
     if (!mp) return;
-    fprintf(out, "model %s (%s, %d layers, %d wide, %d tokens; context %d, %s KV cache)\n", model_path, r->arch, mp->n_layer, mp->n_embd,
+    fprintf(out, "halda profile of model %s (%s, %d layers, %d wide, %d tokens; context %d, %s KV cache)\n", model_path, r->arch, mp->n_layer, mp->n_embd,
             mp->n_vocab, mp->n_ctx, mp->kv_type == HALDA_KV_F32 ? "f32" : "f16");
     fprintf(out, "  layers       %s largest, %s smallest, %s all together; %s outside the layers\n",
             prof_bytes_str(a, sizeof a, (double)mp->layer_bytes), prof_bytes_str(b, sizeof b, (double)r->layer_bytes_min),
