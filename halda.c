@@ -30,8 +30,9 @@
  *   8. Tokenizer              SentencePiece-style (SPM) tokenizer and detokenizer
  *   9. Sampler                greedy, temperature, top-k, top-p, min-p, repetition penalty
  *  10. Synthetic models       deterministic random llama/qwen2 GGUFs for tests and the demo
- *  11. Halda solver           (see its section)
- *  12. CLI                    `halda run | eval | tokenize | gen-model | solve`, and main()
+ *  11. Profiler               t_cpu, kappa, memory, disk of a device; model sizes; profile records
+ *  12. Halda solver           (see its section)
+ *  13. CLI                    `halda run | eval | tokenize | gen-model | bench | profile | solve`, and main()
  */
 
 /* =============================================================================================
@@ -250,6 +251,335 @@ static int64_t platform_rss_anon_bytes(void)
     return kb < 0 ? -1 : kb * 1024;
 }
 
+/* ---- What the profiler asks of the OS ----------------------------------------------------------- *
+ * The profiler (section 11) needs facts every OS spells differently: how much memory this
+ * process may still use, the OS class, the CPU's features, the last-level cache size, and file
+ * reads that do not come from the page cache.  They live here, behind small functions, so that
+ * nothing else in the file asks which OS it runs on. */
+
+#include <dirent.h>
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+#if defined(__linux__) && (defined(__aarch64__) || defined(__arm__))
+#include <sys/auxv.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+/* OS classes, as the Halda cost model names them (they differ in how memory pressure treats
+ * mapped weights).  The numbers travel in profile records: append only. */
+enum { PLATFORM_OS_LINUX = 0, PLATFORM_OS_ANDROID = 1, PLATFORM_OS_MACOS = 2, PLATFORM_OS_COUNT = 3 };
+static const char *const platform_os_name[PLATFORM_OS_COUNT] = {"linux", "android", "macos"};
+
+/* Other POSIX systems (the BSDs) keep file pages in a page cache much as Linux does, so they are
+ * counted as linux. */
+static int platform_os_class(void)
+{
+#if defined(__ANDROID__)
+    return PLATFORM_OS_ANDROID;
+#elif defined(__APPLE__)
+    return PLATFORM_OS_MACOS;
+#else
+    /* A glibc build run inside Termux (under proot, say) is still on a phone: no swap, and a
+     * low-memory killer instead of an OOM killer that waits. */
+    const char *prefix = getenv("PREFIX");
+    if (getenv("TERMUX_VERSION") || (prefix && strstr(prefix, "com.termux"))) return PLATFORM_OS_ANDROID;
+    return PLATFORM_OS_LINUX;
+#endif
+}
+
+/* CPU features worth knowing when choosing kernels.  The bit numbers travel in profile records:
+ * append only. */
+enum {
+    CPU_AVX = 1u << 0, CPU_AVX2 = 1u << 1, CPU_FMA = 1u << 2, CPU_F16C = 1u << 3, CPU_AVX512F = 1u << 4,
+    CPU_AVX512BW = 1u << 5, CPU_AVX512VNNI = 1u << 6, CPU_AVXVNNI = 1u << 7, CPU_NEON = 1u << 8,
+    CPU_DOTPROD = 1u << 9, CPU_FP16 = 1u << 10, CPU_I8MM = 1u << 11, CPU_SVE = 1u << 12
+};
+#define CPU_FEATURE_COUNT 13
+static const char *const platform_cpu_feature_name[CPU_FEATURE_COUNT] = {
+    "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni", "neon", "dotprod", "fp16", "i8mm", "sve"};
+
+#if defined(__APPLE__)
+/* An integer sysctl of 4 or 8 bytes. */
+static bool platform_sysctl_u64(const char *name, uint64_t *out)
+{
+    uint8_t buf[8] = {0};
+    size_t len = sizeof buf;
+    if (sysctlbyname(name, buf, &len, NULL, 0) != 0) return false;
+    if (len == 4) {
+        uint32_t v;
+        memcpy(&v, buf, 4);
+        *out = v;
+        return true;
+    }
+    if (len != 8) return false;
+    memcpy(out, buf, 8);
+    return true;
+}
+#endif
+
+/* The features this CPU has *and* the OS enables (AVX state must be saved by the kernel, which
+ * XGETBV reports), as CPU_* bits. */
+static uint32_t platform_cpu_features(void)
+{
+    uint32_t f = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    uint64_t xcr0 = 0;
+    if (c >> 27 & 1) { /* OSXSAVE: XGETBV is allowed */
+        uint32_t lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = (uint64_t)hi << 32 | lo;
+    }
+    bool ymm = (xcr0 & 0x6) == 0x6, zmm = (xcr0 & 0xe6) == 0xe6; /* SSE+AVX state; + opmask, ZMM */
+    if (ymm && (c >> 28 & 1)) f |= CPU_AVX;
+    if (ymm && (c >> 12 & 1)) f |= CPU_FMA;
+    if (ymm && (c >> 29 & 1)) f |= CPU_F16C;
+    if (__get_cpuid_max(0, NULL) >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        if (ymm && (b >> 5 & 1)) f |= CPU_AVX2;
+        if (zmm && (b >> 16 & 1)) f |= CPU_AVX512F;
+        if (zmm && (b >> 30 & 1)) f |= CPU_AVX512BW;
+        if (zmm && (c >> 11 & 1)) f |= CPU_AVX512VNNI;
+        __cpuid_count(7, 1, a, b, c, d);
+        if (ymm && (a >> 4 & 1)) f |= CPU_AVXVNNI;
+    }
+#elif defined(__aarch64__) && defined(__linux__)
+    unsigned long hw = getauxval(AT_HWCAP);
+    if (hw & (1ul << 1)) f |= CPU_NEON;     /* HWCAP_ASIMD */
+    if (hw & (1ul << 10)) f |= CPU_FP16;    /* HWCAP_ASIMDHP */
+    if (hw & (1ul << 20)) f |= CPU_DOTPROD; /* HWCAP_ASIMDDP */
+    if (hw & (1ul << 22)) f |= CPU_SVE;     /* HWCAP_SVE */
+#if defined(AT_HWCAP2)
+    if (getauxval(AT_HWCAP2) & (1ul << 13)) f |= CPU_I8MM; /* HWCAP2_I8MM */
+#endif
+#elif defined(__arm__) && defined(__linux__)
+    if (getauxval(AT_HWCAP) & (1ul << 12)) f |= CPU_NEON; /* HWCAP_NEON */
+#elif defined(__APPLE__) && defined(__aarch64__)
+    uint64_t v = 0;
+    f |= CPU_NEON;
+    if (platform_sysctl_u64("hw.optional.arm.FEAT_FP16", &v) && v) f |= CPU_FP16;
+    if (platform_sysctl_u64("hw.optional.arm.FEAT_DotProd", &v) && v) f |= CPU_DOTPROD;
+    if (platform_sysctl_u64("hw.optional.arm.FEAT_I8MM", &v) && v) f |= CPU_I8MM;
+#endif
+    return f;
+}
+
+static int platform_logical_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* Size of the largest CPU cache in bytes (the last level, which decides whether a working set
+ * streams from DRAM); 8 MiB when the OS will not say. */
+static uint64_t platform_llc_bytes(void)
+{
+    uint64_t best = 0;
+    for (int i = 0; i < 16; i++) {
+        char path[96], buf[32];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        char *end = NULL;
+        unsigned long long v = fgets(buf, sizeof buf, f) ? strtoull(buf, &end, 10) : 0;
+        fclose(f);
+        if (end && (*end == 'K' || *end == 'k')) v <<= 10;
+        else if (end && *end == 'M') v <<= 20;
+        if (v > best) best = v;
+    }
+#if defined(__APPLE__)
+    uint64_t v = 0;
+    if (!best && platform_sysctl_u64("hw.l3cachesize", &v) && v) best = v;
+    if (!best && platform_sysctl_u64("hw.l2cachesize", &v) && v) best = v;
+#endif
+#if defined(_SC_LEVEL3_CACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+    if (!best && sysconf(_SC_LEVEL3_CACHE_SIZE) > 0) best = (uint64_t)sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (!best && sysconf(_SC_LEVEL2_CACHE_SIZE) > 0) best = (uint64_t)sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return best ? best : (uint64_t)8 << 20;
+}
+
+/* This machine's name for profiles and instances: the host name, with anything outside
+ * [A-Za-z0-9._-] replaced by '-', at most len-1 characters, "device" when there is none. */
+static void platform_device_name(char *out, size_t len)
+{
+    char host[256] = {0};
+    if (gethostname(host, sizeof host - 1) != 0) host[0] = 0;
+    size_t n = 0;
+    for (size_t i = 0; host[i] && n + 1 < len; i++) {
+        char ch = host[i];
+        out[n++] = isalnum((unsigned char)ch) || ch == '.' || ch == '_' || ch == '-' ? ch : '-';
+    }
+    out[n] = 0;
+    if (n == 0) snprintf(out, len, "device");
+}
+
+/* ---- Memory this process may use ---- */
+
+typedef struct {
+    uint64_t total_bytes;        /* physical memory */
+    uint64_t available_bytes;    /* what the OS can hand out without swapping (MemAvailable) */
+    uint64_t swap_total_bytes, swap_free_bytes;
+    uint64_t cgroup_limit_bytes; /* the memory cgroup limit that binds, 0 when none does */
+    uint64_t cgroup_usage_bytes; /* that cgroup's usage now */
+    uint64_t ram_bytes;          /* the answer: min(available, cgroup limit − usage) */
+} platform_memory;
+
+/* One number from a small file; cgroup v2's "max" (no limit) reads as UINT64_MAX. */
+static bool platform_read_u64(const char *path, uint64_t *out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    char buf[64] = {0};
+    bool ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    if (!ok) return false;
+    if (!strncmp(buf, "max", 3)) return *out = UINT64_MAX, true;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (end == buf || errno) return false;
+    *out = v;
+    return true;
+}
+
+/* Is `item` one of the comma-separated words of `list`? */
+static bool platform_list_has(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, item, n) && (p[n] == ',' || p[n] == 0 || p[n] == '\n')) return true;
+    return false;
+}
+
+/* The directory of this process's memory cgroup (v1: the hierarchy with the memory controller;
+ * v2: the unified one) and its hierarchy's mount point.  /proc/self/cgroup names the cgroup
+ * relative to the hierarchy's root; /proc/self/mountinfo says where that hierarchy is mounted and
+ * which part of it the mount shows (field 4: "/" unless a container mounted only its subtree). */
+static bool platform_memory_cgroup_dir(char *dir, size_t dir_len, char *mnt, size_t mnt_len, int *version)
+{
+    char line[1024], path[512] = "", v2path[512] = "";
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return false;
+    while (fgets(line, sizeof line, f)) { /* "id:controllers:path" */
+        line[strcspn(line, "\n")] = 0;
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        *c1 = *c2 = 0;
+        if (platform_list_has(c1 + 1, "memory")) snprintf(path, sizeof path, "%s", c2 + 1);
+        else if (!strcmp(line, "0") && !c1[1]) snprintf(v2path, sizeof v2path, "%s", c2 + 1);
+    }
+    fclose(f);
+    *version = path[0] ? 1 : v2path[0] ? 2 : 0;
+    if (!*version) return false;
+    const char *cg = *version == 1 ? path : v2path;
+    if (!(f = fopen("/proc/self/mountinfo", "r"))) return false;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        /* id parent major:minor root mount-point options [optional...] - fstype source super-options */
+        char root[512], point[512];
+        const char *dash = strstr(line, " - ");
+        char fstype[32], source[64], super[512] = "";
+        if (!dash || sscanf(line, "%*s %*s %*s %511s %511s", root, point) != 2 ||
+            sscanf(dash + 3, "%31s %63s %511s", fstype, source, super) < 2)
+            continue;
+        if (*version == 1 ? !strcmp(fstype, "cgroup") && platform_list_has(super, "memory") : !strcmp(fstype, "cgroup2")) {
+            size_t rl = strlen(root);
+            const char *rel = strcmp(root, "/") && !strncmp(cg, root, rl) ? cg + rl : cg;
+            snprintf(mnt, mnt_len, "%s", point);
+            snprintf(dir, dir_len, "%s%s", point, strcmp(rel, "/") ? rel : "");
+            found = true;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* The tightest memory cgroup limit over this process's cgroup and its ancestors (limits nest):
+ * the one with the least room left, limit − usage.  Usage counts the page cache the cgroup has
+ * touched too, which is what the limit applies to.  Leaves zeros when no limit binds. */
+static void platform_cgroup_memory(uint64_t *limit, uint64_t *usage)
+{
+    char dir[1100], mnt[512], p[1200];
+    int version;
+    *limit = *usage = 0;
+    if (!platform_memory_cgroup_dir(dir, sizeof dir, mnt, sizeof mnt, &version)) return;
+    uint64_t best_room = UINT64_MAX;
+    size_t mlen = strlen(mnt);
+    for (;;) {
+        uint64_t lim, use;
+        snprintf(p, sizeof p, "%s/%s", dir, version == 1 ? "memory.limit_in_bytes" : "memory.max");
+        bool ok = platform_read_u64(p, &lim);
+        snprintf(p, sizeof p, "%s/%s", dir, version == 1 ? "memory.usage_in_bytes" : "memory.current");
+        ok = ok && platform_read_u64(p, &use);
+        if (ok && lim < (1ull << 62)) { /* v1 writes "no limit" as a huge number */
+            uint64_t room = lim > use ? lim - use : 0;
+            if (room < best_room) best_room = room, *limit = lim, *usage = use;
+        }
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < mlen) break;
+        *slash = 0;
+    }
+}
+
+static void platform_memory_info(platform_memory *m)
+{
+    memset(m, 0, sizeof *m);
+#if defined(__APPLE__)
+    /* Available: free pages, plus those the kernel gives back at once under pressure —
+     * speculative read-ahead, purgeable, and file-backed (external) pageable pages. */
+    uint64_t page = 0, free_p = 0, spec = 0, purge = 0, ext = 0;
+    platform_sysctl_u64("hw.memsize", &m->total_bytes);
+    platform_sysctl_u64("hw.pagesize", &page);
+    platform_sysctl_u64("vm.page_free_count", &free_p);
+    platform_sysctl_u64("vm.page_speculative_count", &spec);
+    platform_sysctl_u64("vm.page_purgeable_count", &purge);
+    platform_sysctl_u64("vm.page_pageable_external_count", &ext);
+    m->available_bytes = (free_p + spec + purge + ext) * page;
+    struct xsw_usage sw;
+    size_t len = sizeof sw;
+    if (sysctlbyname("vm.swapusage", &sw, &len, NULL, 0) == 0)
+        m->swap_total_bytes = sw.xsu_total, m->swap_free_bytes = sw.xsu_avail;
+#else
+    FILE *f = fopen("/proc/meminfo", "r");
+    uint64_t mem_free = 0, cached = 0;
+    bool have_available = false;
+    if (f) {
+        char line[256], key[64];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "%63[^:]: %llu", key, &kb) != 2) continue;
+            uint64_t b = (uint64_t)kb * 1024;
+            if (!strcmp(key, "MemTotal")) m->total_bytes = b;
+            else if (!strcmp(key, "MemAvailable")) m->available_bytes = b, have_available = true;
+            else if (!strcmp(key, "MemFree")) mem_free = b;
+            else if (!strcmp(key, "Cached")) cached = b;
+            else if (!strcmp(key, "SwapTotal")) m->swap_total_bytes = b;
+            else if (!strcmp(key, "SwapFree")) m->swap_free_bytes = b;
+        }
+        fclose(f);
+        if (!have_available) m->available_bytes = mem_free + cached; /* kernels before 3.14 */
+    } else {
+        long page = sysconf(_SC_PAGESIZE), pages = sysconf(_SC_PHYS_PAGES);
+        if (page > 0 && pages > 0) m->total_bytes = m->available_bytes = (uint64_t)page * (uint64_t)pages;
+#if defined(_SC_AVPHYS_PAGES)
+        long avail = sysconf(_SC_AVPHYS_PAGES);
+        if (page > 0 && avail > 0) m->available_bytes = (uint64_t)page * (uint64_t)avail;
+#endif
+    }
+    platform_cgroup_memory(&m->cgroup_limit_bytes, &m->cgroup_usage_bytes);
+#endif
+    m->ram_bytes = m->available_bytes;
+    if (m->cgroup_limit_bytes) {
+        uint64_t room = m->cgroup_limit_bytes > m->cgroup_usage_bytes ? m->cgroup_limit_bytes - m->cgroup_usage_bytes : 0;
+        if (room < m->ram_bytes) m->ram_bytes = room;
+    }
+}
+
 /* Bring [off, off+len) of a mapped file into memory: ask the kernel (MADV_WILLNEED), then touch
  * one byte per page, because some kernels treat the advice as optional. */
 static void platform_prefetch(const file_map *m, uint64_t off, uint64_t len)
@@ -279,66 +609,102 @@ static void platform_release(const file_map *m, uint64_t off, uint64_t len)
 #endif
 }
 
-/* Read one integer from a small file (cgroup and proc files); false when absent or "max". */
-static bool read_file_i64(const char *path, int64_t *out)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    char buf[64] = {0};
-    bool ok = fgets(buf, sizeof buf, f) && sscanf(buf, "%" SCNd64, out) == 1;
-    fclose(f);
-    return ok;
-}
-
-/* The memory cgroup limit and usage of this process, Linux cgroup v2 or v1; false when there is
- * no limit.  Inside a container or a `systemd-run -p MemoryMax=` scope, this, not MemAvailable,
- * is what the process may use before the kernel reclaims its pages. */
-static bool platform_cgroup_memory(int64_t *limit, int64_t *usage)
-{
-    FILE *f = fopen("/proc/self/cgroup", "r");
-    if (!f) return false;
-    char line[512], path[1024];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
-        if (!b) continue;
-        *b = 0;
-        const char *ctrl = a + 1, *cg = b + 1;
-        if (!strcmp(ctrl, "") && line[0] == '0') { /* v2: 0::/path */
-            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", cg);
-            found = read_file_i64(path, limit);
-            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.current", cg);
-            found = found && read_file_i64(path, usage);
-        } else if (strstr(ctrl, "memory")) { /* v1: N:memory:/path */
-            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", cg);
-            found = read_file_i64(path, limit);
-            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.usage_in_bytes", cg);
-            found = found && read_file_i64(path, usage);
-        }
-    }
-    fclose(f);
-    return found && *limit > 0 && *limit < ((int64_t)1 << 60); /* v1 reports "no limit" as a huge number */
-}
-
-/* Bytes of memory this process can still use: MemAvailable, capped by the memory cgroup's
- * limit minus its usage; -1 when unknown (not Linux). */
+/* Bytes this process can still use (what platform_memory_info calls ram_bytes), or -1. */
 static int64_t platform_ram_available_bytes(void)
 {
-    FILE *f = fopen("/proc/meminfo", "r");
-    int64_t kb = -1, avail = -1, limit, usage;
-    if (f) {
-        char line[256];
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "MemAvailable: %" SCNd64, &kb) == 1) break;
-        fclose(f);
+    platform_memory m;
+    platform_memory_info(&m);
+    return m.ram_bytes ? (int64_t)m.ram_bytes : -1;
+}
+
+/* ---- Reading a file around the page cache ---- */
+
+/* Open a file for reads that do not come from the page cache.  *how says how: "O_DIRECT"
+ * (Linux: reads go to the device; buffers, offsets and lengths must be multiples of the logical
+ * block size, and 4096 covers every disk we know of), "F_NOCACHE" (macOS), or "drop" when
+ * neither is allowed (tmpfs and some FUSE or overlay file systems refuse O_DIRECT): then the
+ * caller drops the file's cached pages first with platform_drop_file_cache.  allow_direct =
+ * false skips O_DIRECT (for a file system that accepts the flag but fails the reads). */
+static int platform_open_uncached(const char *path, bool allow_direct, const char **how)
+{
+#if defined(O_DIRECT)
+    if (allow_direct) {
+        int fd = open(path, O_RDONLY | O_DIRECT);
+        if (fd >= 0) return *how = "O_DIRECT", fd;
     }
-    if (kb >= 0) avail = kb * 1024;
-    if (platform_cgroup_memory(&limit, &usage)) {
-        int64_t left = limit > usage ? limit - usage : 0;
-        if (avail < 0 || left < avail) avail = left;
+#else
+    (void)allow_direct;
+#endif
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+#if defined(F_NOCACHE)
+    if (fcntl(fd, F_NOCACHE, 1) == 0) return *how = "F_NOCACHE", fd;
+#endif
+    *how = "drop";
+    return fd;
+}
+
+/* Ask the OS to forget the clean cached pages of a file (pages someone maps stay), and say
+ * whether the next reads will be sequential or random (read-ahead on or off).  False where
+ * the OS has no such call. */
+static bool platform_drop_file_cache(int fd, bool random_reads)
+{
+#if defined(POSIX_FADV_DONTNEED)
+    posix_fadvise(fd, 0, 0, random_reads ? POSIX_FADV_RANDOM : POSIX_FADV_SEQUENTIAL);
+    return posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+#else
+    (void)fd, (void)random_reads;
+    return false;
+#endif
+}
+
+/* Fraction of the first `len` bytes of a file that sit in the page cache, or -1 when the OS
+ * cannot tell (mincore on a temporary mapping). */
+static double platform_cached_fraction(int fd, uint64_t len)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (len == 0 || page <= 0 || len > (uint64_t)SIZE_MAX / 2) return -1;
+    size_t n_pages = (size_t)((len + (uint64_t)page - 1) / (uint64_t)page);
+#if defined(__APPLE__)
+    typedef char mincore_vec; /* the BSD signature */
+#else
+    typedef unsigned char mincore_vec;
+#endif
+    mincore_vec *vec = xmalloc(n_pages);
+    void *p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
+    double frac = -1;
+    if (vec && p != MAP_FAILED && mincore(p, (size_t)len, vec) == 0) {
+        size_t resident = 0;
+        for (size_t i = 0; i < n_pages; i++) resident += vec[i] & 1;
+        frac = (double)resident / (double)n_pages;
     }
-    return avail;
+    if (p != MAP_FAILED) munmap(p, (size_t)len);
+    xfree(vec);
+    return frac;
+}
+
+/* The per-user cache directory, created if missing: $XDG_CACHE_HOME/halda, else
+ * ~/.cache/halda (~/Library/Caches/halda on macOS).  False when there is nowhere to put it. */
+static bool platform_cache_dir(char *out, size_t len)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+#if defined(__APPLE__)
+    const char *sub = "Library/Caches";
+#else
+    const char *sub = ".cache";
+#endif
+    int n;
+    if (xdg && xdg[0] == '/') n = snprintf(out, len, "%s/halda", xdg);
+    else if (home && home[0] == '/') n = snprintf(out, len, "%s/%s/halda", home, sub);
+    else return false;
+    if (n < 0 || (size_t)n >= len) return false;
+    for (char *s = strchr(out + 1, '/');; s = strchr(s + 1, '/')) { /* mkdir -p */
+        if (s) *s = 0;
+        bool ok = mkdir(out, 0700) == 0 || errno == EEXIST;
+        if (s) *s = '/';
+        if (!ok) return false;
+        if (!s) return true;
+    }
 }
 
 /* =============================================================================================
@@ -2836,6 +3202,19 @@ const char *halda_last_error(const halda_context *ctx) { return ctx->err.msg; }
 /* Widest bytes any activation row of n elements can need (F32 is the widest per element). */
 static size_t act_row_bytes_max(int64_t n) { return (size_t)n * 4 + (size_t)(n / QK + 1) * 8; }
 
+/* Bytes of a context's scratch arena: every [n_batch × width] buffer of the forward pass, the
+ * per-thread attention rows, the logits and the converted activations.  The profiler reports
+ * this as the compute buffer a device needs, so both call this one function. */
+static size_t context_arena_bytes(const model_hparams *hp, int n_ctx, int n_batch, int n_threads)
+{
+    int64_t B = n_batch, q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    int64_t widest = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
+    if (q_dim > widest) widest = q_dim;
+    size_t floats = (size_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
+                             (int64_t)n_threads * n_ctx + hp->n_vocab + 2 * B + (int64_t)n_threads * (2 * hp->head_dim + 16));
+    return floats * sizeof(float) + (size_t)B * act_row_bytes_max(widest) + 64;
+}
+
 /* A context for the layers marked in held (NULL: every layer).  A ring device holds only its
  * windows; its KV cache and forward passes cover just those layers. */
 static halda_context *context_new(halda_model *m, const halda_context_params *p, const bool *held, char *err, size_t err_len)
@@ -2868,13 +3247,8 @@ static halda_context *context_new(halda_model *m, const halda_context_params *p,
         herr_set(&e, "cannot start threads");
         goto fail;
     }
-    int64_t B = c->n_batch, widest = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
-    if (q_dim > widest) widest = q_dim;
-    size_t floats = (size_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
-                             (int64_t)c->pool->n_threads * c->n_ctx + hp->n_vocab + 2 * B +
-                             (int64_t)c->pool->n_threads * (2 * hp->head_dim + 16));
-    size_t act_bytes = (size_t)B * act_row_bytes_max(widest);
-    c->arena_bytes = floats * sizeof(float) + act_bytes + 64;
+    int64_t B = c->n_batch;
+    c->arena_bytes = context_arena_bytes(hp, c->n_ctx, c->n_batch, c->pool->n_threads);
     c->arena = xmalloc(c->arena_bytes);
     if (!c->arena) {
         herr_set(&e, "out of memory for scratch buffers");
@@ -5287,6 +5661,1136 @@ done:
 }
 
 /* =============================================================================================
+ * 11. Profiler
+ *
+ * The Halda solver (../shared/halda/MODEL.md) needs a few numbers per device — how long one
+ * layer of *this* model takes on its CPU (t_cpu) and GPU (t_gpu), how much memory it may use
+ * (ram, vram), how fast it reads the model file (disk) — and per model: the layer count L, the
+ * bytes of a layer, the KV bytes of a layer, what the head holds whatever the layer count, and
+ * the head's fixed time per token kappa.  This section measures them.  Three ideas:
+ *
+ *   - Times are measured, not derived from FLOP counts.  The real forward pass
+ *     (model_forward_window) runs on a *stand-in*: the model's own hyper-parameters and tensor
+ *     types, made-up weights, and enough distinct copies of a layer that together they exceed
+ *     the last-level cache — so each layer's weights stream from memory as in real decoding, and
+ *     t_cpu includes memory bandwidth as well as arithmetic.  Warm-up, then the median of
+ *     repeats within a time budget (the median shrugs off a repeat another program preempted).
+ *   - Sizes come from the GGUF's tensor table alone, so a device can size a model whose weight
+ *     types it cannot compute yet.
+ *   - Profiles travel between devices and sit in a cache file as *records*: fixed-width,
+ *     little-endian, versioned and length-checked, with one encoder and one decoder per struct.
+ *     Never a raw struct: padding, alignment, sizeof(long) and byte order differ between a
+ *     32-bit ARM phone and an x86-64 desktop.
+ * ============================================================================================= */
+
+enum { PROF_GPU_NONE = 0, PROF_GPU_CUDA = 1, PROF_GPU_METAL = 2, PROF_GPU_COUNT = 3 };
+static const char *const prof_gpu_name[PROF_GPU_COUNT] = {"none", "cuda", "metal"};
+
+#define PROF_NAME_BYTES 32          /* device names: [A-Za-z0-9._-]+, NUL-padded in records */
+#define PROF_CTX 64                 /* positions of the stand-in's context (t_cpu is timed early in a context) */
+#define PROF_CPU_BUDGET_MS 2500.0   /* default time for timing layers and the head */
+#define PROF_DISK_BUDGET_MS 2000.0  /* default time for timing disk reads */
+
+/* What one device is.  t_cpu_ms and t_gpu_ms belong to one model (model_id): a layer's time
+ * depends on its shapes and weight types. */
+typedef struct {
+    char name[PROF_NAME_BYTES];   /* NUL-terminated, 1..31 characters of [A-Za-z0-9._-] */
+    int os;                       /* PLATFORM_OS_* */
+    int gpu;                      /* PROF_GPU_* */
+    int n_cores;                  /* physical cores */
+    int n_cpus;                   /* logical CPUs online */
+    int n_threads;                /* threads the times were measured with */
+    uint32_t cpu_features;        /* CPU_* bits */
+    uint64_t model_id;            /* prof_model_id of the model timed; 0 when none was */
+    int64_t measured_at;          /* Unix time of the measurement, seconds */
+    double t_cpu_ms;              /* one layer, one token, on the CPU */
+    double t_gpu_ms;              /* the same on the GPU; 0 without one */
+    double copy_bytes_per_s;      /* memory copy bandwidth, bytes read + written per second */
+    double disk_seq_bytes_per_s;  /* sequential reads of the model's file system, page cache bypassed */
+    double disk_rand_bytes_per_s; /* 4 KiB random reads, the same way */
+    uint64_t ram_bytes;           /* memory this process may use now */
+    uint64_t swap_bytes;          /* free swap */
+    uint64_t vram_bytes;          /* free GPU memory (metal: the working-set limit); 0 without a GPU */
+    uint64_t fixed_vram_bytes;    /* GPU memory taken whatever the layers (a CUDA context) */
+} device_profile;
+
+/* What one model needs, for a context of n_ctx positions with a kv_type cache, and its head's
+ * time per token (measured on the device that profiled it). */
+typedef struct {
+    uint64_t model_id;         /* prof_model_id: which GGUF this is */
+    int n_layer, n_embd, n_vocab;
+    int n_ctx;                 /* positions the KV and compute figures are for */
+    int kv_type;               /* HALDA_KV_F32 or HALDA_KV_F16 */
+    uint64_t layer_bytes;      /* weights of the largest layer: a memory bound that holds for any layers */
+    uint64_t layers_bytes;     /* weights of all layers together */
+    uint64_t head_bytes;       /* weights outside the layers: embeddings, output norm and matrix */
+    uint64_t kv_bytes;         /* K and V of one layer for n_ctx positions */
+    uint64_t compute_bytes;    /* a context's scratch buffers, on every device (activations, logits, scores) */
+    uint64_t head_fixed_bytes; /* only on the head: output matrix and norm, one embedding row, sampler buffers */
+    double kappa_ms;           /* the head's time per token: embedding row, output layer, sampling */
+} model_profile;
+
+/* The link from a device to the next one in the ring, as the runtime measures it on its real
+ * connection: rtt_ms with a minimal message, throughput with activation-sized messages sent
+ * back to back (so it includes per-message costs, but not the wait for a reply). */
+typedef struct {
+    double rtt_ms;       /* round trip of a minimal message */
+    double bytes_per_s;  /* throughput of back-to-back messages of msg_bytes */
+    uint32_t msg_bytes;  /* the message size the throughput was measured with */
+} link_profile;
+
+/* t_comm of the cost model: ms for a device to hand one token's activations (n_embd values of
+ * act_type, TYPE_F32 or TYPE_F16) to the next device.  One way is half a round trip of
+ * latency, plus the bytes at the link's throughput.  Returns -1 for an unmeasured link.
+ * (The link functions are marked unused: the ring runtime, which measures links, calls them;
+ * until it is merged only the tests and the fuzzer do.) */
+__attribute__((unused)) static double prof_t_comm_ms(const link_profile *l, int n_embd, int act_type)
+{
+    if (!(l->bytes_per_s > 0) || !(l->rtt_ms >= 0) || n_embd < 0) return -1;
+    double bytes = (double)n_embd * (act_type == TYPE_F16 ? 2 : 4);
+    return l->rtt_ms / 2 + 1e3 * bytes / l->bytes_per_s;
+}
+
+/* ---- Profile records ----------------------------------------------------------------------------- *
+ * Every record is a 12-byte header and a payload whose size the version fixes for each kind:
+ *
+ *     0  magic "HPRF"    4  u16 version (1)    6  u16 kind (1 device, 2 model, 3 link)
+ *     8  u32 payload bytes (must be exactly the size below for this version and kind)
+ *
+ * All integers little-endian; f64 is the IEEE-754 double's bits as a u64.  Version 1 payloads:
+ *
+ *   device (136 bytes)                      model (88 bytes)              link (24 bytes)
+ *     0 name[32], NUL-padded                  0 u64 model_id                0 f64 rtt_ms
+ *    32 u8 os, u8 gpu, u16 n_cores            8 u32 n_layer                 8 f64 bytes_per_s
+ *    36 u16 n_cpus, u16 n_threads            12 u32 n_embd                 16 u32 msg_bytes
+ *    40 u32 cpu_features, u32 zero           16 u32 n_vocab                20 u32 zero
+ *    48 u64 model_id                         20 u32 n_ctx
+ *    56 i64 measured_at                      24 u32 kv_type (ggml id: 0 f32, 1 f16), u32 zero
+ *    64 f64 t_cpu_ms, t_gpu_ms,              32 u64 layer_bytes, layers_bytes, head_bytes,
+ *       copy_bytes_per_s, disk_seq_bytes_per_s,     kv_bytes, compute_bytes, head_fixed_bytes
+ *       disk_rand_bytes_per_s                80 f64 kappa_ms
+ *   104 u64 ram_bytes, swap_bytes,
+ *       vram_bytes, fixed_vram_bytes
+ *
+ * A reader accepts only its own version (a newer format gets a new number and a new decoder
+ * beside this one), and only canonical bytes: zero padding, a known kind, known feature bits,
+ * finite non-negative figures within sane caps — so decode(encode(x)) == x and
+ * encode(decode(bytes)) == bytes for every record it accepts. */
+
+#define PROF_MAGIC "HPRF"
+#define PROF_VERSION 1
+#define PROF_HEADER_BYTES 12
+enum { PROF_KIND_DEVICE = 1, PROF_KIND_MODEL = 2, PROF_KIND_LINK = 3 };
+#define PROF_DEVICE_BYTES 136
+#define PROF_MODEL_BYTES 88
+#define PROF_LINK_BYTES 24
+#define PROF_MAX_BYTES (1ull << 56)  /* 64 PiB: a cap on every byte count in a record */
+#define PROF_MAX_MS 1e9              /* 11 days: a cap on every time */
+#define PROF_MAX_SPEED 1e14          /* 100 TB/s: a cap on every speed */
+static_assert(sizeof(double) == 8, "profile records carry IEEE-754 doubles");
+
+/* A little-endian writer into a buffer the caller sized. */
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+} prof_writer;
+
+static void pw_u(prof_writer *w, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        if (w->n < w->cap) w->p[w->n++] = (uint8_t)(v >> (8 * i));
+}
+static void pw_f64(prof_writer *w, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    pw_u(w, u, 8);
+}
+static void pw_header(prof_writer *w, int kind, size_t payload)
+{
+    for (int i = 0; i < 4; i++) pw_u(w, (uint8_t)PROF_MAGIC[i], 1);
+    pw_u(w, PROF_VERSION, 2);
+    pw_u(w, (uint64_t)kind, 2);
+    pw_u(w, payload, 4);
+}
+
+/* A reader over a payload whose length the header check already proved. */
+typedef struct {
+    const uint8_t *p;
+} prof_reader;
+
+static uint64_t pr_u(prof_reader *r, int bytes)
+{
+    uint64_t v = read_le(r->p, bytes);
+    r->p += bytes;
+    return v;
+}
+static double pr_f64(prof_reader *r)
+{
+    uint64_t u = pr_u(r, 8);
+    double v;
+    memcpy(&v, &u, 8);
+    return v;
+}
+
+static bool prof_ok_ms(double v) { return isfinite(v) && v >= 0 && v <= PROF_MAX_MS; }
+static bool prof_ok_speed(double v) { return isfinite(v) && v >= 0 && v <= PROF_MAX_SPEED; }
+
+/* TRUST BOUNDARY: record bytes come from other devices and from files; they are untrusted.
+ * prof_record_open checks the header against the buffer, and each decoder checks every field
+ * before it lands in a struct.  Returns the payload, or NULL with the reason in e; *used gets
+ * the record's total bytes, so concatenated records can be walked. */
+static const uint8_t *prof_record_open(const uint8_t *buf, size_t len, int kind, size_t payload, size_t *used, herr *e)
+{
+    static const char *const kind_name[] = {"?", "device", "model", "link"};
+    if (len < PROF_HEADER_BYTES) return herr_set(e, "profile record truncated: %zu bytes, the header alone is %d", len, PROF_HEADER_BYTES), NULL;
+    if (memcmp(buf, PROF_MAGIC, 4) != 0) return herr_set(e, "not a profile record (bad magic)"), NULL;
+    unsigned version = (unsigned)read_le(buf + 4, 2), got_kind = (unsigned)read_le(buf + 6, 2);
+    uint64_t n = read_le(buf + 8, 4);
+    if (version != PROF_VERSION) return herr_set(e, "profile record version %u, this halda reads version %d", version, PROF_VERSION), NULL;
+    if (got_kind != (unsigned)kind)
+        return herr_set(e, "profile record of kind %u where a %s record (kind %d) was expected", got_kind, kind_name[kind], kind), NULL;
+    if (n != payload) return herr_set(e, "%s record payload of %" PRIu64 " bytes, version %d has %zu", kind_name[kind], n, PROF_VERSION, payload), NULL;
+    if (len - PROF_HEADER_BYTES < payload)
+        return herr_set(e, "%s record truncated: %zu of %zu payload bytes", kind_name[kind], len - PROF_HEADER_BYTES, payload), NULL;
+    *used = PROF_HEADER_BYTES + payload;
+    return buf + PROF_HEADER_BYTES;
+}
+
+/* Is this a valid device name: 1..31 characters of [A-Za-z0-9._-]? */
+static bool prof_name_ok(const char *s)
+{
+    size_t n = strnlen(s, PROF_NAME_BYTES);
+    if (n == 0 || n >= PROF_NAME_BYTES) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-') return false;
+    return true;
+}
+
+/* Encode into buf (cap bytes).  Returns the record's size, or 0 when cap is too small. */
+static size_t prof_device_encode(const device_profile *d, uint8_t *buf, size_t cap)
+{
+    if (cap < PROF_HEADER_BYTES + PROF_DEVICE_BYTES) return 0;
+    prof_writer w = {buf, 0, cap};
+    pw_header(&w, PROF_KIND_DEVICE, PROF_DEVICE_BYTES);
+    size_t nl = strnlen(d->name, PROF_NAME_BYTES - 1);
+    for (size_t i = 0; i < PROF_NAME_BYTES; i++) pw_u(&w, i < nl ? (uint8_t)d->name[i] : 0, 1);
+    pw_u(&w, (uint64_t)d->os, 1), pw_u(&w, (uint64_t)d->gpu, 1);
+    pw_u(&w, (uint64_t)d->n_cores, 2), pw_u(&w, (uint64_t)d->n_cpus, 2), pw_u(&w, (uint64_t)d->n_threads, 2);
+    pw_u(&w, d->cpu_features, 4), pw_u(&w, 0, 4);
+    pw_u(&w, d->model_id, 8), pw_u(&w, (uint64_t)d->measured_at, 8);
+    pw_f64(&w, d->t_cpu_ms), pw_f64(&w, d->t_gpu_ms), pw_f64(&w, d->copy_bytes_per_s);
+    pw_f64(&w, d->disk_seq_bytes_per_s), pw_f64(&w, d->disk_rand_bytes_per_s);
+    pw_u(&w, d->ram_bytes, 8), pw_u(&w, d->swap_bytes, 8), pw_u(&w, d->vram_bytes, 8), pw_u(&w, d->fixed_vram_bytes, 8);
+    assert(w.n == PROF_HEADER_BYTES + PROF_DEVICE_BYTES);
+    return w.n;
+}
+
+static int prof_device_decode(device_profile *out, const uint8_t *buf, size_t len, size_t *used, herr *e)
+{
+    const uint8_t *p = prof_record_open(buf, len, PROF_KIND_DEVICE, PROF_DEVICE_BYTES, used, e);
+    if (!p) return -1;
+    device_profile d;
+    memset(&d, 0, sizeof d);
+    memcpy(d.name, p, PROF_NAME_BYTES);
+    size_t nl = strnlen(d.name, PROF_NAME_BYTES);
+    bool padded = nl < PROF_NAME_BYTES;
+    for (size_t i = nl; i < PROF_NAME_BYTES; i++) padded &= d.name[i] == 0;
+    if (!padded || !prof_name_ok(d.name)) return herr_set(e, "device record: the name is not 1..31 characters of [A-Za-z0-9._-], NUL-padded"), -1;
+    prof_reader r = {p + PROF_NAME_BYTES};
+    d.os = (int)pr_u(&r, 1), d.gpu = (int)pr_u(&r, 1);
+    d.n_cores = (int)pr_u(&r, 2), d.n_cpus = (int)pr_u(&r, 2), d.n_threads = (int)pr_u(&r, 2);
+    d.cpu_features = (uint32_t)pr_u(&r, 4);
+    uint64_t zero = pr_u(&r, 4);
+    d.model_id = pr_u(&r, 8), d.measured_at = (int64_t)pr_u(&r, 8);
+    d.t_cpu_ms = pr_f64(&r), d.t_gpu_ms = pr_f64(&r), d.copy_bytes_per_s = pr_f64(&r);
+    d.disk_seq_bytes_per_s = pr_f64(&r), d.disk_rand_bytes_per_s = pr_f64(&r);
+    d.ram_bytes = pr_u(&r, 8), d.swap_bytes = pr_u(&r, 8), d.vram_bytes = pr_u(&r, 8), d.fixed_vram_bytes = pr_u(&r, 8);
+    if (d.os < 0 || d.os >= PLATFORM_OS_COUNT) return herr_set(e, "device record: unknown os %d", d.os), -1;
+    if (d.gpu < 0 || d.gpu >= PROF_GPU_COUNT) return herr_set(e, "device record: unknown gpu kind %d", d.gpu), -1;
+    if (d.n_cores < 1 || d.n_cpus < 1 || d.n_threads < 1) return herr_set(e, "device record: core, cpu and thread counts must be at least 1"), -1;
+    if (d.cpu_features >> CPU_FEATURE_COUNT || zero) return herr_set(e, "device record: unknown cpu feature bits or nonzero padding"), -1;
+    if (d.measured_at < 0) return herr_set(e, "device record: negative measurement time"), -1;
+    if (!prof_ok_ms(d.t_cpu_ms) || !prof_ok_ms(d.t_gpu_ms)) return herr_set(e, "device record: t_cpu or t_gpu is not a time in [0, %g] ms", PROF_MAX_MS), -1;
+    if (!prof_ok_speed(d.copy_bytes_per_s) || !prof_ok_speed(d.disk_seq_bytes_per_s) || !prof_ok_speed(d.disk_rand_bytes_per_s))
+        return herr_set(e, "device record: a speed is not in [0, %g] bytes/s", PROF_MAX_SPEED), -1;
+    if (d.ram_bytes > PROF_MAX_BYTES || d.swap_bytes > PROF_MAX_BYTES || d.vram_bytes > PROF_MAX_BYTES || d.fixed_vram_bytes > PROF_MAX_BYTES)
+        return herr_set(e, "device record: a memory size exceeds %llu bytes", (unsigned long long)PROF_MAX_BYTES), -1;
+    if (d.gpu == PROF_GPU_NONE && (d.t_gpu_ms != 0 || d.vram_bytes || d.fixed_vram_bytes))
+        return herr_set(e, "device record: GPU figures on a device without a GPU"), -1;
+    *out = d;
+    return 0;
+}
+
+/* KV cache types in records are ggml type ids, which do not depend on this build's enum. */
+static int prof_kv_to_wire(int kv_type) { return kv_type == HALDA_KV_F32 ? TYPE_F32 : TYPE_F16; }
+static int prof_kv_from_wire(uint64_t t) { return t == TYPE_F32 ? HALDA_KV_F32 : t == TYPE_F16 ? HALDA_KV_F16 : -1; }
+
+static size_t prof_model_encode(const model_profile *m, uint8_t *buf, size_t cap)
+{
+    if (cap < PROF_HEADER_BYTES + PROF_MODEL_BYTES) return 0;
+    prof_writer w = {buf, 0, cap};
+    pw_header(&w, PROF_KIND_MODEL, PROF_MODEL_BYTES);
+    pw_u(&w, m->model_id, 8);
+    pw_u(&w, (uint64_t)m->n_layer, 4), pw_u(&w, (uint64_t)m->n_embd, 4), pw_u(&w, (uint64_t)m->n_vocab, 4);
+    pw_u(&w, (uint64_t)m->n_ctx, 4), pw_u(&w, (uint64_t)prof_kv_to_wire(m->kv_type), 4), pw_u(&w, 0, 4);
+    pw_u(&w, m->layer_bytes, 8), pw_u(&w, m->layers_bytes, 8), pw_u(&w, m->head_bytes, 8);
+    pw_u(&w, m->kv_bytes, 8), pw_u(&w, m->compute_bytes, 8), pw_u(&w, m->head_fixed_bytes, 8);
+    pw_f64(&w, m->kappa_ms);
+    assert(w.n == PROF_HEADER_BYTES + PROF_MODEL_BYTES);
+    return w.n;
+}
+
+static int prof_model_decode(model_profile *out, const uint8_t *buf, size_t len, size_t *used, herr *e)
+{
+    const uint8_t *p = prof_record_open(buf, len, PROF_KIND_MODEL, PROF_MODEL_BYTES, used, e);
+    if (!p) return -1;
+    prof_reader r = {p};
+    model_profile m;
+    memset(&m, 0, sizeof m);
+    m.model_id = pr_u(&r, 8);
+    uint64_t n_layer = pr_u(&r, 4), n_embd = pr_u(&r, 4), n_vocab = pr_u(&r, 4), n_ctx = pr_u(&r, 4);
+    uint64_t kv_wire = pr_u(&r, 4), zero = pr_u(&r, 4);
+    m.layer_bytes = pr_u(&r, 8), m.layers_bytes = pr_u(&r, 8), m.head_bytes = pr_u(&r, 8);
+    m.kv_bytes = pr_u(&r, 8), m.compute_bytes = pr_u(&r, 8), m.head_fixed_bytes = pr_u(&r, 8);
+    m.kappa_ms = pr_f64(&r);
+    /* the same ranges the GGUF reader accepts */
+    if (n_layer < 1 || n_layer > 4096 || n_embd < 1 || n_embd > (1u << 20) || n_vocab < 1 || n_vocab > (1u << 24) ||
+        n_ctx < 1 || n_ctx > (1u << 24))
+        return herr_set(e, "model record: layers, width, vocabulary or context out of range"), -1;
+    m.n_layer = (int)n_layer, m.n_embd = (int)n_embd, m.n_vocab = (int)n_vocab, m.n_ctx = (int)n_ctx;
+    if ((m.kv_type = prof_kv_from_wire(kv_wire)) < 0 || zero) return herr_set(e, "model record: unknown KV cache type or nonzero padding"), -1;
+    uint64_t sizes[] = {m.layer_bytes, m.layers_bytes, m.head_bytes, m.kv_bytes, m.compute_bytes, m.head_fixed_bytes};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (sizes[i] > PROF_MAX_BYTES) return herr_set(e, "model record: a size exceeds %llu bytes", (unsigned long long)PROF_MAX_BYTES), -1;
+    /* the largest layer is at least the mean and at most the whole */
+    if (m.layer_bytes > m.layers_bytes || m.layer_bytes * n_layer < m.layers_bytes)
+        return herr_set(e, "model record: largest layer %" PRIu64 " bytes is inconsistent with %" PRIu64 " bytes in %d layers", m.layer_bytes,
+                        m.layers_bytes, m.n_layer), -1;
+    if (!prof_ok_ms(m.kappa_ms)) return herr_set(e, "model record: kappa_ms is not a time in [0, %g] ms", PROF_MAX_MS), -1;
+    *out = m;
+    return 0;
+}
+
+__attribute__((unused)) static size_t prof_link_encode(const link_profile *l, uint8_t *buf, size_t cap)
+{
+    if (cap < PROF_HEADER_BYTES + PROF_LINK_BYTES) return 0;
+    prof_writer w = {buf, 0, cap};
+    pw_header(&w, PROF_KIND_LINK, PROF_LINK_BYTES);
+    pw_f64(&w, l->rtt_ms), pw_f64(&w, l->bytes_per_s);
+    pw_u(&w, l->msg_bytes, 4), pw_u(&w, 0, 4);
+    assert(w.n == PROF_HEADER_BYTES + PROF_LINK_BYTES);
+    return w.n;
+}
+
+__attribute__((unused)) static int prof_link_decode(link_profile *out, const uint8_t *buf, size_t len, size_t *used, herr *e)
+{
+    const uint8_t *p = prof_record_open(buf, len, PROF_KIND_LINK, PROF_LINK_BYTES, used, e);
+    if (!p) return -1;
+    prof_reader r = {p};
+    link_profile l;
+    l.rtt_ms = pr_f64(&r), l.bytes_per_s = pr_f64(&r);
+    l.msg_bytes = (uint32_t)pr_u(&r, 4);
+    uint64_t zero = pr_u(&r, 4);
+    if (!prof_ok_ms(l.rtt_ms)) return herr_set(e, "link record: rtt_ms is not a time in [0, %g] ms", PROF_MAX_MS), -1;
+    if (!prof_ok_speed(l.bytes_per_s) || l.bytes_per_s == 0) return herr_set(e, "link record: throughput is not in (0, %g] bytes/s", PROF_MAX_SPEED), -1;
+    if (l.msg_bytes == 0 || l.msg_bytes > (1u << 30) || zero) return herr_set(e, "link record: message size not in [1, 2^30] or nonzero padding"), -1;
+    *out = l;
+    return 0;
+}
+
+/* ---- The model, from its GGUF alone ------------------------------------------------------------ */
+
+/* FNV-1a, 64-bit: a fast, stable hash for identities (not for security). */
+static uint64_t prof_fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+#define PROF_FNV_BASIS 0xcbf29ce484222325ull
+
+/* A model's identity: the hash of its header (metadata and tensor table, which name every
+ * tensor's shape, type and offset) and of its size.  It survives renaming and copying the file
+ * to another device, which is what lets two devices agree that they hold the same model. */
+static uint64_t prof_model_id(const gguf_file *f)
+{
+    uint8_t size_le[8];
+    for (int i = 0; i < 8; i++) size_le[i] = (uint8_t)(f->map.size >> (8 * i));
+    uint64_t h = prof_fnv1a(PROF_FNV_BASIS, f->map.data, (size_t)f->data_offset);
+    h = prof_fnv1a(h, size_le, 8);
+    return h ? h : 1; /* 0 means "no model" */
+}
+
+/* Bytes of a context's scratch arena, as halda run allocates it (n_batch 512 capped at the
+ * context). */
+static uint64_t prof_compute_bytes(const model_hparams *hp, int n_ctx, int n_threads)
+{
+    return context_arena_bytes(hp, n_ctx, n_ctx < 512 ? n_ctx : 512, n_threads);
+}
+
+/* The layer a tensor belongs to ("blk.<l>.…"), or -1 for the head's tensors. */
+static int prof_tensor_layer(const char *name)
+{
+    if (strncmp(name, "blk.", 4) != 0 || !isdigit((unsigned char)name[4])) return -1;
+    char *end;
+    long l = strtol(name + 4, &end, 10);
+    return *end == '.' && l >= 0 && l < INT_MAX ? (int)l : -1;
+}
+
+/* The model profile's sizes, from the tensor table (kappa_ms is left 0: it is measured).
+ * layer_bytes_out, when not NULL, receives n_layer per-layer byte counts (caller-owned). */
+static int prof_model_sizes(const gguf_file *f, const model_hparams *hp, int n_vocab, int n_ctx, int kv_type, int n_threads,
+                            model_profile *mp, uint64_t *layer_bytes_out, herr *e)
+{
+    memset(mp, 0, sizeof *mp);
+    uint64_t *per_layer = layer_bytes_out ? layer_bytes_out : xcalloc((size_t)hp->n_layer, sizeof *per_layer);
+    if (!per_layer) return herr_set(e, "out of memory"), -1;
+    if (layer_bytes_out) memset(per_layer, 0, (size_t)hp->n_layer * sizeof *per_layer);
+    int rc = -1;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        int l = prof_tensor_layer(t->name);
+        if (l >= hp->n_layer) {
+            herr_set(e, "tensor '%s' belongs to layer %d but the model has %d layers", t->name, l, hp->n_layer);
+            goto done;
+        }
+        uint64_t *sum = l >= 0 ? &per_layer[l] : &mp->head_bytes;
+        if (!add_u64(*sum, t->bytes, sum)) {
+            herr_set(e, "tensor sizes overflow");
+            goto done;
+        }
+    }
+    for (int l = 0; l < hp->n_layer; l++) {
+        if (per_layer[l] == 0) {
+            herr_set(e, "layer %d has no tensors", l);
+            goto done;
+        }
+        if (per_layer[l] > mp->layer_bytes) mp->layer_bytes = per_layer[l];
+        mp->layers_bytes += per_layer[l]; /* no overflow: each term is part of the file */
+    }
+    const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight"), *out = gguf_find_tensor(f, "output.weight");
+    const gguf_tensor *norm = gguf_find_tensor(f, "output_norm.weight");
+    if (!embd) {
+        herr_set(e, "tensor 'token_embd.weight' is missing");
+        goto done;
+    }
+    /* the head holds the output matrix (the embeddings themselves when tied) and one embedding
+     * row per token; logits live in the compute buffers; the sampler keeps two vocab-sized arrays */
+    mp->head_fixed_bytes = (out ? out->bytes + type_row_bytes(embd->type, hp->n_embd) : embd->bytes) + (norm ? norm->bytes : 0) +
+                           2 * sizeof(float) * (uint64_t)n_vocab;
+    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    mp->n_layer = hp->n_layer, mp->n_embd = hp->n_embd, mp->n_vocab = n_vocab, mp->n_ctx = n_ctx, mp->kv_type = kv_type;
+    mp->kv_bytes = kv_cache_bytes(1, 1, n_ctx, (int)kv_dim, kv_type);
+    mp->compute_bytes = prof_compute_bytes(hp, n_ctx, n_threads);
+    mp->model_id = prof_model_id(f);
+    rc = 0;
+done:
+    if (!layer_bytes_out) xfree(per_layer);
+    return rc;
+}
+
+/* ---- The stand-in: timing a layer and the head --------------------------------------------------- */
+
+/* The seven matrices of a layer, in the order of layer_weights, with their GGUF names. */
+#define PROF_N_MATRIX 7
+static const char *const prof_matrix_name[PROF_N_MATRIX] = {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+                                                            "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+
+static tensor *prof_matrix(layer_weights *L, int i)
+{
+    tensor *t[PROF_N_MATRIX] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return t[i];
+}
+
+/* Shape of matrix i: ne[0] = row length (input width), ne[1] = rows (output width). */
+static void prof_matrix_shape(const model_hparams *hp, int i, int64_t ne[2])
+{
+    int64_t E = hp->n_embd, F = hp->n_ff, Q = (int64_t)hp->n_head * hp->head_dim, K = (int64_t)hp->n_head_kv * hp->head_dim;
+    static const int in_is[PROF_N_MATRIX] = {0, 0, 0, 2, 0, 0, 1}, out_is[PROF_N_MATRIX] = {2, 3, 3, 0, 1, 1, 0};
+    int64_t width[4] = {E, F, Q, K}; /* 0 embd, 1 ff, 2 q, 3 kv */
+    ne[0] = width[in_is[i]], ne[1] = width[out_is[i]];
+}
+
+/* What decides a layer's speed: the types of its matrices, and whether it has q/k/v biases. */
+typedef struct {
+    int type[PROF_N_MATRIX];
+    bool bias;
+    int first_layer; /* a layer of the model with this signature */
+    int count;       /* how many layers have it */
+} prof_signature;
+
+/* Read layer l's signature from the tensor table, checking every matrix's shape; and check
+ * that halda can compute (and synthesize) its types. */
+static int prof_layer_signature(const gguf_file *f, const model_hparams *hp, int l, prof_signature *s, herr *e)
+{
+    char name[96];
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < PROF_N_MATRIX; i++) {
+        snprintf(name, sizeof name, "blk.%d.%s", l, prof_matrix_name[i]);
+        const gguf_tensor *t = gguf_find_tensor(f, name);
+        int64_t ne[2];
+        prof_matrix_shape(hp, i, ne);
+        if (!t) return herr_set(e, "tensor '%s' is missing", name), -1;
+        if (t->ne[0] != ne[0] || t->ne[1] != ne[1] || t->ne[2] != 1 || t->ne[3] != 1)
+            return herr_set(e, "tensor '%s' has shape [%" PRId64 ", %" PRId64 "], expected [%" PRId64 ", %" PRId64 "]", name, t->ne[0], t->ne[1], ne[0], ne[1]), -1;
+        if (!type_supported(t->type) || !type_info(t->type)->quantize)
+            return herr_set(e, "cannot time a layer: tensor '%s' has type %s, which halda cannot compute yet", name, type_info(t->type)->name), -1;
+        s->type[i] = t->type;
+    }
+    snprintf(name, sizeof name, "blk.%d.attn_q.bias", l);
+    s->bias = gguf_find_tensor(f, name) != NULL;
+    s->first_layer = l;
+    return 0;
+}
+
+/* Fill a tensor of `rows` rows with made-up weights of its type: a few distinct random rows
+ * (scaled by 1/sqrt(fan-in), like the synthetic models), quantized once and tiled.  The bytes
+ * are real encodings (sane scales, no NaN or subnormal traps), and the memory traffic of
+ * reading them is exactly that of a real tensor. */
+static void prof_fill_tensor(uint8_t *dst, int type, int64_t cols, int64_t rows, float *row, uint64_t *rng)
+{
+    size_t row_bytes = type_row_bytes(type, cols);
+    int64_t distinct = rows < 8 ? rows : 8;
+    for (int64_t r = 0; r < distinct; r++) {
+        synth_fill(row, cols, 1.0f / sqrtf((float)cols), rng);
+        type_info(type)->quantize(row, dst + (size_t)r * row_bytes, cols);
+    }
+    for (int64_t r = distinct; r < rows; r++) memcpy(dst + (size_t)r * row_bytes, dst + (size_t)(r % distinct) * row_bytes, row_bytes);
+}
+
+/* A stand-in model: the real hyper-parameters and tensor types, made-up weights in one owned
+ * allocation, n_copies distinct layers of one signature, and the head's output layer. */
+typedef struct {
+    halda_model model;      /* hp (n_layer = n_copies), layers, output, output_norm */
+    uint8_t *weights;       /* owned: every tensor points in here */
+    uint8_t *embd_row;      /* one embedding row of the model's embedding type (in weights) */
+    int embd_type;
+    halda_context *ctx;     /* owned */
+    halda_sampler *sampler; /* owned, default parameters, as halda run samples */
+    float *x0, *x;          /* [n_embd] the input of every timed token, and its working copy */
+} prof_standin;
+
+static void prof_standin_free(prof_standin *s)
+{
+    halda_context_free(s->ctx);
+    halda_sampler_free(s->sampler);
+    xfree(s->model.layers), xfree(s->weights), xfree(s->x0), xfree(s->x);
+    memset(s, 0, sizeof *s);
+}
+
+static size_t prof_align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Build a stand-in with n_copies layers of signature sig, plus the model's output layer (of
+ * out_type, n_vocab rows) and an embedding row of embd_type. */
+static int prof_standin_init(prof_standin *s, const model_hparams *hp, const prof_signature *sig, int n_copies, int n_vocab,
+                             int out_type, int embd_type, int n_threads, int kv_type, herr *e)
+{
+    memset(s, 0, sizeof *s);
+    s->model.hp = *hp;
+    s->model.hp.n_layer = n_copies;
+    s->model.hp.n_vocab = n_vocab;
+    int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim, K = (int64_t)hp->n_head_kv * hp->head_dim;
+    /* one layer's bytes: seven matrices, two norms, three optional biases, each 64-aligned */
+    uint64_t layer = 0, total, out_bytes = (uint64_t)n_vocab * type_row_bytes(out_type, E);
+    for (int i = 0; i < PROF_N_MATRIX; i++) {
+        int64_t ne[2];
+        prof_matrix_shape(hp, i, ne);
+        layer += prof_align64((size_t)ne[1] * type_row_bytes(sig->type[i], ne[0]));
+    }
+    layer += 2 * prof_align64((size_t)E * 4) + (sig->bias ? prof_align64((size_t)(Q + 2 * K) * 4) : 0);
+    if (!mul_u64(layer, (uint64_t)n_copies, &total) || !add_u64(total, prof_align64((size_t)out_bytes) + prof_align64((size_t)E * 4) + 64 + prof_align64(type_row_bytes(embd_type, E)), &total) ||
+        total > SIZE_MAX / 2)
+        return herr_set(e, "a stand-in of %d layers does not fit in memory", n_copies), -1;
+    int64_t widest = hp->n_ff > Q ? hp->n_ff : Q;
+    if (E > widest) widest = E;
+    float *row = xmalloc((size_t)widest * sizeof *row);
+    s->weights = xmalloc((size_t)total);
+    s->model.layers = xcalloc((size_t)n_copies, sizeof *s->model.layers);
+    s->x0 = xmalloc((size_t)E * sizeof *s->x0);
+    s->x = xmalloc((size_t)E * sizeof *s->x);
+    halda_sampler_params sp = halda_sampler_default_params(); /* what halda run samples with */
+    s->sampler = halda_sampler_new(&sp, n_vocab);
+    if (!row || !s->weights || !s->model.layers || !s->x0 || !s->x || !s->sampler) {
+        xfree(row);
+        prof_standin_free(s);
+        return herr_set(e, "out of memory for a stand-in of %" PRIu64 " MiB", total >> 20), -1;
+    }
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    uint8_t *p = (uint8_t *)(((uintptr_t)s->weights + 63) & ~(uintptr_t)63);
+    for (int c = 0; c < n_copies; c++) {
+        layer_weights *L = &s->model.layers[c];
+        uint8_t *start = p;
+        for (int i = 0; i < PROF_N_MATRIX; i++) {
+            int64_t ne[2];
+            prof_matrix_shape(hp, i, ne);
+            tensor *t = prof_matrix(L, i);
+            *t = (tensor){p, sig->type[i], {ne[0], ne[1]}, type_row_bytes(sig->type[i], ne[0]), prof_matrix_name[i]};
+            if (c == 0) prof_fill_tensor(p, t->type, ne[0], ne[1], row, &rng);
+            p += prof_align64((size_t)ne[1] * t->row_bytes);
+        }
+        tensor *vec[5] = {&L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv};
+        int64_t len[5] = {E, E, Q, K, K};
+        for (int v = 0; v < (sig->bias ? 5 : 2); v++) {
+            *vec[v] = (tensor){p, TYPE_F32, {len[v], 1}, (size_t)len[v] * 4, "vector"};
+            if (c == 0)
+                for (int64_t j = 0; j < len[v]; j++) ((float *)p)[j] = v < 2 ? 1.0f + 0.1f * (2.0f * rand_unit(&rng) - 1.0f) : 0.1f * (2.0f * rand_unit(&rng) - 1.0f);
+            p += prof_align64((size_t)len[v] * 4);
+        }
+        if (c > 0) memcpy(start, s->model.layers[0].wq.data, (size_t)(p - start)); /* same bytes, distinct memory */
+    }
+    s->model.output = (tensor){p, out_type, {E, n_vocab}, type_row_bytes(out_type, E), "output.weight"};
+    prof_fill_tensor(p, out_type, E, n_vocab, row, &rng);
+    p += prof_align64((size_t)out_bytes);
+    s->model.output_norm = (tensor){p, TYPE_F32, {E, 1}, (size_t)E * 4, "output_norm.weight"};
+    for (int64_t j = 0; j < E; j++) ((float *)p)[j] = 1.0f;
+    p += prof_align64((size_t)E * 4);
+    s->embd_row = p, s->embd_type = embd_type;
+    synth_fill(row, E, 1.0f, &rng);
+    type_info(embd_type)->quantize(row, p, E);
+    synth_fill(s->x0, E, 1.0f, &rng);
+    xfree(row);
+    halda_context_params cp = {PROF_CTX, n_threads, kv_type, 1};
+    char err[256];
+    if (!(s->ctx = halda_context_new(&s->model, &cp, err, sizeof err))) {
+        prof_standin_free(s);
+        return herr_set(e, "stand-in context: %s", err), -1;
+    }
+    return 0;
+}
+
+/* Median of n values (sorts them). */
+static int prof_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double prof_median(double *v, int n)
+{
+    if (n < 1) return 0;
+    qsort(v, (size_t)n, sizeof *v, prof_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Medians of what one token costs on a stand-in, and how they were obtained. */
+typedef struct {
+    double layer_ms;                        /* one layer (the window's time / n_copies) */
+    double embed_ms, output_ms, sample_ms;  /* the head's parts; their sum is kappa */
+    int reps;
+} prof_token_times;
+
+#define PROF_MAX_REPS 64
+
+/* Time tokens on the stand-in the way a device decodes them: the layers, then the embedding
+ * row, the output layer and sampling.  The layers run first in each repeat, so the output
+ * matrix is as cold as it is after the last layer of a real token.  One untimed warm-up (two
+ * when a repeat is short), then repeats until budget_ms is spent (at least 3, at most 64). */
+static int prof_time_tokens(prof_standin *s, double budget_ms, prof_token_times *t, herr *e)
+{
+    halda_context *c = s->ctx;
+    const model_hparams *hp = &s->model.hp;
+    double layer[PROF_MAX_REPS], embed[PROF_MAX_REPS], output[PROF_MAX_REPS], sample[PROF_MAX_REPS];
+    float *emb = c->xb; /* scratch: the embedding row is timed, not used */
+    int reps = 0, seq = 0, warm = 1;
+    double start = now_ms();
+    for (int i = 0; reps < PROF_MAX_REPS; i++) {
+        int pos = i % (PROF_CTX - 1);
+        if (pos == 0) halda_kv_truncate(c, 0);
+        memcpy(s->x, s->x0, (size_t)hp->n_embd * sizeof *s->x);
+        double t0 = now_ms();
+        if (model_forward_window(c, s->x, 1, &pos, &seq, 0, hp->n_layer)) return herr_set(e, "stand-in: %s", c->err.msg), -1;
+        double t1 = now_ms();
+        type_info(s->embd_type)->dequantize(s->embd_row, emb, hp->n_embd);
+        double t2 = now_ms();
+        model_output(c, s->x, c->logits);
+        double t3 = now_ms();
+        halda_sample(s->sampler, c->logits);
+        double t4 = now_ms();
+        if (i == 0 && t4 - t0 < budget_ms / 40) warm = 2; /* short repeats: one more to settle clocks and caches */
+        if (i < warm) continue;
+        layer[reps] = (t1 - t0) / hp->n_layer, embed[reps] = t2 - t1, output[reps] = t3 - t2, sample[reps] = t4 - t3;
+        reps++;
+        if (reps >= 3 && now_ms() - start >= budget_ms) break;
+    }
+    t->layer_ms = prof_median(layer, reps), t->embed_ms = prof_median(embed, reps);
+    t->output_ms = prof_median(output, reps), t->sample_ms = prof_median(sample, reps);
+    t->reps = reps;
+    return 0;
+}
+
+/* What prof_measure_cpu found, beyond the two figures. */
+typedef struct {
+    double t_cpu_ms, kappa_ms;
+    double embed_ms, output_ms, sample_ms;
+    int n_signatures;  /* distinct layer kinds timed */
+    int n_copies;      /* layers in the (first) stand-in */
+    int reps;          /* timed repeats, all stand-ins together */
+    double copy_bytes_per_s;
+} prof_cpu;
+
+#define PROF_MAX_SIGNATURES 8
+
+/* t_cpu and kappa for a model: group its layers by signature (a mixed-type file such as a
+ * Q4_K_M has two or three kinds), time each kind on its own stand-in, and average by layer
+ * count, so that L·t_cpu is the whole model's layer time.  The stand-in holds enough layer
+ * copies to exceed 4× the last-level cache (within 64..512 MiB and a quarter of ram_bytes),
+ * or all L layers when the whole model is smaller: the same working set as real decoding.
+ * The machine's copy bandwidth is measured on the first stand-in's threads. */
+static int prof_measure_cpu(const gguf_file *f, const model_hparams *hp, int n_vocab, int n_threads, int kv_type, uint64_t ram_bytes,
+                            double budget_ms, prof_cpu *out, herr *e)
+{
+    memset(out, 0, sizeof *out);
+    prof_signature sigs[PROF_MAX_SIGNATURES];
+    int n_sig = 0, counted = 0;
+    for (int l = 0; l < hp->n_layer; l++) {
+        prof_signature s;
+        if (prof_layer_signature(f, hp, l, &s, e)) return -1;
+        int k = 0;
+        while (k < n_sig && !(memcmp(sigs[k].type, s.type, sizeof s.type) == 0 && sigs[k].bias == s.bias)) k++;
+        if (k == n_sig && n_sig == PROF_MAX_SIGNATURES) continue; /* a ninth kind: the eight timed stand for it */
+        if (k == n_sig) sigs[n_sig++] = s;
+        sigs[k].count++, counted++;
+    }
+    const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight"), *outw = gguf_find_tensor(f, "output.weight");
+    if (!outw) outw = embd;
+    if (!embd || !type_info(embd->type)->dequantize || !type_info(embd->type)->quantize)
+        return herr_set(e, "cannot time the head: the embeddings' type %s is not supported", embd ? type_info(embd->type)->name : "(missing)"), -1;
+    if (!type_supported(outw->type) || !type_info(outw->type)->quantize)
+        return herr_set(e, "cannot time the head: tensor '%s' has type %s, which halda cannot compute yet", outw->name, type_info(outw->type)->name), -1;
+    uint64_t target = 4 * platform_llc_bytes();
+    target = target < (64ull << 20) ? 64ull << 20 : target > (512ull << 20) ? 512ull << 20 : target;
+    if (ram_bytes && target > ram_bytes / 4) target = ram_bytes / 4;
+    model_profile sizes;
+    uint64_t *per_layer = xcalloc((size_t)hp->n_layer, sizeof *per_layer);
+    if (!per_layer || prof_model_sizes(f, hp, n_vocab, PROF_CTX, kv_type, 1, &sizes, per_layer, e)) return xfree(per_layer), -1;
+    double sum_layer = 0, kappa_parts[3] = {0, 0, 0};
+    for (int k = 0; k < n_sig; k++) {
+        uint64_t b = per_layer[sigs[k].first_layer]; /* the bytes of a layer of this kind */
+        int n_copies = (int)((target + b - 1) / b);
+        if (n_copies > hp->n_layer) n_copies = hp->n_layer;
+        if (n_copies < 1) n_copies = 1;
+        prof_standin s;
+        if (prof_standin_init(&s, hp, &sigs[k], n_copies, n_vocab, outw->type, embd->type, n_threads, kv_type, e)) return xfree(per_layer), -1;
+        prof_token_times t;
+        /* the budget is shared in proportion to how many layers each kind has */
+        int rc = prof_time_tokens(&s, budget_ms * sigs[k].count / counted, &t, e);
+        if (rc == 0 && k == 0) {
+            out->n_copies = n_copies;
+            size_t bw_bytes = ram_bytes && ram_bytes / 8 < (256u << 20) ? (size_t)(ram_bytes / 8) : (size_t)256 << 20;
+            out->copy_bytes_per_s = platform_copy_bandwidth(s.ctx->pool, bw_bytes < (16u << 20) ? (size_t)16 << 20 : bw_bytes);
+        }
+        prof_standin_free(&s);
+        if (rc) return xfree(per_layer), -1;
+        sum_layer += t.layer_ms * sigs[k].count;
+        kappa_parts[0] += t.embed_ms * sigs[k].count, kappa_parts[1] += t.output_ms * sigs[k].count, kappa_parts[2] += t.sample_ms * sigs[k].count;
+        out->reps += t.reps;
+    }
+    xfree(per_layer);
+    out->t_cpu_ms = sum_layer / counted;
+    out->embed_ms = kappa_parts[0] / counted, out->output_ms = kappa_parts[1] / counted, out->sample_ms = kappa_parts[2] / counted;
+    out->kappa_ms = out->embed_ms + out->output_ms + out->sample_ms;
+    out->n_signatures = n_sig;
+    return 0;
+}
+
+/* ---- Disk ----------------------------------------------------------------------------------------- */
+
+typedef struct {
+    double seq_bytes_per_s, rand_bytes_per_s;
+    uint64_t seq_bytes;   /* bytes read sequentially */
+    uint64_t rand_reads;  /* 4 KiB random reads done */
+    const char *method;   /* "O_DIRECT", "F_NOCACHE" or "drop" (see platform_open_uncached) */
+    double cached_after_drop; /* "drop" only: the fraction that stayed cached (-1: unknown) */
+    char path[1024];      /* the file read */
+} prof_disk;
+
+#define PROF_DISK_CHUNK ((size_t)4 << 20)
+#define PROF_DISK_MAX_SEQ ((uint64_t)1 << 30)
+
+/* The file to read for a path: itself, or for a folder its largest regular file (the file
+ * system is what is measured; any big file on it will do, and nothing needs to be written). */
+static int prof_disk_target(const char *path, char *out, size_t out_len, uint64_t *size, herr *e)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return herr_set(e, "cannot read %s: %s", path, strerror(errno)), -1;
+    if (S_ISREG(st.st_mode)) {
+        snprintf(out, out_len, "%s", path);
+        *size = (uint64_t)st.st_size;
+    } else if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return herr_set(e, "cannot list %s: %s", path, strerror(errno)), -1;
+        *size = 0;
+        for (struct dirent *de; (de = readdir(d));) {
+            char p[1024];
+            struct stat fs;
+            if ((size_t)snprintf(p, sizeof p, "%s/%s", path, de->d_name) >= sizeof p || stat(p, &fs) != 0 || !S_ISREG(fs.st_mode)) continue;
+            if ((uint64_t)fs.st_size > *size && access(p, R_OK) == 0) *size = (uint64_t)fs.st_size, snprintf(out, out_len, "%s", p);
+        }
+        closedir(d);
+    } else {
+        return herr_set(e, "%s is neither a file nor a folder", path), -1;
+    }
+    if (*size < 4096) return herr_set(e, "no file of at least 4 KiB to read in %s (give --disk a large file on that file system)", path), -1;
+    return 0;
+}
+
+/* Read speed of the file system holding `path`, around the page cache: sequential reads of
+ * 4 MiB for ~60% of budget_ms (up to 1 GiB, starting over at the end of a small file), then
+ * 4 KiB reads at random aligned offsets for the rest.  Reads only.  allow_direct = false skips
+ * O_DIRECT (the tests use it to exercise the fallback). */
+static int prof_measure_disk(const char *path, double budget_ms, bool allow_direct, prof_disk *out, herr *e)
+{
+    memset(out, 0, sizeof *out);
+    out->cached_after_drop = -1;
+    uint64_t size;
+    if (prof_disk_target(path, out->path, sizeof out->path, &size, e)) return -1;
+    uint8_t *raw = xmalloc(PROF_DISK_CHUNK + 4096);
+    if (!raw) return herr_set(e, "out of memory"), -1;
+    uint8_t *buf = (uint8_t *)(((uintptr_t)raw + 4095) & ~(uintptr_t)4095); /* O_DIRECT wants aligned buffers */
+    int rc = -1, fd = -1;
+    for (int attempt = 0; attempt < 2 && rc != 0; attempt++) { /* a second time without O_DIRECT if reads refuse it */
+        if (fd >= 0) close(fd);
+        if ((fd = platform_open_uncached(out->path, allow_direct && attempt == 0, &out->method)) < 0) {
+            herr_set(e, "cannot open %s: %s", out->path, strerror(errno));
+            break;
+        }
+        bool drop = !strcmp(out->method, "drop");
+        uint64_t span = size < PROF_DISK_MAX_SEQ ? size : PROF_DISK_MAX_SEQ;
+        if (drop) {
+            platform_drop_file_cache(fd, false);
+            out->cached_after_drop = platform_cached_fraction(fd, span);
+        }
+        /* sequential */
+        uint64_t off = 0, bytes = 0;
+        double t0 = now_ms(), t = 0;
+        bool failed = false;
+        while (bytes < PROF_DISK_MAX_SEQ && (t = now_ms() - t0) < 0.6 * budget_ms) {
+            ssize_t n = pread(fd, buf, PROF_DISK_CHUNK, (off_t)off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                failed = true;
+                break;
+            }
+            bytes += (uint64_t)n, off += (uint64_t)n;
+            if (n == 0 || off >= size) { /* the end: start over, from disk again */
+                off = 0;
+                if (drop) platform_drop_file_cache(fd, false);
+            }
+        }
+        if (failed || bytes == 0) {
+            if (attempt == 0 && !strcmp(out->method, "O_DIRECT")) continue;
+            herr_set(e, "reading %s: %s", out->path, failed ? strerror(errno) : "no bytes");
+            break;
+        }
+        out->seq_bytes = bytes;
+        out->seq_bytes_per_s = (double)bytes / ((now_ms() - t0) / 1e3);
+        /* random 4 KiB */
+        if (drop) platform_drop_file_cache(fd, true);
+        /* offsets stay below 2 GiB where off_t has 32 bits (32-bit Android without large-file support) */
+        uint64_t reach = sizeof(off_t) < 8 && size > (1ull << 31) ? 1ull << 31 : size;
+        uint64_t blocks = reach / 4096, rng = 0x2545f4914f6cdd1dull, reads = 0;
+        t0 = now_ms();
+        while (reads < 100000 && (reads < 16 || now_ms() - t0 < 0.4 * budget_ms)) {
+            ssize_t n = pread(fd, buf, 4096, (off_t)(splitmix64(&rng) % blocks * 4096));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            reads++;
+        }
+        out->rand_reads = reads;
+        out->rand_bytes_per_s = reads ? 4096.0 * (double)reads / ((now_ms() - t0) / 1e3) : 0;
+        rc = 0;
+    }
+    if (fd >= 0) close(fd);
+    xfree(raw);
+    return rc;
+}
+
+/* ---- Profiling this device, with a cache --------------------------------------------------------- */
+
+typedef struct {
+    const char *model_path; /* NULL: the device alone (no t_cpu, no model profile) */
+    const char *disk_path;  /* a file, or a folder, on the file system to time; NULL: the model's file */
+    int n_threads;          /* 0: the physical cores, as halda run uses */
+    int n_ctx;              /* 0: the model's training context capped at 4096, as halda run uses */
+    int kv_type;            /* HALDA_KV_F16 or HALDA_KV_F32 */
+    bool reprofile;         /* measure even when the cache holds this profile */
+    bool no_cache;          /* neither read nor write the cache */
+    double cpu_budget_ms, disk_budget_ms; /* 0: the defaults */
+} prof_options;
+
+/* What the table shows beyond the two records. */
+typedef struct {
+    bool from_cache;          /* the times and disk speeds came from cache_path */
+    bool cache_saved;
+    char cache_path[600];     /* "" without a cache */
+    platform_memory mem;      /* always read now: memory changes by the minute */
+    bool disk_measured;       /* disk holds this run's disk measurement */
+    prof_disk disk;
+    bool cpu_measured;        /* cpu holds this run's layer and head timing */
+    prof_cpu cpu;
+    uint64_t llc_bytes;
+    uint64_t layer_bytes_min; /* the smallest layer, beside the model profile's largest */
+    const char *arch;
+    double wall_ms;           /* how long profiling took */
+} prof_report;
+
+/* Where the profile of this (device, model, threads, context, KV type, disk) is cached:
+ * <cache dir>/profile-<hash>.bin.  False when there is no cache directory. */
+static bool prof_cache_path(const device_profile *d, const model_profile *mp, const char *disk_path, char *out, size_t len)
+{
+    char dir[512], key[1200], *real = disk_path ? realpath(disk_path, NULL) : NULL;
+    if (!platform_cache_dir(dir, sizeof dir)) return free(real), false;
+    snprintf(key, sizeof key, "halda-profile v%d|%s|%016" PRIx64 "|t%d|c%d|kv%d|%s", PROF_VERSION, d->name, mp->model_id, d->n_threads,
+             mp->n_ctx, mp->kv_type, real ? real : "");
+    free(real); /* realpath's own malloc */
+    return (size_t)snprintf(out, len, "%s/profile-%016" PRIx64 ".bin", dir, prof_fnv1a(PROF_FNV_BASIS, key, strlen(key))) < len;
+}
+
+/* Load a cached profile: a device record then a model record, nothing after.  It is used only
+ * when it describes the same device, model and settings as `d` and `mp` (fresh from this run),
+ * whose measured fields it then fills in.  False on any mismatch or damage: measure again. */
+static bool prof_cache_load(const char *path, device_profile *d, model_profile *mp)
+{
+    uint8_t buf[2 * (PROF_HEADER_BYTES + PROF_DEVICE_BYTES + PROF_MODEL_BYTES)];
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    size_t len = fread(buf, 1, sizeof buf, f), used_d, used_m;
+    fclose(f);
+    device_profile cd;
+    model_profile cm;
+    herr e;
+    if (prof_device_decode(&cd, buf, len, &used_d, &e) || prof_model_decode(&cm, buf + used_d, len - used_d, &used_m, &e) ||
+        used_d + used_m != len)
+        return false;
+    bool same_model = cm.model_id == mp->model_id && cm.n_layer == mp->n_layer && cm.n_embd == mp->n_embd && cm.n_vocab == mp->n_vocab &&
+                      cm.n_ctx == mp->n_ctx && cm.kv_type == mp->kv_type && cm.layer_bytes == mp->layer_bytes &&
+                      cm.layers_bytes == mp->layers_bytes && cm.head_bytes == mp->head_bytes && cm.kv_bytes == mp->kv_bytes &&
+                      cm.compute_bytes == mp->compute_bytes && cm.head_fixed_bytes == mp->head_fixed_bytes;
+    if (!same_model || strcmp(cd.name, d->name) || cd.os != d->os || cd.n_threads != d->n_threads || cd.cpu_features != d->cpu_features ||
+        cd.model_id != mp->model_id)
+        return false;
+    d->t_cpu_ms = cd.t_cpu_ms, d->t_gpu_ms = cd.t_gpu_ms, d->copy_bytes_per_s = cd.copy_bytes_per_s;
+    d->disk_seq_bytes_per_s = cd.disk_seq_bytes_per_s, d->disk_rand_bytes_per_s = cd.disk_rand_bytes_per_s;
+    d->measured_at = cd.measured_at;
+    mp->kappa_ms = cm.kappa_ms;
+    return true;
+}
+
+/* Write the cache atomically: a temporary file, then rename over the old one. */
+static bool prof_cache_save(const char *path, const device_profile *d, const model_profile *mp)
+{
+    uint8_t buf[PROF_HEADER_BYTES + PROF_DEVICE_BYTES + PROF_HEADER_BYTES + PROF_MODEL_BYTES];
+    size_t n = prof_device_encode(d, buf, sizeof buf);
+    n += prof_model_encode(mp, buf + n, sizeof buf - n);
+    char tmp[700];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return false;
+    bool ok = fwrite(buf, 1, n, f) == n;
+    ok = fclose(f) == 0 && ok;
+    if (ok && rename(tmp, path) == 0) return true;
+    remove(tmp);
+    return false;
+}
+
+/* Profile this device, and with o->model_path the model on it.  Cheap facts (name, OS, cores,
+ * features, memory) are read every time; the measured ones (t_cpu, kappa, copy bandwidth, disk)
+ * come from the cache when it holds them for this device, model and settings, unless
+ * o->reprofile.  mp may be NULL without a model.  Returns 0, or -1 with the reason in e. */
+static int prof_run(const prof_options *o, device_profile *d, model_profile *mp, prof_report *r, herr *e)
+{
+    double start = now_ms();
+    memset(d, 0, sizeof *d), memset(r, 0, sizeof *r);
+    platform_device_name(d->name, sizeof d->name);
+    d->os = platform_os_class();
+    d->gpu = PROF_GPU_NONE; /* TODO(cuda): t_gpu, vram and fixed_vram once kernels_cuda.cu is built in */
+    d->n_cores = platform_physical_cores(), d->n_cpus = platform_logical_cpus();
+    d->n_threads = o->n_threads > 0 ? o->n_threads : d->n_cores;
+    d->cpu_features = platform_cpu_features();
+    platform_memory_info(&r->mem);
+    r->llc_bytes = platform_llc_bytes();
+    double cpu_budget = o->cpu_budget_ms > 0 ? o->cpu_budget_ms : PROF_CPU_BUDGET_MS;
+    double disk_budget = o->disk_budget_ms > 0 ? o->disk_budget_ms : PROF_DISK_BUDGET_MS;
+    const char *disk_path = o->disk_path ? o->disk_path : o->model_path;
+    gguf_file f;
+    halda_model hm; /* only its hyper-parameters: the model is never loaded for profiling */
+    memset(&f, 0, sizeof f), memset(&hm, 0, sizeof hm);
+    int rc = -1;
+    if (o->model_path) {
+        if (!mp) return herr_set(e, "a model profile needs somewhere to go"), -1;
+        if (gguf_open(&f, o->model_path, e)) return -1;
+        hm.file = f;
+        const gguf_tensor *embd = gguf_find_tensor(&f, "token_embd.weight");
+        if (model_read_hparams(&hm, e)) goto done;
+        if (!embd || embd->ne[1] < 1 || embd->ne[1] > (1 << 24) || embd->ne[0] != hm.hp.n_embd) {
+            herr_set(e, "tensor 'token_embd.weight' is missing or not [%d, vocabulary]", hm.hp.n_embd);
+            goto done;
+        }
+        int n_vocab = (int)embd->ne[1];
+        hm.hp.n_vocab = n_vocab;
+        int n_ctx = o->n_ctx > 0 ? o->n_ctx : hm.hp.n_ctx_train < 4096 ? hm.hp.n_ctx_train : 4096;
+        uint64_t *per_layer = xcalloc((size_t)hm.hp.n_layer, sizeof *per_layer);
+        if (!per_layer || prof_model_sizes(&f, &hm.hp, n_vocab, n_ctx, o->kv_type, d->n_threads, mp, per_layer, e)) {
+            if (!per_layer) herr_set(e, "out of memory");
+            xfree(per_layer);
+            goto done;
+        }
+        r->layer_bytes_min = UINT64_MAX;
+        for (int l = 0; l < hm.hp.n_layer; l++)
+            if (per_layer[l] < r->layer_bytes_min) r->layer_bytes_min = per_layer[l];
+        xfree(per_layer);
+        r->arch = hm.hp.arch == ARCH_QWEN2 ? "qwen2" : "llama";
+        d->model_id = mp->model_id;
+        if (!o->no_cache && prof_cache_path(d, mp, disk_path, r->cache_path, sizeof r->cache_path) && !o->reprofile)
+            r->from_cache = prof_cache_load(r->cache_path, d, mp);
+    }
+    if (!r->from_cache) {
+        if (disk_path) {
+            if (prof_measure_disk(disk_path, disk_budget, true, &r->disk, e)) goto done;
+            r->disk_measured = true;
+            d->disk_seq_bytes_per_s = r->disk.seq_bytes_per_s, d->disk_rand_bytes_per_s = r->disk.rand_bytes_per_s;
+        }
+        if (o->model_path) {
+            if (prof_measure_cpu(&f, &hm.hp, hm.hp.n_vocab, d->n_threads, o->kv_type, r->mem.ram_bytes, cpu_budget, &r->cpu, e)) goto done;
+            r->cpu_measured = true;
+            d->t_cpu_ms = r->cpu.t_cpu_ms, mp->kappa_ms = r->cpu.kappa_ms, d->copy_bytes_per_s = r->cpu.copy_bytes_per_s;
+        } else {
+            thread_pool *pool = pool_new(d->n_threads);
+            if (!pool) {
+                herr_set(e, "cannot start threads");
+                goto done;
+            }
+            size_t bw_bytes = r->mem.ram_bytes && r->mem.ram_bytes / 8 < (256u << 20) ? (size_t)(r->mem.ram_bytes / 8) : (size_t)256 << 20;
+            d->copy_bytes_per_s = platform_copy_bandwidth(pool, bw_bytes < (16u << 20) ? (size_t)16 << 20 : bw_bytes);
+            pool_free(pool);
+        }
+        d->measured_at = (int64_t)time(NULL);
+        d->ram_bytes = r->mem.ram_bytes, d->swap_bytes = r->mem.swap_free_bytes;
+        if (o->model_path && r->cache_path[0]) r->cache_saved = prof_cache_save(r->cache_path, d, mp);
+    }
+    d->ram_bytes = r->mem.ram_bytes, d->swap_bytes = r->mem.swap_free_bytes; /* fresh even from the cache */
+    rc = 0;
+done:
+    if (o->model_path) gguf_close(&f);
+    r->wall_ms = now_ms() - start;
+    return rc;
+}
+
+/* ---- Reports and instance lines ------------------------------------------------------------------- */
+
+/* The disk figure the cost model wants: sequential reads where the page cache reads ahead
+ * (linux, android); random reads on macOS, whose unified buffer cache drops mapped pages
+ * under pressure and faults them back one at a time. */
+static double prof_disk_for_model(const device_profile *d)
+{
+    return d->os == PLATFORM_OS_MACOS ? d->disk_rand_bytes_per_s : d->disk_seq_bytes_per_s;
+}
+
+/* fixed_ram of the cost model: the compute buffers, plus the output layer and friends when the
+ * device is the head. */
+static uint64_t prof_fixed_ram(const model_profile *mp, bool head) { return mp->compute_bytes + (head ? mp->head_fixed_bytes : 0); }
+
+/* The `model` line of a Halda instance (../shared/halda/MODEL.md), newline-terminated. */
+static void prof_instance_model_line(char *out, size_t len, const model_profile *mp)
+{
+    snprintf(out, len, "model layers=%d layer_bytes=%" PRIu64 " kv_bytes=%" PRIu64 " kappa_ms=%.6g\n", mp->n_layer, mp->layer_bytes,
+             mp->kv_bytes, mp->kappa_ms);
+}
+
+/* The `device` line for d running mp, as the head or not, with the given t_comm. */
+static void prof_instance_device_line(char *out, size_t len, const device_profile *d, const model_profile *mp, bool head, double t_comm_ms)
+{
+    snprintf(out, len,
+             "device name=%s os=%s gpu=%s t_cpu=%.6g t_gpu=%.6g t_comm=%.6g ram=%" PRIu64 " vram=%" PRIu64 " disk=%.6g fixed_ram=%" PRIu64
+             " fixed_vram=%" PRIu64 "\n",
+             d->name, platform_os_name[d->os], prof_gpu_name[d->gpu], d->t_cpu_ms, d->t_gpu_ms, t_comm_ms, d->ram_bytes, d->vram_bytes,
+             prof_disk_for_model(d), prof_fixed_ram(mp, head), d->fixed_vram_bytes);
+}
+
+/* "1.23 GiB" style, into buf. */
+static const char *prof_bytes_str(char *buf, size_t len, double bytes)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 4) bytes /= 1024, u++;
+    snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", bytes, unit[u]);
+    return buf;
+}
+
+/* The human-readable table, then with a model the instance lines for this device alone. */
+static void prof_print_report(FILE *out, const device_profile *d, const model_profile *mp, const prof_report *r, const char *model_path)
+{
+    char a[32], b[32], c[32], g[32];
+    const platform_memory *m = &r->mem;
+    fprintf(out, "halda profile of device %s", d->name);
+    if (r->from_cache) {
+        time_t when = (time_t)d->measured_at;
+        char date[64];
+        strftime(date, sizeof date, "%Y-%m-%d %H:%M", localtime(&when));
+        fprintf(out, " (times and disk from the cache, measured %s; --reprofile measures again)\n", date);
+    } else {
+        fprintf(out, " (measured in %.1f s)\n", r->wall_ms / 1e3);
+    }
+    fprintf(out, "  os           %s\n", platform_os_name[d->os]);
+    fprintf(out, "  cpu          %d cores, %d logical CPUs, %d threads used; last-level cache %s\n", d->n_cores, d->n_cpus, d->n_threads,
+            prof_bytes_str(a, sizeof a, (double)r->llc_bytes));
+    fprintf(out, "  features    ");
+    for (int i = 0; i < CPU_FEATURE_COUNT; i++)
+        if (d->cpu_features & (1u << i)) fprintf(out, " %s", platform_cpu_feature_name[i]);
+    fprintf(out, "%s; compiled with %s\n", d->cpu_features ? "" : " (none detected)",
+            HALDA_AVX2 && HALDA_F16C ? "avx2 fma f16c" : HALDA_AVX2 ? "avx2 fma" : HALDA_F16C ? "f16c" : "no SIMD");
+    fprintf(out, "  memory       %s usable now (available %s of %s", prof_bytes_str(a, sizeof a, (double)m->ram_bytes),
+            prof_bytes_str(b, sizeof b, (double)m->available_bytes), prof_bytes_str(c, sizeof c, (double)m->total_bytes));
+    if (m->cgroup_limit_bytes)
+        fprintf(out, "; cgroup limit %s, %s used", prof_bytes_str(a, sizeof a, (double)m->cgroup_limit_bytes),
+                prof_bytes_str(b, sizeof b, (double)m->cgroup_usage_bytes));
+    fprintf(out, "); swap %s free of %s\n", prof_bytes_str(a, sizeof a, (double)m->swap_free_bytes), prof_bytes_str(b, sizeof b, (double)m->swap_total_bytes));
+    if (d->copy_bytes_per_s > 0) fprintf(out, "  memory bw    %.2f GB/s copy (read + write)\n", d->copy_bytes_per_s / 1e9);
+    fprintf(out, "  gpu          %s%s\n", prof_gpu_name[d->gpu], d->gpu == PROF_GPU_NONE ? " (this build has no CUDA: t_gpu = 0)" : "");
+    if (r->disk_measured) {
+        const prof_disk *k = &r->disk;
+        fprintf(out, "  disk         %s: sequential %.1f MB/s (%s read), random 4 KiB %.2f MB/s (%" PRIu64 " reads), page cache bypassed with %s",
+                k->path, k->seq_bytes_per_s / 1e6, prof_bytes_str(a, sizeof a, (double)k->seq_bytes), k->rand_bytes_per_s / 1e6, k->rand_reads,
+                k->method);
+        if (!strcmp(k->method, "drop") && k->cached_after_drop > 0.01)
+            fprintf(out, " (%.0f%% stayed cached: the figures are optimistic)", 100 * k->cached_after_drop);
+        fprintf(out, "\n");
+    } else if (d->disk_seq_bytes_per_s > 0) {
+        fprintf(out, "  disk         sequential %.1f MB/s, random 4 KiB %.2f MB/s\n", d->disk_seq_bytes_per_s / 1e6, d->disk_rand_bytes_per_s / 1e6);
+    } else {
+        fprintf(out, "  disk         not measured (give -m MODEL or --disk PATH)\n");
+    }
+    if (!mp) return;
+    fprintf(out, "halda profile of model %s (%s, %d layers, %d wide, %d tokens; context %d, %s KV cache)\n", model_path, r->arch, mp->n_layer, mp->n_embd,
+            mp->n_vocab, mp->n_ctx, mp->kv_type == HALDA_KV_F32 ? "f32" : "f16");
+    fprintf(out, "  layers       %s largest, %s smallest, %s all together; %s outside the layers\n",
+            prof_bytes_str(a, sizeof a, (double)mp->layer_bytes), prof_bytes_str(b, sizeof b, (double)r->layer_bytes_min),
+            prof_bytes_str(c, sizeof c, (double)mp->layers_bytes), prof_bytes_str(g, sizeof g, (double)mp->head_bytes));
+    fprintf(out, "  kv cache     %s per layer\n", prof_bytes_str(a, sizeof a, (double)mp->kv_bytes));
+    fprintf(out, "  fixed memory %s compute buffers on every device; the head adds %s (output layer, an embedding row, sampler)\n",
+            prof_bytes_str(a, sizeof a, (double)mp->compute_bytes), prof_bytes_str(b, sizeof b, (double)mp->head_fixed_bytes));
+    if (r->cpu_measured)
+        fprintf(out, "  t_cpu        %.3f ms per layer (median of %d repeats over %d distinct layers in memory; %d kind%s of layer)\n", d->t_cpu_ms,
+                r->cpu.reps, r->cpu.n_copies, r->cpu.n_signatures, r->cpu.n_signatures == 1 ? "" : "s");
+    else
+        fprintf(out, "  t_cpu        %.3f ms per layer\n", d->t_cpu_ms);
+    fprintf(out, "  kappa        %.3f ms per token", mp->kappa_ms);
+    if (r->cpu_measured) fprintf(out, " = embedding row %.3f + output layer %.3f + sampling %.3f", r->cpu.embed_ms, r->cpu.output_ms, r->cpu.sample_ms);
+    double per_token = mp->kappa_ms + mp->n_layer * d->t_cpu_ms;
+    fprintf(out, "\n  predicted    %.1f ms per token on this device alone (kappa + L·t_cpu), %.2f tokens/s\n", per_token,
+            per_token > 0 ? 1e3 / per_token : 0);
+    if (r->cache_path[0]) fprintf(out, "  cache        %s%s\n", r->cache_path, r->from_cache || r->cache_saved ? "" : " (could not be written)");
+    char line[512];
+    fprintf(out, "# halda instance v1: this device alone, as the head (t_comm = 0: no link)\n");
+    prof_instance_model_line(line, sizeof line, mp);
+    fputs(line, out);
+    prof_instance_device_line(line, sizeof line, d, mp, true, 0);
+    fputs(line, out);
+}
+
+/* HALDA_SECTION_END profiler */
+
+/* =============================================================================================
  * 13. Crypto
  *
  * A cluster joined by home Wi-Fi needs to know that a peer holds the cluster key before it
@@ -6626,6 +8130,8 @@ typedef struct {
     const char *workers, *cluster_key, *host, *plan;
     int k, port, wire, n_windows, prefetch;
     int windows[RING_MAX_DEVICES];
+    const char *disk; /* profile: a file or folder on the file system to time */
+    bool reprofile;   /* profile: measure again even when cached */
     halda_sampler_params sp;
     bool seed_set;
     /* gen-model */
@@ -6699,7 +8205,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         char list[512];
         snprintf(list, sizeof list, " %s ", allowed);
         if (f[0] != '-' || !strstr(list, token)) cli_die("unknown argument '%s' for '%s' (see halda %s --help)", f, cmd, cmd);
-        bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied");
+        bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied") || !strcmp(f, "--reprofile");
         if (!strcmp(f, "--cluster-key") && i + 1 >= argc) cli_die("--cluster-key needs a value");
         const char *v = is_switch ? NULL : (i + 1 < argc ? argv[++i] : NULL);
         if (!is_switch && !v) cli_die("%s needs a value", f);
@@ -6727,6 +8233,8 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         } else if (!strcmp(f, "--no-bos")) o->no_bos = true;
         else if (!strcmp(f, "--special")) o->special = true;
         else if (!strcmp(f, "--tied")) o->synth.tied = true;
+        else if (!strcmp(f, "--reprofile")) o->reprofile = true;
+        else if (!strcmp(f, "--disk")) o->disk = v;
         else if (!strcmp(f, "--arch")) {
             if (!strcmp(v, "llama")) o->synth.arch = ARCH_LLAMA;
             else if (!strcmp(v, "qwen2")) o->synth.arch = ARCH_QWEN2;
@@ -7185,6 +8693,33 @@ static int cmd_worker(int argc, char **argv)
     return 1;
 }
 
+static const char *const usage_profile =
+    "usage: halda profile [-m MODEL] [-t THREADS] [-c CTX] [--kv-type f16|f32] [--disk PATH] [--reprofile]\n"
+    "Measure this device: CPU time per layer of MODEL (its own tensor types and shapes), the head's time\n"
+    "per token, usable memory (cgroup limits included), disk read speed (page cache bypassed; --disk times\n"
+    "another file or folder's file system), OS, cores and CPU features.  Prints a table and, with -m, the\n"
+    "`model` and `device` lines of a Halda instance.  Times are cached per device and model in\n"
+    "$XDG_CACHE_HOME/halda (default ~/.cache/halda); --reprofile measures again.\n";
+
+static int cmd_profile(int argc, char **argv)
+{
+    cli_opts o;
+    cli_parse(argc, argv, "profile", "-m -t -c --kv-type --disk --reprofile", usage_profile, &o);
+    if (o.model && access(o.model, R_OK) != 0) cli_die("cannot open model %s: %s", o.model, strerror(errno));
+    if (o.disk && access(o.disk, R_OK) != 0) cli_die("cannot read %s: %s", o.disk, strerror(errno));
+    prof_options po = {o.model, o.disk, o.n_threads, o.n_ctx, o.kv_type, o.reprofile, false, 0, 0};
+    device_profile d;
+    model_profile mp;
+    prof_report r;
+    herr e = {{0}};
+    if (prof_run(&po, &d, o.model ? &mp : NULL, &r, &e)) {
+        fprintf(stderr, "halda: %s\n", e.msg);
+        return 1;
+    }
+    prof_print_report(stdout, &d, o.model ? &mp : NULL, &r, o.model);
+    return 0;
+}
+
 static const char *const usage_main =
     "usage: halda COMMAND [flags]      (halda COMMAND --help for its flags)\n"
     "  run        generate text from a prompt\n"
@@ -7192,7 +8727,8 @@ static const char *const usage_main =
     "  tokenize   print the token ids of a text\n"
     "  gen-model  write a synthetic model with random weights (tests, demos, benchmarks)\n"
     "  bench      measure prompt and generation speed against the machine's memory bandwidth\n"
-    "  worker     serve layers of a model to a head on the network (run/eval --workers HOST:PORT,...)\n";
+    "  worker     serve layers of a model to a head on the network (run/eval --workers HOST:PORT,...)\n"
+    "  profile    measure this device (and a model on it) for the Halda solver\n";
 
 int main(int argc, char **argv)
 {
@@ -7207,6 +8743,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "gen-model")) return cmd_gen_model(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
+    if (!strcmp(cmd, "profile")) return cmd_profile(argc, argv);
     cli_die("unknown command '%s' (see halda --help)", cmd);
 }
 #endif /* HALDA_NO_MAIN */
