@@ -5923,8 +5923,8 @@ static int prof_device_decode(device_profile *out, const uint8_t *buf, size_t le
 }
 
 /* KV cache types in records are ggml type ids, which do not depend on this build's enum. */
-static int prof_kv_to_wire(int kv_type) { return kv_type == HALDA_KV_F32 ? TYPE_F32 : TYPE_F16; }
-static int prof_kv_from_wire(uint64_t t) { return t == TYPE_F32 ? HALDA_KV_F32 : t == TYPE_F16 ? HALDA_KV_F16 : -1; }
+static int prof_kv_to_wire(int kv_type) { return kv_gtype(kv_type); }
+static int prof_kv_from_wire(uint64_t t) { return t == TYPE_F32 ? HALDA_KV_F32 : t == TYPE_F16 ? HALDA_KV_F16 : t == TYPE_Q8_0 ? HALDA_KV_Q8_0 : -1; }
 
 static size_t prof_model_encode(const model_profile *m, uint8_t *buf, size_t cap)
 {
@@ -6512,7 +6512,7 @@ typedef struct {
     const char *disk_path;  /* a file, or a folder, on the file system to time; NULL: the model's file */
     int n_threads;          /* 0: the physical cores, as halda run uses */
     int n_ctx;              /* 0: the model's training context capped at 4096, as halda run uses */
-    int kv_type;            /* HALDA_KV_F16 or HALDA_KV_F32 */
+    int kv_type;            /* HALDA_KV_F16, HALDA_KV_F32 or HALDA_KV_Q8_0 */
     bool reprofile;         /* measure even when the cache holds this profile */
     bool no_cache;          /* neither read nor write the cache */
     double cpu_budget_ms, disk_budget_ms; /* 0: the defaults */
@@ -6967,7 +6967,8 @@ static bool mac_equal(const uint8_t *a, const uint8_t *b, size_t n)
 
 enum {
     FRAME_HELLO = 1, FRAME_HELLO_REPLY, FRAME_AUTH_OK, FRAME_MODEL_CHECK, FRAME_PLAN, FRAME_READY, FRAME_ACT,
-    FRAME_KV_KEEP, FRAME_HEARTBEAT, FRAME_STOP, FRAME_ERROR, FRAME_OK, FRAME_TYPE_COUNT
+    FRAME_KV_KEEP, FRAME_HEARTBEAT, FRAME_STOP, FRAME_ERROR, FRAME_OK, FRAME_PROFILE_REQ, FRAME_PROFILE, FRAME_ECHO,
+    FRAME_TYPE_COUNT
 };
 enum { ROLE_CONTROL = 1, ROLE_DATA = 2 };
 enum { WIRE_F32 = 0, WIRE_F16 = 1 };
@@ -6985,6 +6986,9 @@ static uint32_t frame_limit(int type, uint32_t act_limit)
     case FRAME_ACT: return act_limit;
     case FRAME_KV_KEEP: return 8;
     case FRAME_ERROR: return 512;
+    case FRAME_PROFILE_REQ: return 5;  /* n_ctx u32, kv_type u8 */
+    case FRAME_PROFILE: return 1024;   /* a device profile record */
+    case FRAME_ECHO: return 1u << 20;  /* a link probe, sent back as it came */
     case FRAME_READY: return 1; /* overloaded flag */
     case FRAME_HEARTBEAT: case FRAME_STOP: case FRAME_OK: return 0;
     default: return 0;
@@ -7573,12 +7577,12 @@ static int worker_setup(worker_state *w, int listen_fd, ring_conn *ctl, const ch
 }
 
 /* Serve one head until it says STOP, goes silent or misbehaves.  Returns 0 on a clean STOP. */
-static int worker_session(halda_model *m, int listen_fd, ring_conn *ctl, const char *key, int n_threads, herr *e)
+static int worker_session(halda_model *m, const char *model_path, int listen_fd, ring_conn *ctl, const char *key, int n_threads, herr *e)
 {
     worker_state w = {0};
     w.m = m;
     w.in.fd = w.out.fd = -1;
-    uint32_t cap = act_bytes(512, m->hp.n_embd, WIRE_F32) + frame_limit(FRAME_PLAN, 0);
+    uint32_t cap = act_bytes(512, m->hp.n_embd, WIRE_F32) + frame_limit(FRAME_PLAN, 0) + frame_limit(FRAME_ECHO, 0);
     uint8_t *buf = xmalloc(cap);
     if (!buf) return herr_set(e, "out of memory"), -1;
     heartbeat hb;
@@ -7633,6 +7637,26 @@ static int worker_session(halda_model *m, int listen_fd, ring_conn *ctl, const c
             }
             continue;
         }
+        if (type == FRAME_PROFILE_REQ && src == ctl && !w.ctx && len == 5) { /* measure (or recall) this device */
+            prof_options po = {model_path, NULL, n_threads, (int)read_le(buf, 4), buf[4] <= HALDA_KV_Q8_0 ? buf[4] : HALDA_KV_F16,
+                               false, false, 0, 0};
+            device_profile d;
+            model_profile mp;
+            prof_report rep;
+            uint8_t rec[1024];
+            if (prof_run(&po, &d, &mp, &rep, e)) {
+                herr tmp;
+                frame_send(ctl, FRAME_ERROR, e->msg, (uint32_t)strlen(e->msg), &tmp);
+                break;
+            }
+            size_t n = prof_device_encode(&d, rec, sizeof rec);
+            if (!n || frame_send(ctl, FRAME_PROFILE, rec, (uint32_t)n, e)) break;
+            continue;
+        }
+        if (type == FRAME_ECHO && src == ctl && !w.ctx) { /* a link probe: straight back */
+            if (frame_send(ctl, FRAME_ECHO, buf, len, e)) break;
+            continue;
+        }
         if (type == FRAME_KV_KEEP && src == ctl && w.ctx && len == 8) {
             kv_cache_keep(&w.ctx->kv, (int)read_le(buf, 4), (int)read_le(buf + 4, 4));
             continue;
@@ -7651,7 +7675,7 @@ static int worker_session(halda_model *m, int listen_fd, ring_conn *ctl, const c
 }
 
 /* `halda worker`: wait for a head, serve it, and wait again — forever. */
-static int worker_serve(halda_model *m, const char *host, int port, const char *key, int n_threads, herr *e)
+static int worker_serve(halda_model *m, const char *model_path, const char *host, int port, const char *key, int n_threads, herr *e)
 {
     int lfd = net_listen(host, port, e);
     if (lfd < 0) return -1;
@@ -7674,7 +7698,7 @@ static int worker_serve(halda_model *m, const char *host, int port, const char *
             continue;
         }
         fprintf(stderr, "halda worker: session started\n");
-        if (worker_session(m, lfd, &ctl, key, n_threads, &se) == 0) fprintf(stderr, "halda worker: session ended\n");
+        if (worker_session(m, model_path, lfd, &ctl, key, n_threads, &se) == 0) fprintf(stderr, "halda worker: session ended\n");
         else fprintf(stderr, "halda worker: session ended: %s\n", se.msg);
         conn_close(&ctl);
     }
@@ -7886,6 +7910,11 @@ typedef struct {
     int n_w;
     int n_ctx, kv_type, wire, n_threads, micro_batch;
     int prefetch;          /* PREFETCH_OFF / ON / AUTO */
+    const char *model_path; /* for profiling this device */
+    bool print_instance;   /* print the measured Halda instance to stderr */
+    /* Turn an instance into a plan: 0 with k and w[0..n_devices) set, 1 when it has no opinion,
+     * -1 when no plan is feasible (reason in e).  NULL: no solver. */
+    int (*solve)(const char *instance, int *k, int *w, int n_devices, herr *e);
 } ring_options;
 
 /* Parse "host:port,host:port"; returns the count or -1. */
@@ -7956,60 +7985,213 @@ static int plan_file_read(const char *path, int *k, int *w, int cap, herr *e)
     return n;
 }
 
-/* Connect to the workers, check their model, hand out the plan, and wait until the ring is up. */
+/* Wait for the reply to a request on a control connection, skipping heartbeats. */
+static int ring_reply(ring_peer *p, int *type, uint8_t *buf, uint32_t cap, uint32_t *len, int timeout_ms, herr *e)
+{
+    double deadline = now_ms() + timeout_ms;
+    do {
+        int left = (int)(deadline - now_ms());
+        if (left <= 0 || frame_recv(p->conn.fd, type, buf, cap, len, 0, left, e)) {
+            char r[sizeof e->msg];
+            snprintf(r, sizeof r, "%s", left <= 0 ? "timed out" : e->msg);
+            return herr_set(e, "worker %d (%s:%d): %s", p->index, p->host, p->port, r), -1;
+        }
+    } while (*type == FRAME_HEARTBEAT);
+    if (*type == FRAME_ERROR) {
+        char r[256];
+        snprintf(r, sizeof r, "%.*s", (int)(*len < 200 ? *len : 200), (const char *)buf);
+        return herr_set(e, "worker %d (%s:%d): %s", p->index, p->host, p->port, r), -1;
+    }
+    return 0;
+}
+
+/* The Halda instance of this cluster (../shared/halda/MODEL.md) from measurements: the head's
+ * own profile, each worker's (it measures itself, or recalls its cache), and the link to each
+ * worker timed with activation-sized echoes.  t_comm of a device is the one-way time to hand a
+ * token's activations to the next device of the ring; each hop is estimated by the head's
+ * measured link to the device at its far end (in a home network every hop crosses the same
+ * access point).  Returns a malloc'd text, or NULL. */
+static char *ring_cluster_instance(halda_model *m, const char *model_path, ring_peer *peers, int n, int n_ctx, int kv_type,
+                                   herr *e)
+{
+    device_profile d[RING_MAX_DEVICES];
+    model_profile mp;
+    prof_report rep;
+    prof_options po = {model_path, NULL, 0, n_ctx, kv_type, false, false, 0, 0};
+    if (prof_run(&po, &d[0], &mp, &rep, e)) return NULL;
+    double one_way_ms[RING_MAX_DEVICES] = {0};
+    uint32_t probe = (uint32_t)m->hp.n_embd * 4;
+    uint8_t *buf = xmalloc(probe + 2048);
+    if (!buf) return herr_set(e, "out of memory"), NULL;
+    memset(buf, 0x5a, probe);
+    for (int i = 0; i < n; i++) {
+        uint8_t req[5];
+        put_u32(req, (uint32_t)n_ctx);
+        req[4] = (uint8_t)kv_type;
+        int type;
+        uint32_t len;
+        if (frame_send(&peers[i].conn, FRAME_PROFILE_REQ, req, 5, e) || ring_reply(&peers[i], &type, buf, probe + 2048, &len, 60000, e))
+            return xfree(buf), NULL;
+        size_t used;
+        if (type != FRAME_PROFILE || prof_device_decode(&d[i + 1], buf, len, &used, e)) {
+            xfree(buf);
+            return herr_set(e, "worker %d sent a bad profile", peers[i].index), NULL;
+        }
+        double rtt[5];
+        for (int r = 0; r < 5; r++) {
+            memset(buf, 0x5a, probe);
+            double t0 = now_ms();
+            if (frame_send(&peers[i].conn, FRAME_ECHO, buf, probe, e) || ring_reply(&peers[i], &type, buf, probe + 2048, &len, 10000, e))
+                return xfree(buf), NULL;
+            rtt[r] = now_ms() - t0;
+        }
+        one_way_ms[i + 1] = prof_median(rtt, 5) / 2;
+    }
+    xfree(buf);
+    size_t cap = 512 + 512 * (size_t)(n + 1);
+    char *text = xmalloc(cap);
+    if (!text) return herr_set(e, "out of memory"), NULL;
+    size_t at = (size_t)snprintf(text, cap, "# halda instance v1, measured by the head\n");
+    prof_instance_model_line(text + at, cap - at, &mp);
+    at += strlen(text + at);
+    for (int i = 0; i <= n; i++) {
+        /* device i hands its output to device i+1 (the head, 0, after the last worker) */
+        double t_comm = one_way_ms[(i + 1) % (n + 1)];
+        if (i == n) t_comm = one_way_ms[n];
+        char name[PROF_NAME_BYTES + 8];
+        snprintf(name, sizeof name, "%s", d[i].name);
+        if (i > 0) snprintf(d[i].name, sizeof d[i].name, "w%d-%.24s", peers[i - 1].index, name);
+        prof_instance_device_line(text + at, cap - at, &d[i], &mp, i == 0, t_comm);
+        at += strlen(text + at);
+    }
+    return text;
+}
+
+/* Connect to the workers, check their model, decide the plan, hand out the windows, and wait
+ * until the ring is up. */
 static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
 {
     static char hosts[RING_MAX_DEVICES][256];
     int ports[RING_MAX_DEVICES];
     int n_workers = parse_workers(o->workers, hosts, ports, RING_MAX_DEVICES - 1, e);
     if (n_workers < 0) return NULL;
-    int L = m->hp.n_layer, k = o->k > 0 ? o->k : 1, M = n_workers + 1;
-    if (L % k) return herr_set(e, "-k %d does not divide the %d layers", k, L), NULL;
-    int W = L / k, w[RING_MAX_DEVICES];
-    if (o->w) {
-        if (o->n_w != M) return herr_set(e, "--layer-window needs %d numbers (head first, then each worker), got %d", M, o->n_w), NULL;
-        int sum = 0;
-        for (int i = 0; i < M; i++) sum += w[i] = o->w[i];
-        if (sum != W) return herr_set(e, "--layer-window adds up to %d, but %d layers / k=%d needs %d per cycle", sum, L, k, W), NULL;
-        if (w[0] < 1) return herr_set(e, "the head must run at least one layer per cycle"), NULL;
-    } else {
-        if (W < M) return herr_set(e, "%d layers per cycle cannot be spread over %d devices", W, M), NULL;
-        for (int i = 0; i < M; i++) w[i] = W / M + (i < W % M);
-    }
+    int L = m->hp.n_layer, M = n_workers + 1;
     ring_head *r = xcalloc(1, sizeof *r);
     if (!r) return herr_set(e, "out of memory"), NULL;
-    r->m = m, r->k = k, r->wire = o->wire;
+    r->m = m, r->wire = o->wire;
     pthread_mutex_init(&r->q_lock, NULL);
     pthread_cond_init(&r->q_cond, NULL);
     r->peers = xcalloc((size_t)M, sizeof *r->peers);
-    r->hb_conns = NULL;
     if (!r->peers) goto oom;
-    /* the active workers, in ring order */
-    for (int i = 1; i < M; i++) {
-        if (w[i] == 0) continue;
+    uint64_t session;
+    random_bytes((uint8_t *)&session, sizeof session);
+    uint8_t fp[40], reply[512];
+    model_fingerprint(m, fp);
+    /* 1. every listed worker: connect, authenticate, compare models */
+    for (int i = 0; i < n_workers; i++) {
         ring_peer *p = &r->peers[r->n_peers++];
-        snprintf(p->host, sizeof p->host, "%.255s", hosts[i - 1]);
-        p->port = ports[i - 1], p->index = i;
-        p->conn.fd = -1;
+        snprintf(p->host, sizeof p->host, "%.255s", hosts[i]);
+        p->port = ports[i], p->index = i + 1;
+        char name[300];
+        snprintf(name, sizeof name, "worker %d (%s:%d)", p->index, p->host, p->port);
+        int fd = net_connect(p->host, p->port, RING_IO_TIMEOUT_MS, e);
+        if (fd < 0) goto fail;
+        conn_init(&p->conn, fd, name);
+        int type;
+        uint32_t len;
+        if (handshake_connect(&p->conn, o->key, ROLE_CONTROL, session, e) || frame_send(&p->conn, FRAME_MODEL_CHECK, fp, 40, e) ||
+            ring_reply(p, &type, reply, sizeof reply, &len, RING_IO_TIMEOUT_MS, e))
+            goto fail;
+        if (type != FRAME_OK) {
+            herr_set(e, "%s answered the model check with frame type %d", name, type);
+            goto fail;
+        }
     }
-    /* windows: within cycle c, workers in order, then the head last */
+    /* keep the workers' dead-head timers quiet while we measure and plan */
+    r->hb_conns = xcalloc((size_t)M, sizeof *r->hb_conns);
+    if (!r->hb_conns) goto oom;
+    for (int i = 0; i < r->n_peers; i++) r->hb_conns[i] = &r->peers[i].conn;
+    if (heartbeat_start(&r->hb, r->hb_conns, r->n_peers)) goto oom;
+    r->hb_on = true;
+    /* 2. the plan: given, or from measurements */
+    int k = o->k > 0 ? o->k : 1, w[RING_MAX_DEVICES];
+    int n_ctx = o->n_ctx;
+    if (!o->w && (o->print_instance || o->solve)) {
+        char *inst = ring_cluster_instance(m, o->model_path, r->peers, r->n_peers, n_ctx, o->kv_type, e);
+        if (!inst) goto fail;
+        if (o->print_instance) fputs(inst, stderr);
+        int rc = o->solve ? o->solve(inst, &k, w, M, e) : 1;
+        xfree(inst);
+        if (rc < 0) goto fail;
+        if (rc == 0) goto have_plan;
+    }
+    if (L % k) {
+        herr_set(e, "-k %d does not divide the %d layers", k, L);
+        goto fail;
+    }
+    int W = L / k;
+    if (o->w) {
+        if (o->n_w != M) {
+            herr_set(e, "--layer-window needs %d numbers (head first, then each worker), got %d", M, o->n_w);
+            goto fail;
+        }
+        int sum = 0;
+        for (int i = 0; i < M; i++) sum += w[i] = o->w[i];
+        if (sum != W) {
+            herr_set(e, "--layer-window adds up to %d, but %d layers / k=%d needs %d per cycle", sum, L, k, W);
+            goto fail;
+        }
+        if (w[0] < 1) {
+            herr_set(e, "the head must run at least one layer per cycle");
+            goto fail;
+        }
+    } else {
+        if (W < M) {
+            herr_set(e, "%d layers per cycle cannot be spread over %d devices", W, M);
+            goto fail;
+        }
+        for (int i = 0; i < M; i++) w[i] = W / M + (i < W % M);
+    }
+have_plan:
+    r->k = k;
+    W = L / k;
+    /* 3. workers the plan leaves out go home; the rest keep their ring order */
+    heartbeat_stop(&r->hb); /* it holds pointers into peers[], which move now */
+    r->hb_on = false;
+    {
+        int a = 0;
+        for (int i = 0; i < r->n_peers; i++) {
+            ring_peer *p = &r->peers[i];
+            if (w[p->index] == 0) {
+                herr tmp;
+                frame_send(&p->conn, FRAME_STOP, NULL, 0, &tmp);
+                conn_close(&p->conn);
+                continue;
+            }
+            if (a != i) { /* move it down; a mutex must not be used through a copy, so make a fresh one */
+                r->peers[a] = *p;
+                pthread_mutex_init(&r->peers[a].conn.write_lock, NULL);
+            }
+            a++;
+        }
+        r->n_peers = a;
+    }
+    /* 4. windows: within cycle c, workers in order, then the head last */
     bool *held = xcalloc((size_t)L, sizeof *held);
     if (!held) goto oom;
     ring_plan plans[RING_MAX_DEVICES];
-    uint64_t session;
-    random_bytes((uint8_t *)&session, sizeof session);
     for (int c = 0; c < k; c++) {
         int at = c * W;
-        for (int i = 1, a = 0; i < M; i++) {
-            if (!w[i]) continue;
-            plans[a].begin[c] = at, plans[a].end[c] = at + w[i];
-            at += w[i], a++;
+        for (int i = 0; i < r->n_peers; i++) {
+            int wi = w[r->peers[i].index];
+            plans[i].begin[c] = at, plans[i].end[c] = at + wi;
+            at += wi;
         }
         r->begin[c] = at, r->end[c] = at + w[0];
         for (int l = at; l < at + w[0]; l++) held[l] = true;
     }
     halda_context_params cp = halda_context_default_params();
-    cp.n_ctx = o->n_ctx, cp.kv_type = o->kv_type, cp.n_threads = o->n_threads;
+    cp.n_ctx = n_ctx, cp.kv_type = o->kv_type, cp.n_threads = o->n_threads;
     char err[256];
     r->ctx = context_new(m, &cp, held, err, sizeof err);
     xfree(held);
@@ -8024,30 +8206,10 @@ static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
     r->x = xmalloc((size_t)r->ctx->n_batch * (size_t)m->hp.n_embd * sizeof *r->x);
     r->pos = xmalloc((size_t)r->ctx->n_batch * sizeof *r->pos);
     r->seq = xmalloc((size_t)r->ctx->n_batch * sizeof *r->seq);
-    r->hb_conns = xcalloc((size_t)M, sizeof *r->hb_conns);
-    if (!r->buf || !r->x || !r->pos || !r->seq || !r->hb_conns) goto oom;
-    uint8_t fp[40];
-    model_fingerprint(m, fp);
-    for (int i = 0; i < r->n_peers; i++) { /* connect, authenticate, compare models */
-        ring_peer *p = &r->peers[i];
-        char name[300];
-        snprintf(name, sizeof name, "worker %d (%s:%d)", p->index, p->host, p->port);
-        int fd = net_connect(p->host, p->port, RING_IO_TIMEOUT_MS, e);
-        if (fd < 0) goto fail;
-        conn_init(&p->conn, fd, name);
-        int type;
-        uint32_t len;
-        uint8_t reply[512];
-        if (handshake_connect(&p->conn, o->key, ROLE_CONTROL, session, e) || frame_send(&p->conn, FRAME_MODEL_CHECK, fp, 40, e))
-            goto fail_named;
-        do
-            if (frame_recv(fd, &type, reply, sizeof reply, &len, 0, RING_IO_TIMEOUT_MS, e)) goto fail_named;
-        while (type == FRAME_HEARTBEAT);
-        if (type != FRAME_OK) {
-            herr_set(e, "%s: %.*s", name, type == FRAME_ERROR ? (int)len : 0, (const char *)reply);
-            goto fail;
-        }
-    }
+    if (!r->buf || !r->x || !r->pos || !r->seq) goto oom;
+    for (int i = 0; i < r->n_peers; i++) r->hb_conns[i] = &r->peers[i].conn;
+    if (heartbeat_start(&r->hb, r->hb_conns, r->n_peers)) goto oom; /* through setup, before the readers */
+    r->hb_on = true;
     for (int i = 0; i < r->n_peers; i++) { /* hand out the plan */
         ring_plan *pl = &plans[i];
         pl->session = session, pl->k = k, pl->n_ctx = r->ctx->n_ctx, pl->kv_type = o->kv_type, pl->wire = o->wire;
@@ -8062,13 +8224,9 @@ static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
         ring_peer *p = &r->peers[i];
         int type;
         uint32_t len;
-        uint8_t reply[512];
-        do
-            if (frame_recv(p->conn.fd, &type, reply, sizeof reply, &len, 0, 4 * RING_IO_TIMEOUT_MS, e)) goto fail_named2;
-        while (type == FRAME_HEARTBEAT);
+        if (ring_reply(p, &type, reply, sizeof reply, &len, 4 * RING_IO_TIMEOUT_MS, e)) goto fail;
         if (type != FRAME_READY) {
-            herr_set(e, "worker %d (%s:%d) could not join the ring: %.*s", p->index, p->host, p->port, type == FRAME_ERROR ? (int)len : 0,
-                     (const char *)reply);
+            herr_set(e, "worker %d (%s:%d) could not join the ring (frame type %d)", p->index, p->host, p->port, type);
             goto fail;
         }
         p->overloaded = len == 1 && reply[0];
@@ -8081,10 +8239,7 @@ static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
         ra->r = r, ra->p = p;
         if (pthread_create(&p->reader, NULL, ring_reader_main, ra)) goto oom;
         p->reader_on = true;
-        r->hb_conns[i] = &p->conn;
     }
-    if (heartbeat_start(&r->hb, r->hb_conns, r->n_peers)) goto oom;
-    r->hb_on = true;
     prefetcher_start(&r->pf, m, r->begin, r->end, k, o->prefetch);
     if (r->pf.release) fprintf(stderr, "halda: the head is overloaded: its windows do not fit in available RAM\n");
     /* the plan, for the user */
@@ -8094,18 +8249,6 @@ static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
         fprintf(stderr, ", %s:%d %d%s", r->peers[i].host, r->peers[i].port, w[r->peers[i].index], r->peers[i].overloaded ? " (overloaded)" : "");
     fprintf(stderr, "\n");
     return r;
-fail_named: {
-    char reason[sizeof e->msg];
-    snprintf(reason, sizeof reason, "%s", e->msg);
-    herr_set(e, "worker: %s", reason);
-    goto fail;
-}
-fail_named2: {
-    char reason[sizeof e->msg];
-    snprintf(reason, sizeof reason, "%s", e->msg);
-    herr_set(e, "a worker did not get ready: %s", reason);
-    goto fail;
-}
 oom:
     herr_set(e, "out of memory");
 fail:
@@ -8132,6 +8275,7 @@ typedef struct {
     int windows[RING_MAX_DEVICES];
     const char *disk; /* profile: a file or folder on the file system to time */
     bool reprofile;   /* profile: measure again even when cached */
+    bool print_instance; /* run/eval with --workers: print the measured cluster instance */
     halda_sampler_params sp;
     bool seed_set;
     /* gen-model */
@@ -8171,7 +8315,7 @@ static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
     "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32|q8_0] [--special]\n"
     "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
-    "                  [--plan FILE] [--prefetch on|off|auto]]\n"
+    "                  [--plan FILE] [--prefetch on|off|auto] [--print-instance]]\n"
     "Generate text: the continuation streams to stdout, timings go to stderr.  With --workers the layers are\n"
     "spread over a ring of `halda worker`s: -k cycles per token, W0 layers per cycle on this head, W1 on the\n"
     "first worker, ... (default: k=1, an even split).  --plan FILE takes k and the windows from `halda solve`.\n";
@@ -8205,7 +8349,8 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         char list[512];
         snprintf(list, sizeof list, " %s ", allowed);
         if (f[0] != '-' || !strstr(list, token)) cli_die("unknown argument '%s' for '%s' (see halda %s --help)", f, cmd, cmd);
-        bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied") || !strcmp(f, "--reprofile");
+        bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied") || !strcmp(f, "--reprofile") ||
+                         !strcmp(f, "--print-instance");
         if (!strcmp(f, "--cluster-key") && i + 1 >= argc) cli_die("--cluster-key needs a value");
         const char *v = is_switch ? NULL : (i + 1 < argc ? argv[++i] : NULL);
         if (!is_switch && !v) cli_die("%s needs a value", f);
@@ -8253,6 +8398,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--seed-weights")) o->synth.seed = (uint64_t)cli_int(f, v, 0, LLONG_MAX);
         else if (!strcmp(f, "--workers")) o->workers = v;
         else if (!strcmp(f, "--plan")) o->plan = v;
+        else if (!strcmp(f, "--print-instance")) o->print_instance = true;
         else if (!strcmp(f, "--cluster-key")) o->cluster_key = v;
         else if (!strcmp(f, "--host")) o->host = v;
         else if (!strcmp(f, "--port")) o->port = (int)cli_int(f, v, 1, 65535);
@@ -8381,7 +8527,8 @@ static cli_engine cli_engine_open(halda_model *m, const cli_opts *o, int kv_type
         }
         o = &po;
     }
-    ring_options ro = {o->workers, o->cluster_key, o->k, o->n_windows ? o->windows : NULL, o->n_windows, 0, kv_type, o->wire, o->n_threads, 0, o->prefetch};
+    ring_options ro = {o->workers, o->cluster_key, o->k, o->n_windows ? o->windows : NULL, o->n_windows, 0, kv_type, o->wire,
+                       o->n_threads, 0, o->prefetch, o->model, o->print_instance, NULL};
     ro.n_ctx = o->n_ctx ? o->n_ctx : (halda_model_n_ctx_train(m) < 4096 ? halda_model_n_ctx_train(m) : 4096);
     herr e = {{0}};
     en.ring = ring_head_open(m, &ro, &e);
@@ -8456,7 +8603,7 @@ static void top_k_ids(const float *logits, int n, int k, int32_t *out)
 static int cmd_eval(int argc, char **argv)
 {
     cli_opts o;
-    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --plan --wire --prefetch", usage_eval, &o);
+    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance", usage_eval, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
     int n_gen = o.n_predict < 0 ? 32 : o.n_predict;
@@ -8524,7 +8671,7 @@ static int cmd_run(int argc, char **argv)
     cli_opts o;
     cli_parse(argc, argv, "run",
               "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special "
-              "--workers --cluster-key -k --layer-window --plan --wire --prefetch",
+              "--workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance",
               usage_run, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
@@ -8687,7 +8834,7 @@ static int cmd_worker(int argc, char **argv)
         fprintf(stderr, "halda worker: warning: no --cluster-key: anyone who can reach %s may use this worker\n", host);
     }
     herr e = {{0}};
-    worker_serve(m, host, o.port ? o.port : RING_DEFAULT_PORT, o.cluster_key, o.n_threads, &e);
+    worker_serve(m, o.model, host, o.port ? o.port : RING_DEFAULT_PORT, o.cluster_key, o.n_threads, &e);
     fprintf(stderr, "halda: %s\n", e.msg);
     halda_model_free(m);
     return 1;
