@@ -5,13 +5,15 @@
 #   make sanitize the tests again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo     write a synthetic model and run it
 #   make bench    speed figures (see bench/README.md)
+#   make fuzz     the libFuzzer targets tests/fuzz_*.c (clang), into tests/bin-fuzz/
+#   make bench-tokenizer   tokenization speed (MB/s) for each vocabulary in ../shared/models
 CC      ?= cc
 OPT     ?= -O3 -march=native
 WARN    := -std=c11 -Wall -Wextra -Wshadow
 LDLIBS  := -lm
 TESTS   := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all portable test sanitize demo bench clean
+.PHONY: all portable test sanitize demo bench bench-tokenizer fuzz clean
 all: halda
 
 halda: halda.c halda.h
@@ -26,6 +28,9 @@ tests/bin/%: tests/%.c halda.c halda.h tests/test.h
 	@mkdir -p tests/bin
 	$(CC) -O2 -march=native -g $(TWARN) -pthread $< -o $@ $(LDLIBS)
 
+# The tokenizer test also reads the pre-tokenizer cases made by tools/gen_pretok_cases.py.
+tests/bin/test_tokenizer tests/bin-san/test_tokenizer: tests/pretok_cases.h
+
 test: halda portable $(TESTS)
 	@tests/run.sh tests/bin
 
@@ -38,6 +43,19 @@ sanitize: $(patsubst tests/%.c,tests/bin-san/%,$(wildcard tests/test_*.c))
 	$(CC) $(SAN) $(WARN) -pthread halda.c -o tests/bin-san/halda $(LDLIBS)
 	@HALDA_BIN=tests/bin-san/halda HALDA_SANITIZE=1 tests/run.sh tests/bin-san
 
+# libFuzzer targets; run one with e.g.  tests/bin-fuzz/fuzz_tokenizer -max_total_time=300
+FUZZCC  ?= clang
+tests/bin-fuzz/%: tests/%.c halda.c halda.h
+	@mkdir -p tests/bin-fuzz
+	$(FUZZCC) -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread $< -o $@ $(LDLIBS)
+fuzz: $(patsubst tests/%.c,tests/bin-fuzz/%,$(wildcard tests/fuzz_*.c))
+
+tests/bin/bench_tokenizer: tests/bench_tokenizer.c halda.c halda.h tests/test.h
+	@mkdir -p tests/bin
+	$(CC) $(OPT) $(TWARN) -pthread $< -o $@ $(LDLIBS)
+bench-tokenizer: tests/bin/bench_tokenizer
+	@tests/bin/bench_tokenizer
+
 demo: halda
 	@sh tests/demo.sh
 
@@ -45,4 +63,4 @@ bench: halda
 	@sh bench/bench.sh
 
 clean:
-	rm -rf halda halda-portable tests/bin tests/bin-san build
+	rm -rf halda halda-portable tests/bin tests/bin-san tests/bin-fuzz build
