@@ -2475,9 +2475,9 @@ static int utf8_encode(uint32_t cp, char *out)
 }
 
 /* ---- GPT-2's bytes as characters -------------------------------------------------------------
- * Byte-level vocabularies store byte b as the character U+00bb when that character is printable
- * (! .. ~, ¡ .. ¬, ® .. ÿ: 188 bytes), and the 68 other bytes (controls, space, DEL, the
- * C1 block, NBSP, soft hyphen) as U+0100, U+0101, ... in increasing byte order. */
+ * Byte-level vocabularies store byte b as the character with code point b when that character
+ * is printable (! .. ~, ¡ .. ¬, ® .. ÿ: 188 bytes), and the 68 other bytes (controls, space,
+ * DEL, the C1 block, NBSP, soft hyphen) as U+0100, U+0101, ... in increasing byte order. */
 
 static bool gpt2_printable(uint32_t c) { return (c >= 0x21 && c <= 0x7e) || (c >= 0xa1 && c <= 0xac) || (c >= 0xae && c <= 0xff); }
 
@@ -2502,8 +2502,8 @@ static int gpt2_byte_of_char(uint32_t c)
  * TRUST BOUNDARY: the metadata arrays were bounds-checked by the GGUF parser (every string lies
  * inside the file); here their types, counts, lengths and every id are checked before use. */
 
-/* The token texts, types and scores, and the text -> id hash table. */
-static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
+/* The token texts, copied into one arena (the file may be closed after loading). */
+static int tok_load_texts(tok_vocab *v, const gguf_file *f, herr *e)
 {
     const gguf_kv *tk = gguf_find(f, "tokenizer.ggml.tokens");
     if (!tk || tk->type != GGUF_ARRAY || tk->arr_type != GGUF_STRING)
@@ -2522,13 +2522,9 @@ static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
     v->len = xcalloc((size_t)v->n, sizeof *v->len);
     v->score = xcalloc((size_t)v->n, sizeof *v->score);
     v->type = xcalloc((size_t)v->n, 1);
-    v->hash_cap = 1;
-    while (v->hash_cap < 2u * (uint32_t)v->n) v->hash_cap <<= 1;
-    v->hash = xmalloc(v->hash_cap * sizeof *v->hash);
     v->arena = xmalloc((size_t)bytes);
     v->special = xcalloc((size_t)v->n, sizeof *v->special);
-    if (!v->text || !v->len || !v->score || !v->type || !v->hash || !v->arena || !v->special)
-        return herr_set(e, "out of memory for the vocabulary"), -1;
+    if (!v->text || !v->len || !v->score || !v->type || !v->arena || !v->special) return herr_set(e, "out of memory for the vocabulary"), -1;
     char *a = v->arena;
     p = tk->value;
     for (int i = 0; i < v->n; i++) {
@@ -2539,6 +2535,12 @@ static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
         a += l + 1;
         p += 8 + l;
     }
+    return 0;
+}
+
+/* tokenizer.ggml.scores and .token_type, both optional (an unknown type counts as normal). */
+static int tok_load_attrs(tok_vocab *v, const gguf_file *f, herr *e)
+{
     const gguf_kv *sc = gguf_find(f, "tokenizer.ggml.scores");
     if (sc) {
         if (sc->type != GGUF_ARRAY || sc->arr_type != GGUF_F32 || sc->arr_n != (uint64_t)v->n)
@@ -2554,7 +2556,15 @@ static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
             v->type[i] = (uint8_t)(t >= 1 && t <= 6 ? t : TOKT_NORMAL);
         }
     }
-    /* hash table: later duplicates win, as in llama.cpp's text -> id map */
+    return 0;
+}
+
+/* The text -> id hash table: later duplicates win, as in llama.cpp's text -> id map. */
+static int tok_index_texts(tok_vocab *v, herr *e)
+{
+    v->hash_cap = 1;
+    while (v->hash_cap < 2u * (uint32_t)v->n) v->hash_cap <<= 1;
+    if (!(v->hash = xmalloc(v->hash_cap * sizeof *v->hash))) return herr_set(e, "out of memory for the vocabulary"), -1;
     memset(v->hash, 0xff, v->hash_cap * sizeof *v->hash);
     for (int i = 0; i < v->n; i++) {
         uint32_t s = tok_hash(v->text[i], v->len[i]) & (v->hash_cap - 1);
@@ -2678,7 +2688,8 @@ static void tok_load_ids(tok_vocab *v, const gguf_file *f)
 /* End of generation.  GGUF files name eos and sometimes eot/eom; chat models end their turns
  * with other tokens too (<|eot_id|>, <|im_end|>, ...), which llama.cpp recognises by their text
  * (its issue 9606).  These texts are the ones its list shares with the families halda runs.
- * Such a token is made a control token if the file did not say so, which hides it from output. */
+ * In a byte-level vocabulary such a token is made a control token if the file did not say so,
+ * which hides it from output (SPM vocabularies are left as halda always read them). */
 static const char *const tok_eot_texts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
     "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>", /* <｜end▁of▁sentence｜>, DeepSeek */
@@ -2775,7 +2786,7 @@ static tok_vocab *tok_vocab_load(const gguf_file *f, herr *e)
     tok_vocab *v = xcalloc(1, sizeof *v);
     if (!v) return herr_set(e, "out of memory"), NULL;
     v->bos = v->eos = v->unk = v->eot = v->eom = -1;
-    if (tok_load_kind(v, f, e) || tok_load_tokens(v, f, e)) goto fail;
+    if (tok_load_kind(v, f, e) || tok_load_texts(v, f, e) || tok_load_attrs(v, f, e) || tok_index_texts(v, e)) goto fail;
     if (v->kind == TOK_BPE && tok_load_merges(v, f, e)) goto fail;
     tok_load_ids(v, f);
     tok_find_eog(v);
