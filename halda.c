@@ -2392,6 +2392,7 @@ struct tok_vocab {
     int chat;           /* CHAT_* family of tokenizer.chat_template */
     bool chat_think;    /* the template opens assistant turns with <think> (QwQ, DeepSeek-R1) */
     char *chat_system;  /* ChatML: the system prompt used when none is given, or NULL */
+    char *chat_date;    /* Llama 3.1+: the "Today Date" of the system header ("": today), or NULL */
     char *arena;
 };
 
@@ -2419,7 +2420,7 @@ static void tok_vocab_free(tok_vocab *v)
 {
     if (!v) return;
     xfree(v->text), xfree(v->len), xfree(v->score), xfree(v->type), xfree(v->hash), xfree(v->merge);
-    xfree(v->special), xfree(v->special_len), xfree(v->arena), xfree(v->chat_system);
+    xfree(v->special), xfree(v->special_len), xfree(v->arena), xfree(v->chat_system), xfree(v->chat_date);
     xfree(v);
 }
 
@@ -2943,7 +2944,9 @@ static size_t pre_space_run(const uint8_t *s, size_t end, size_t i)
     return j;
 }
 
-/* The expression of Llama 3 (max_digits 3) and of Qwen 2 (max_digits 1):
+/* The expression of Llama 3 (max_digits 3) and of Qwen 2 (max_digits 1).  (Qwen's tokenizer also
+ * normalises text to NFC first; llama.cpp does not, and neither does halda: text that is
+ * already NFC, which is nearly all text, is unaffected.)
  *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
  *   \s*[\r\n]+|\s+(?!\S)|\s+
  * Every character starts a match of one alternative, so this never returns 0. */
@@ -3741,9 +3744,10 @@ int halda_token_is_eog(const halda_model *m, int32_t t) { return t >= 0 && tok_i
  *   llama2       Llama 2 chat: "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] ..."
  *                (messages stripped; the system message joins the first user message)
  *   llama3       Llama 3 instruct: "<|begin_of_text|><|start_header_id|>ROLE<|end_header_id|>\n\n
- *                TEXT<|eot_id|>" per message (trimmed).  Llama 3.1's template also writes a
- *                "Cutting Knowledge Date" system header; this renders the 3.0 layout, as
- *                llama.cpp's built-in renderer does.
+ *                TEXT<|eot_id|>" per message (trimmed).  The 3.1 and 3.2 templates always open
+ *                with a system message that starts "Cutting Knowledge Date: December 2023\n
+ *                Today Date: DATE\n\n" (DATE: the template's default, or today's date where the
+ *                template asks for strftime_now); that is rendered when the template has it.
  *   chatml       Qwen 2/2.5, QwQ: "<|im_start|>ROLE\nTEXT<|im_end|>\n" per message, a default
  *                system prompt when the template has one, and for QwQ the reasoning removed
  *                from past answers and "<think>\n" opening the new one.
@@ -3792,6 +3796,22 @@ static size_t chat_default_system(const char *t, size_t n, const char **start)
     return 0;
 }
 
+/* A Llama 3.1+ template's default date: the literal in `date_string = "..."`, or "" (today)
+ * when the template asks for strftime_now.  Returns a new string. */
+static char *chat_llama3_date(const char *t, size_t n)
+{
+    const char *d = "26 Jul 2024", *p = memmem(t, n, "date_string = \"", 15);
+    size_t dl = strlen(d);
+    if (p) {
+        const char *q = memchr(p + 15, '"', (size_t)(t + n - (p + 15)));
+        if (q && q - (p + 15) < 32) d = p + 15, dl = (size_t)(q - d);
+    }
+    if (chat_has(t, n, "strftime_now")) dl = 0;
+    char *r = xmalloc(dl + 1);
+    if (r) memcpy(r, d, dl), r[dl] = 0;
+    return r;
+}
+
 /* tokenizer.chat_template: the family, and what varies inside it. */
 static int chat_load(tok_vocab *v, const gguf_file *f, herr *e)
 {
@@ -3806,6 +3826,8 @@ static int chat_load(tok_vocab *v, const gguf_file *f, herr *e)
         memcpy(v->chat_system, sys, len);
         v->chat_system[len] = 0;
     }
+    if (v->chat == CHAT_LLAMA3 && chat_has(t, (size_t)n, "Cutting Knowledge Date") && !(v->chat_date = chat_llama3_date(t, (size_t)n)))
+        return herr_set(e, "out of memory for the chat template"), -1;
     return 0;
 }
 
@@ -3853,13 +3875,39 @@ static void chat_llama2(const tok_vocab *v, const halda_chat_message *m, int n, 
     }
 }
 
+/* Llama 3.1+'s system header: the dates, then the system message if the first one is. */
+static int chat_llama31_system(const tok_vocab *v, const halda_chat_message *m, int n, tok_sink *k)
+{
+    char today[32] = "";
+    const char *date = v->chat_date;
+    if (!date[0]) {
+        time_t now = time(NULL);
+        struct tm tm;
+        if (localtime_r(&now, &tm)) strftime(today, sizeof today, "%d %b %Y", &tm);
+        date = today;
+    }
+    chat_put(k, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ");
+    chat_put(k, date), chat_put(k, "\n\n");
+    int used = n > 0 && !strcmp(m[0].role, "system");
+    if (used) {
+        const char *c = m[0].content;
+        size_t cn = strlen(c);
+        chat_trim(&c, &cn);
+        tok_sink_put(k, c, cn);
+    }
+    chat_put(k, "<|eot_id|>");
+    return used;
+}
+
 static void chat_llama3(const tok_vocab *v, const halda_chat_message *m, int n, bool add_assistant, tok_sink *k)
 {
-    for (int i = 0; i < n; i++) {
+    bool v31 = v->chat == CHAT_LLAMA3 && v->chat_date;
+    if (v->bos >= 0 && (n > 0 || v31)) chat_put(k, v->text[v->bos]); /* 3.0 writes it before the first message */
+    int i = v31 ? chat_llama31_system(v, m, n, k) : 0;
+    for (; i < n; i++) {
         const char *c = m[i].content;
         size_t cn = strlen(c);
         chat_trim(&c, &cn);
-        if (i == 0 && v->bos >= 0) chat_put(k, v->text[v->bos]);
         chat_put(k, "<|start_header_id|>"), chat_put(k, m[i].role), chat_put(k, "<|end_header_id|>\n\n");
         tok_sink_put(k, c, cn), chat_put(k, "<|eot_id|>");
     }
@@ -4665,7 +4713,9 @@ static const char *const usage_eval =
     "Print the prompt's token ids, the top K logits at every prompt position, and N greedy tokens,\n"
     "computed token by token with an F32 KV cache (the format of llama.cpp's reference files).\n";
 static const char *const usage_tokenize =
-    "usage: halda tokenize -m MODEL -p TEXT [--no-bos] [--special]\nPrint the token ids of TEXT on one line.\n";
+    "usage: halda tokenize -m MODEL -p TEXT [-f FILE] [--no-bos] [--special]\n"
+    "Print the token ids of TEXT on one line (MODEL may be a vocabulary-only GGUF).  --special: match control\n"
+    "tokens such as <|im_start|> in the text.\n";
 static const char *const usage_gen =
     "usage: halda gen-model -o PATH [--arch llama|qwen2] [--type TYPE] [--out-type TYPE] [--layers N] [--embd N]\n"
     "                       [--ff N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--tied] [--seed S]\n"

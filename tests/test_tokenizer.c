@@ -475,6 +475,29 @@ static void test_chat(void)
                  "<\357\275\234begin\342\226\201of\342\226\201sentence\357\275\234><\357\275\234User\357\275\234>  Hi \n"
                  "<\357\275\234Assistant\357\275\234>\n\nHello.<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>"
                  "<\357\275\234User\357\275\234>Bye");
+    /* Llama 3.1: the system header with the template's dates */
+    static const char llama31[] =
+        "{{- bos_token }}\n{%- if not date_string is defined %}\n    {%- set date_string = \"26 Jul 2024\" %}\n{%- endif %}\n"
+        "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n{{- \"Cutting Knowledge Date: December 2023\\n\" }}";
+    static const char llama32[] = "{%- if strftime_now is defined %}{%- set date_string = strftime_now(\"%d %b %Y\") %}{%- else %}"
+                                  "{%- set date_string = \"26 Jul 2024\" %}{%- endif %} Cutting Knowledge Date <|start_header_id|><|end_header_id|>";
+    char *d31 = chat_llama3_date(llama31, strlen(llama31)), *d32 = chat_llama3_date(llama32, strlen(llama32));
+    CHECK(chat_detect(llama31, strlen(llama31)) == CHAT_LLAMA3 && d31 && !strcmp(d31, "26 Jul 2024") && d32 && !d32[0],
+          "Llama 3.1/3.2 dates: '%s' '%s'", d31 ? d31 : "", d32 ? d32 : "");
+    tok_vocab l31 = *vocabs[1];
+    l31.chat = CHAT_LLAMA3, l31.chat_date = d31;
+    if (d31)
+        check_render(&l31, NULL, chat_two_turns, 4, true,
+                     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                     "Today Date: 26 Jul 2024\n\nYou are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|>"
+                     "<|start_header_id|>assistant<|end_header_id|>\n\nHi. How can I help?<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+                     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (d31)
+        check_render(&l31, NULL, chat_two_turns + 1, 1, true,
+                     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                     "Today Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|>"
+                     "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    free(d31), free(d32);
     char small[8];
     CHECK(chat_render(vocabs[1], "nonsense", chat_two_turns, 4, true, small, sizeof small) == -1, "unknown family refused");
     CHECK(chat_render(vocabs[1], "llama3", chat_two_turns, 4, true, small, sizeof small) > 8, "short buffer: length reported");
