@@ -5,7 +5,6 @@
 #   make sanitize the tests again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo     write a synthetic model and run it
 #   make bench    speed figures (see bench/README.md)
-#   make fuzz     the libFuzzer targets tests/fuzz_*.c (clang), into tests/bin-fuzz/
 #   make bench-tokenizer   tokenization speed (MB/s) for each vocabulary in ../shared/models
 CC      ?= cc
 OPT     ?= -O3 -march=native
@@ -13,7 +12,7 @@ WARN    := -std=c11 -Wall -Wextra -Wshadow
 LDLIBS  := -lm
 TESTS   := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all portable test sanitize demo bench bench-tokenizer fuzz clean
+.PHONY: all portable test sanitize fuzz demo bench bench-tokenizer clean
 all: halda
 
 halda: halda.c halda.h
@@ -28,10 +27,14 @@ tests/bin/%: tests/%.c halda.c halda.h tests/test.h
 	@mkdir -p tests/bin
 	$(CC) -O2 -march=native -g $(TWARN) -pthread $< -o $@ $(LDLIBS)
 
+tests/bin/relay: tests/relay.c
+	@mkdir -p tests/bin
+	$(CC) -O2 $(WARN) -pthread $< -o $@
+
 # The tokenizer test also reads the pre-tokenizer cases made by tools/gen_pretok_cases.py.
 tests/bin/test_tokenizer tests/bin-san/test_tokenizer: tests/pretok_cases.h
 
-test: halda portable $(TESTS)
+test: halda portable $(TESTS) tests/bin/relay
 	@tests/run.sh tests/bin
 
 # Sanitizer builds go to their own folder so they never mix with the normal ones.
@@ -43,12 +46,16 @@ sanitize: $(patsubst tests/%.c,tests/bin-san/%,$(wildcard tests/test_*.c))
 	$(CC) $(SAN) $(WARN) -pthread halda.c -o tests/bin-san/halda $(LDLIBS)
 	@HALDA_BIN=tests/bin-san/halda HALDA_SANITIZE=1 tests/run.sh tests/bin-san
 
-# libFuzzer targets; run one with e.g.  tests/bin-fuzz/fuzz_tokenizer -max_total_time=300
-FUZZCC  ?= clang
-tests/bin-fuzz/%: tests/%.c halda.c halda.h
-	@mkdir -p tests/bin-fuzz
-	$(FUZZCC) -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread $< -o $@ $(LDLIBS)
-fuzz: $(patsubst tests/%.c,tests/bin-fuzz/%,$(wildcard tests/fuzz_*.c))
+# Fuzz every parser for FUZZ_SECONDS each (clang's libFuzzer), starting from seed files.
+FUZZ_SECONDS ?= 60
+fuzz: halda
+	@mkdir -p build/fuzz-gguf-seed
+	./halda gen-model -o build/fuzz-gguf-seed/small.gguf --layers 1 --embd 64 --ff 64 --heads 2 --kv-heads 1 --vocab 400 --ctx 64
+	clang -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread tests/fuzz_gguf.c -o build/fuzz_gguf $(LDLIBS)
+	build/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 build/fuzz-gguf-corpus build/fuzz-gguf-seed 2>&1 | tail -3
+	@for f in tests/fuzz_*.c; do [ $$f = tests/fuzz_gguf.c ] && continue; n=$$(basename $$f .c); \
+	  clang -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread $$f -o build/$$n $(LDLIBS) && \
+	  mkdir -p build/$$n-corpus && build/$$n -max_total_time=$(FUZZ_SECONDS) build/$$n-corpus 2>&1 | tail -3; done
 
 tests/bin/bench_tokenizer: tests/bench_tokenizer.c halda.c halda.h tests/test.h
 	@mkdir -p tests/bin
@@ -63,4 +70,4 @@ bench: halda
 	@sh bench/bench.sh
 
 clean:
-	rm -rf halda halda-portable tests/bin tests/bin-san tests/bin-fuzz build
+	rm -rf halda halda-portable tests/bin tests/bin-san build

@@ -64,6 +64,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -249,6 +250,97 @@ static int64_t platform_rss_anon_bytes(void)
     return kb < 0 ? -1 : kb * 1024;
 }
 
+/* Bring [off, off+len) of a mapped file into memory: ask the kernel (MADV_WILLNEED), then touch
+ * one byte per page, because some kernels treat the advice as optional. */
+static void platform_prefetch(const file_map *m, uint64_t off, uint64_t len)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || off >= m->size) return;
+    if (off + len > m->size) len = m->size - off;
+    uint64_t a = off / (uint64_t)page * (uint64_t)page;
+    madvise((void *)(m->data + a), (size_t)(off + len - a), MADV_WILLNEED);
+    volatile uint8_t sink = 0;
+    for (uint64_t p = off; p < off + len; p += (uint64_t)page) sink ^= m->data[p];
+    (void)sink;
+}
+
+/* Give [off, off+len) of a mapped file back: drop our page-table entries and tell the page cache
+ * the pages are not needed soon, so an overloaded device evicts what it just used rather than
+ * what it is about to use. */
+static void platform_release(const file_map *m, uint64_t off, uint64_t len)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || off >= m->size) return;
+    if (off + len > m->size) len = m->size - off;
+    uint64_t a = (off + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page, e = (off + len) / (uint64_t)page * (uint64_t)page;
+    if (e > a) madvise((void *)(m->data + a), (size_t)(e - a), MADV_DONTNEED);
+#ifdef POSIX_FADV_DONTNEED
+    if (m->fd >= 0) posix_fadvise(m->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+#endif
+}
+
+/* Read one integer from a small file (cgroup and proc files); false when absent or "max". */
+static bool read_file_i64(const char *path, int64_t *out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    char buf[64] = {0};
+    bool ok = fgets(buf, sizeof buf, f) && sscanf(buf, "%" SCNd64, out) == 1;
+    fclose(f);
+    return ok;
+}
+
+/* The memory cgroup limit and usage of this process, Linux cgroup v2 or v1; false when there is
+ * no limit.  Inside a container or a `systemd-run -p MemoryMax=` scope, this, not MemAvailable,
+ * is what the process may use before the kernel reclaims its pages. */
+static bool platform_cgroup_memory(int64_t *limit, int64_t *usage)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return false;
+    char line[512], path[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+        if (!b) continue;
+        *b = 0;
+        const char *ctrl = a + 1, *cg = b + 1;
+        if (!strcmp(ctrl, "") && line[0] == '0') { /* v2: 0::/path */
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", cg);
+            found = read_file_i64(path, limit);
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.current", cg);
+            found = found && read_file_i64(path, usage);
+        } else if (strstr(ctrl, "memory")) { /* v1: N:memory:/path */
+            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", cg);
+            found = read_file_i64(path, limit);
+            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.usage_in_bytes", cg);
+            found = found && read_file_i64(path, usage);
+        }
+    }
+    fclose(f);
+    return found && *limit > 0 && *limit < ((int64_t)1 << 60); /* v1 reports "no limit" as a huge number */
+}
+
+/* Bytes of memory this process can still use: MemAvailable, capped by the memory cgroup's
+ * limit minus its usage; -1 when unknown (not Linux). */
+static int64_t platform_ram_available_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    int64_t kb = -1, avail = -1, limit, usage;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %" SCNd64, &kb) == 1) break;
+        fclose(f);
+    }
+    if (kb >= 0) avail = kb * 1024;
+    if (platform_cgroup_memory(&limit, &usage)) {
+        int64_t left = limit > usage ? limit - usage : 0;
+        if (avail < 0 || left < avail) avail = left;
+    }
+    return avail;
+}
+
 /* =============================================================================================
  * 3. Numeric formats
  *
@@ -388,6 +480,103 @@ typedef struct {
 } block_q8_1;
 static_assert(sizeof(block_q8_1) == 36, "block_q8_1 layout");
 
+/* IQ4_NL: 32 weights as 4-bit indices into a fixed non-linear codebook; w = d·iq4nl_values[q].
+ * 4.5 bits per weight, like Q4_0, but the 16 levels are spaced more tightly near zero, where
+ * most weights of a trained matrix lie, so the same bits carry less error.  Nibble order as
+ * Q4_0 (qs[j]: element j low, element j+16 high).  Its dot product takes Q8_0 activations. */
+typedef struct {
+    f16_t d;
+    uint8_t qs[QK / 2];
+} block_iq4_nl;
+static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl layout");
+
+/* The codebook is part of the format (llama.cpp's kvalues_iq4nl): sorted, in [-127, 113]. */
+static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* ---- The k-quants ----------------------------------------------------------------------------
+ * A super-block of 256 weights carries one or two F16 scales (d, and dmin where there is an
+ * offset) and small integer scales per group of 16 or 32 weights, so a weight is
+ *     w = d·sc[g]·q − dmin·m[g]          (Q2_K, Q4_K, Q5_K: unsigned q, a per-group minimum)
+ *     w = d·sc[g]·q                      (Q3_K, Q6_K: signed q, signed scales)
+ * The two-level scales cost a fraction of a bit per weight and let each group adapt.
+ *
+ * The 2-bit "planes" of Q2_K and Q3_K (and the 4+2-bit split of Q6_K) pack each half of 128
+ * elements into 32 bytes: element i = 128h + 32s + l (half h, slice s in 0..3, l in 0..31) is
+ * bits 2s..2s+1 of byte 32h + l.  A SIMD kernel loads 32 bytes and peels off 4 slices of 32
+ * consecutive elements with one shift and mask each.  Q4_K and Q5_K do the same with nibbles:
+ * element i = 64c + 32t + l is nibble t (0 low, 1 high) of byte 32c + l. */
+
+/* Q2_K: 16 groups of 16; 2-bit q in [0,3]; w = d·sc[g]·q − dmin·m[g] with 4-bit sc (low nibble
+ * of scales[g]) and 4-bit m (high nibble).  Element i is plane i%128/32 of qs[32·(i/128) + i%32];
+ * its group is i/16.  2.625 bits per weight. */
+typedef struct {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    f16_t d, dmin;
+} block_q2_K;
+static_assert(sizeof(block_q2_K) == 84, "block_q2_K layout");
+
+/* Q3_K: 16 groups of 16; 3-bit q in [-4,3]; w = d·sc[g]·q with a 6-bit scale sc in [-32,31]
+ * (packed, see q3_K_scale).  The low 2 bits of element i = 128h + 32s + l are plane s of
+ * qs[32h + l] as in Q2_K; its third bit is bit 4h + s of hmask[l], and a CLEAR bit means
+ * q = low − 4 (a set bit: q = low).  3.4375 bits per weight. */
+typedef struct {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[12];
+    f16_t d;
+} block_q3_K;
+static_assert(sizeof(block_q3_K) == 110, "block_q3_K layout");
+
+/* Q3_K's 16 scales of 6 bits in 12 bytes: the low 4 bits of scale g are the low nibble of
+ * scales[g] for g < 8 and the high nibble of scales[g − 8] for g >= 8; the high 2 bits are bits
+ * 2·(g/4)..2·(g/4)+1 of scales[8 + g%4].  The stored value is biased by 32. */
+static inline int q3_K_scale(const uint8_t s[12], int g)
+{
+    int low = g < 8 ? s[g] & 15 : s[g - 8] >> 4;
+    int high = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
+    return (low | high << 4) - 32;
+}
+
+/* Q4_K: 8 sub-blocks of 32; 4-bit q in [0,15]; w = d·sc[j]·q − dmin·m[j] with 6-bit sc and m
+ * (packed, see k_scale_min).  Element i = 64c + 32t + l is nibble t of qs[32c + l]; its
+ * sub-block is i/32 = 2c + t.  4.5 bits per weight. */
+typedef struct {
+    f16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
+
+/* Q5_K: Q4_K plus a fifth bit: q in [0,31], its high bit is bit i/32 of qh[i%32].  5.5 bits
+ * per weight. */
+typedef struct {
+    f16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
+
+/* Q4_K's and Q5_K's 8 scales and 8 minimums of 6 bits in 12 bytes.  Sub-blocks 0..3 keep their
+ * scale in the low 6 bits of bytes 0..3 and their minimum in the low 6 bits of bytes 4..7.
+ * Sub-blocks 4..7 keep the low 4 bits of the scale in the low nibble of bytes 8..11 and of the
+ * minimum in their high nibble; their top 2 bits ride in the otherwise unused top 2 bits of
+ * bytes 0..3 (scales) and 4..7 (minimums):
+ *     byte  0..3 : mm ssssss    (s: scale j, mm: top bits of scale j+4)
+ *     byte  4..7 : mm mmmmmm    (minimum j, top bits of minimum j+4)
+ *     byte 8..11 : MMMM SSSS    (low bits of minimum and scale j+4) */
+static inline void k_scale_min(const uint8_t s[12], int j, int *scale, int *min)
+{
+    if (j < 4) {
+        *scale = s[j] & 63;
+        *min = s[j + 4] & 63;
+    } else {
+        *scale = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *min = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
 /* Q6_K: 256 weights in 16 groups of 16; 6-bit q in [0,63], w = d·scale[g]·(q − 32) with an
  * 8-bit signed scale per group.  6.5625 bits per weight.  The low 4 bits live in ql, the high 2
  * in qh.  Within each half of 128 elements, for l in [0,32):
@@ -424,6 +613,17 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * its reference outputs.  A matrix product converts its activations once and shares them
  * across all rows and threads.  SIMD variants replace `vec_dot` entries only; the scalar
  * functions are the specification.
+ *
+ * Two summation orders per type, where llama.cpp has two.  An integer dot product is exact but
+ * the F32 arithmetic around it is not, and llama.cpp's x86 backend adds up differently
+ * depending on the matrix: one whose row count is a multiple of 8 (nearly every real one) is
+ * "repacked" at load for some types (Q4_0, IQ4_NL, Q4_K, Q5_K, and Q2_K on AVX-512) and
+ * computed 8 rows at a time, one F32 accumulator per row; any other goes through its plain
+ * dot product, which keeps 8 F32 lanes per row (see lane_acc).  `vec_dot_r8` is the first
+ * order and `type_vec_dot` picks it by row count.  Matching llama.cpp bit for bit is what makes
+ * its reference logits a usable test at all: the activations are re-quantized before every
+ * matrix product, so a one-ulp difference that crosses a rounding boundary moves the logits by
+ * ~1e-2, and the references' greedy tokens are compared strictly.
  * ============================================================================================= */
 
 typedef void (*dequantize_fn)(const void *src, float *dst, int64_t n);
@@ -440,6 +640,8 @@ typedef struct {
     dequantize_fn dequantize; /* NULL: type known to GGUF but not supported by halda */
     quantize_fn quantize;     /* NULL: halda cannot write this type */
     vec_dot_fn vec_dot;
+    vec_dot_fn vec_dot_r8;    /* the same product in the order of llama.cpp's "repacked" kernels,
+                                 for matrices with a multiple of 8 rows (NULL: as vec_dot) */
 } type_traits;
 
 static const type_traits *type_info(int type); /* defined after the kernels, below */
@@ -543,6 +745,27 @@ static inline float lane_acc_sum(const lane_acc *acc)
     return (a0 + a2) + (a1 + a3);
 }
 
+/* The same lanes over a k-quant super-block: lane l holds the integer sum, over the 8 runs of
+ * 32 elements, of elements 4l..4l+3 of each run, every product weighted by its group's integer
+ * scale gscale[i/16].  The sums are exact; only their conversion to F32 and what follows
+ * rounds. */
+static inline void k_lane_sums(const int8_t *qw, const int *gscale, const int8_t *qa, int32_t lane[8])
+{
+    for (int l = 0; l < 8; l++) {
+        int32_t s = 0;
+        for (int run = 0; run < QK_K / 32; run++)
+            for (int i = 32 * run + 4 * l; i < 32 * run + 4 * l + 4; i++) s += gscale[i / 16] * qw[i] * qa[i];
+        lane[l] = s;
+    }
+}
+static inline int32_t k_dot(const int8_t *qw, const int *gscale, const int8_t *qa)
+{
+    int32_t lane[8], s = 0;
+    k_lane_sums(qw, gscale, qa, lane);
+    for (int l = 0; l < 8; l++) s += lane[l];
+    return s;
+}
+
 /* ---- Q8_0 and Q8_1 (weights and activations) ------------------------------------------------ */
 
 /* d = max|x| / 127, q = round(x · 127 / max|x|), ties to even. */
@@ -636,6 +859,20 @@ static float vec_dot_q4_0(int64_t n, const void *w, const void *a)
         lane_acc_block(&acc, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), q, y[b].qs);
     }
     return lane_acc_sum(&acc);
+}
+/* The repacked order: one F32 accumulator, one fused multiply-add of the block's exact integer
+ * sum per block (it took the tiny Q4_0 references from 4e-3 to 3e-7 worst logit error). */
+static float vec_dot_q4_0_r8(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < QK / 2; j++) s += ((x[b].qs[j] & 15) - 8) * y[b].qs[j] + ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + QK / 2];
+        acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
 }
 
 static void quantize_q4_1(const float *src, void *dst, int64_t n)
@@ -783,10 +1020,161 @@ static float vec_dot_q5_1(int64_t n, const void *w, const void *a)
     return lane_acc_sum(&acc) + mins;
 }
 
+/* ---- Fitting scales: the search behind the IQ4_NL and k-quant quantizers ---------------------
+ * Rounding x/scale with the scale that maps the largest |x| exactly onto the end of the integer
+ * range is the obvious quantizer, but rarely the best one: a slightly different scale can put
+ * the bulk of a group nearer its grid points at the cost of the one extreme value.  So each
+ * fitter tries 21 scales around the obvious one, and for the integers each produces solves for
+ * the scale (and offset) with the least squared error — a closed-form least-squares fit — and
+ * keeps the best.  These only write files; nothing at inference time depends on them. */
+
+static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* x ≈ scale·L with integers L in [qmin, qmax], qmin < 0 < qmax.  Writes L; returns the scale,
+ * 0 for an all-zero group.  Candidates put the largest |x| near either end of the range. */
+static float fit_scale(const float *x, int n, int qmin, int qmax, int8_t *L)
+{
+    float amax = 0, max = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
+    memset(L, 0, (size_t)n);
+    if (amax == 0) return 0;
+    double best_gain = -1;
+    float best = 0;
+    for (int end = 0; end < 2; end++) {
+        float nend = end ? (float)qmax : (float)qmin;
+        for (int t = -10; t <= 10; t++) {
+            float iscale = (nend + (nend < 0 ? -0.1f : 0.1f) * (float)t) / max;
+            double sxl = 0, sll = 0;
+            for (int i = 0; i < n; i++) {
+                int q = clampi(round_even(iscale * x[i]), qmin, qmax);
+                sxl += (double)x[i] * q, sll += (double)q * q;
+            }
+            /* with the least-squares scale sxl/sll the error is Σx² − sxl²/sll */
+            if (sll > 0 && sxl * sxl / sll > best_gain) best_gain = sxl * sxl / sll, best = (float)(sxl / sll);
+        }
+    }
+    for (int i = 0; i < n; i++) L[i] = (int8_t)clampi(round_even(x[i] / best), qmin, qmax);
+    return best;
+}
+
+/* x ≈ scale·L − min with integers L in [0, nmax] and min >= 0: the k-quants store an offset
+ * that can only lower a group, so a group of positive values gets min = 0.  Writes L, *scale
+ * and *min. */
+static void fit_scale_min(const float *x, int n, int nmax, uint8_t *L, float *scale, float *min)
+{
+    float lo = 0, hi = -FLT_MAX;
+    for (int i = 0; i < n; i++) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
+    memset(L, 0, (size_t)n);
+    *scale = 0, *min = -lo;
+    if (!(hi > lo)) return; /* all values equal (and <= 0): the minimum alone represents them */
+    double best_err = DBL_MAX;
+    for (int t = -10; t <= 10; t++) {
+        float iscale = ((float)nmax + 0.1f * (float)t) / (hi - lo);
+        uint8_t q[32];
+        double sl = 0, sll = 0, sx = 0, slx = 0;
+        for (int i = 0; i < n; i++) {
+            q[i] = (uint8_t)clampi(round_even(iscale * (x[i] - lo)), 0, nmax);
+            sl += q[i], sll += (double)q[i] * q[i], sx += x[i], slx += (double)q[i] * x[i];
+        }
+        /* least squares for x ≈ a·q + b, then b clamped to <= 0 (a refit with b = 0) */
+        double det = n * sll - sl * sl, a, b;
+        if (det <= 0) continue;
+        a = (n * slx - sl * sx) / det, b = (sll * sx - sl * slx) / det;
+        if (b > 0) b = 0, a = slx / sll;
+        if (a <= 0) continue;
+        double err = 0;
+        for (int i = 0; i < n; i++) err += (a * q[i] + b - x[i]) * (a * q[i] + b - x[i]);
+        if (err < best_err) best_err = err, *scale = (float)a, *min = (float)-b, memcpy(L, q, (size_t)n);
+    }
+}
+
+/* ---- IQ4_NL --------------------------------------------------------------------------------- */
+
+/* The codebook index whose value is nearest to v (v in codebook units). */
+static int iq4nl_nearest(float v)
+{
+    int best = 0;
+    for (int k = 1; k < 16; k++)
+        if (fabsf(v - iq4nl_values[k]) < fabsf(v - iq4nl_values[best])) best = k;
+    return best;
+}
+
+/* Per block: candidate scales put the largest |x| near the codebook's end −127; each candidate's
+ * indices get the least-squares scale Σx·v/Σv², and the best fit is kept. */
+static void quantize_iq4_nl(const float *src, void *dst, int64_t n)
+{
+    block_iq4_nl *y = dst;
+    for (int64_t b = 0; b < n / QK; b++, src += QK) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK; j++)
+            if (fabsf(src[j]) > amax) amax = fabsf(src[j]), max = src[j];
+        float d = 0;
+        double best_gain = -1;
+        for (int t = -10; amax > 0 && t <= 10; t++) {
+            float id = (-127.0f + (float)t) / max;
+            double sxv = 0, svv = 0;
+            for (int j = 0; j < QK; j++) {
+                int v = iq4nl_values[iq4nl_nearest(id * src[j])];
+                sxv += (double)src[j] * v, svv += (double)v * v;
+            }
+            if (svv > 0 && sxv * sxv / svv > best_gain) best_gain = sxv * sxv / svv, d = (float)(sxv / svv);
+        }
+        y[b].d = f32_to_f16(d);
+        float dq = f16_to_f32(y[b].d), id = dq != 0 ? 1.0f / dq : 0.0f;
+        for (int j = 0; j < QK / 2; j++)
+            y[b].qs[j] = (uint8_t)(iq4nl_nearest(src[j] * id) | iq4nl_nearest(src[j + QK / 2] * id) << 4);
+    }
+}
+static void dequantize_iq4_nl(const void *src, float *dst, int64_t n)
+{
+    const block_iq4_nl *x = src;
+    for (int64_t b = 0; b < n / QK; b++, dst += QK) {
+        float d = f16_to_f32(x[b].d);
+        for (int j = 0; j < QK / 2; j++) {
+            dst[j] = d * iq4nl_values[x[b].qs[j] & 15];
+            dst[j + QK / 2] = d * iq4nl_values[x[b].qs[j] >> 4];
+        }
+    }
+}
+/* Summation orders as Q4_0: the lanes (llama.cpp's tinyBLAS kernel, which takes unrepacked
+ * IQ4_NL, Q4_0 and Q8_0 matrices on x86, keeps them too) and the repacked order. */
+static float vec_dot_iq4_nl(int64_t n, const void *w, const void *a)
+{
+    const block_iq4_nl *x = w;
+    const block_q8_0 *y = a;
+    lane_acc acc = {{0}};
+    int q[QK];
+    for (int64_t b = 0; b < n / QK; b++) {
+        for (int j = 0; j < QK / 2; j++) q[j] = iq4nl_values[x[b].qs[j] & 15], q[j + QK / 2] = iq4nl_values[x[b].qs[j] >> 4];
+        lane_acc_block(&acc, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), q, y[b].qs);
+    }
+    return lane_acc_sum(&acc);
+}
+static float vec_dot_iq4_nl_r8(int64_t n, const void *w, const void *a)
+{
+    const block_iq4_nl *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < QK / 2; j++)
+            s += iq4nl_values[x[b].qs[j] & 15] * y[b].qs[j] + iq4nl_values[x[b].qs[j] >> 4] * y[b].qs[j + QK / 2];
+        acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+
 /* ---- Q8_K (activations of the k-quants) and Q6_K --------------------------------------------- */
 
 /* iscale = −127 / x_max with x_max the element of largest magnitude (its sign kept), q clamped
- * to 127 (the element x_max itself maps to −127), d = 1 / iscale; bsums are the per-16 sums. */
+ * to 127 (the element x_max itself maps to −127), d = 1 / iscale; bsums are the per-16 sums.
+ * q is the exact product iscale·x rounded once to the nearest integer (ties to even), not the
+ * product first rounded to F32 and then to an integer: llama.cpp rounds with the "add 1.5·2^23"
+ * trick, nearest_int(iscale·x), and its build (GCC's default -ffp-contract=fast in GNU C mode)
+ * fuses that multiply and add into one FMA.  The two differ only when the product lies within
+ * half an F32 ulp of a .5, but the references carry such flips: following the fused form took
+ * two reference runs from greedy-token failures to agreement within 2e-6. */
 static void quantize_q8_K(const float *src, void *dst, int64_t n)
 {
     block_q8_K *y = dst;
@@ -800,7 +1188,8 @@ static void quantize_q8_K(const float *src, void *dst, int64_t n)
         }
         float iscale = -127.0f / max;
         for (int j = 0; j < QK_K; j++) {
-            int v = round_even(iscale * src[j]);
+            float f = fmaf(iscale, src[j], 12582912.0f); /* 1.5·2^23: the integer lands in the low bits */
+            int v = (int)(f32_bits(f) & 0x007fffff) - 0x00400000;
             y[b].qs[j] = (int8_t)(v > 127 ? 127 : v);
         }
         for (int g = 0; g < QK_K / 16; g++) {
@@ -816,6 +1205,376 @@ static void dequantize_q8_K(const void *src, float *dst, int64_t n)
     const block_q8_K *x = src;
     for (int64_t b = 0; b < n / QK_K; b++)
         for (int j = 0; j < QK_K; j++) dst[b * QK_K + j] = x[b].d * x[b].qs[j];
+}
+
+/* ---- Q2_K, Q3_K, Q4_K, Q5_K ------------------------------------------------------------------
+ * Each type has an `unpack` that writes the 256 integers q of a super-block (the layouts of
+ * section 3 in code), and the dot products work on those integers: the per-group integer sums
+ * are exact, and only the final F32 steps need to follow llama.cpp's order (see each kernel).
+ * The dequantizers compute (d·sc)·q − dmin·m in the order llama.cpp's reference does, with the
+ * product and the difference as separate statements so that no compiler fuses them. */
+
+/* Byte and bit of element i in the 2-bit planes (Q2_K, Q3_K): plane i%128/32 of byte
+ * 32·(i/128) + i%32; and in the nibble planes (Q4_K, Q5_K): nibble i%64/32 of byte 32·(i/64) + i%32. */
+static inline int plane2_byte(int i) { return 32 * (i / 128) + i % 32; }
+static inline int plane2_shift(int i) { return 2 * (i % 128 / 32); }
+static inline int plane4_byte(int i) { return 32 * (i / 64) + i % 32; }
+static inline int plane4_shift(int i) { return 4 * (i % 64 / 32); }
+
+static void q2_K_unpack(const block_q2_K *x, int8_t q[QK_K])
+{
+    for (int i = 0; i < QK_K; i++) q[i] = (int8_t)((x->qs[plane2_byte(i)] >> plane2_shift(i)) & 3);
+}
+static void q3_K_unpack(const block_q3_K *x, int8_t q[QK_K])
+{
+    for (int i = 0; i < QK_K; i++) {
+        int low = (x->qs[plane2_byte(i)] >> plane2_shift(i)) & 3;
+        bool high = (x->hmask[i % 32] >> (4 * (i / 128) + i % 128 / 32)) & 1;
+        q[i] = (int8_t)(high ? low : low - 4);
+    }
+}
+static void q4_K_unpack(const block_q4_K *x, int8_t q[QK_K])
+{
+    for (int i = 0; i < QK_K; i++) q[i] = (int8_t)((x->qs[plane4_byte(i)] >> plane4_shift(i)) & 15);
+}
+static void q5_K_unpack(const block_q5_K *x, int8_t q[QK_K])
+{
+    for (int i = 0; i < QK_K; i++)
+        q[i] = (int8_t)(((x->qs[plane4_byte(i)] >> plane4_shift(i)) & 15) | ((x->qh[i % 32] >> (i / 32)) & 1) << 4);
+}
+
+/* The inverse of k_scale_min: store scale and min (both 0..63) of sub-block j. */
+static void k_scale_min_pack(uint8_t s[12], int j, int scale, int min)
+{
+    if (j < 4) {
+        s[j] = (uint8_t)((s[j] & 0xc0) | scale);
+        s[j + 4] = (uint8_t)((s[j + 4] & 0xc0) | min);
+    } else {
+        s[j + 4] = (uint8_t)((scale & 15) | (min & 15) << 4);
+        s[j - 4] = (uint8_t)((s[j - 4] & 63) | (scale >> 4) << 6);
+        s[j] = (uint8_t)((s[j] & 63) | (min >> 4) << 6);
+    }
+}
+
+/* The super-block scales of the "scale and minimum" k-quants: the per-group scales and
+ * minimums found by fit_scale_min are themselves quantized to nmax_scale levels of d and dmin
+ * (as F16), and every weight is then re-rounded against the group's final scale and minimum —
+ * which is what the dequantizer will use.  Returns the integer scales and minimums. */
+static void k_quantize_scales(const float *scale, const float *min, int n_groups, int nmax_scale, f16_t *d, f16_t *dmin,
+                              int *isc, int *imin)
+{
+    float max_scale = 0, max_min = 0;
+    for (int g = 0; g < n_groups; g++) max_scale = fmaxf(max_scale, scale[g]), max_min = fmaxf(max_min, min[g]);
+    *d = f32_to_f16(max_scale / (float)nmax_scale);
+    *dmin = f32_to_f16(max_min / (float)nmax_scale);
+    float df = f16_to_f32(*d), dminf = f16_to_f32(*dmin);
+    for (int g = 0; g < n_groups; g++) {
+        isc[g] = df > 0 ? clampi(round_even(scale[g] / df), 0, nmax_scale) : 0;
+        imin[g] = dminf > 0 ? clampi(round_even(min[g] / dminf), 0, nmax_scale) : 0;
+    }
+}
+
+/* The integer nearest to (x + m)/s in [0, nmax], for the final rounding against quantized scales. */
+static inline int k_requantize(float x, float s, float m, int nmax) { return s > 0 ? clampi(round_even((x + m) / s), 0, nmax) : 0; }
+
+static void quantize_q2_K(const float *src, void *dst, int64_t n)
+{
+    block_q2_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float scale[16], min[16];
+        uint8_t L[16];
+        int isc[16], imin[16];
+        for (int g = 0; g < 16; g++) fit_scale_min(src + 16 * g, 16, 3, L, &scale[g], &min[g]);
+        memset(&y[b], 0, sizeof y[b]);
+        k_quantize_scales(scale, min, 16, 15, &y[b].d, &y[b].dmin, isc, imin);
+        float d = f16_to_f32(y[b].d), dmin = f16_to_f32(y[b].dmin);
+        for (int i = 0; i < QK_K; i++) {
+            int g = i / 16;
+            if (i % 16 == 0) y[b].scales[g] = (uint8_t)(isc[g] | imin[g] << 4);
+            int q = k_requantize(src[i], d * (float)isc[g], dmin * (float)imin[g], 3);
+            y[b].qs[plane2_byte(i)] |= (uint8_t)(q << plane2_shift(i));
+        }
+    }
+}
+static void dequantize_q2_K(const void *src, float *dst, int64_t n)
+{
+    const block_q2_K *x = src;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        float d = f16_to_f32(x[b].d), dmin = f16_to_f32(x[b].dmin);
+        q2_K_unpack(&x[b], q);
+        for (int i = 0; i < QK_K; i++) {
+            float dl = d * (float)(x[b].scales[i / 16] & 15), ml = dmin * (float)(x[b].scales[i / 16] >> 4);
+            float v = dl * (float)q[i];
+            dst[i] = v - ml;
+        }
+    }
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q2_K_q8_K: per super-block, first the
+ * minimums into the 8 lanes (lane l gets m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1], times
+ * −d_act·dmin), then the scaled products (k_lane_sums, times d_act·d), each a fused
+ * multiply-add; the lanes are added at the end as lane_acc_sum does. */
+static float vec_dot_q2_K(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q2_K_unpack(&x[b], q);
+        for (int g = 0; g < 16; g++) sc[g] = x[b].scales[g] & 15;
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        for (int l = 0; l < 8; l++) {
+            int32_t m = (x[b].scales[2 * l] >> 4) * y[b].bsums[2 * l] + (x[b].scales[2 * l + 1] >> 4) * y[b].bsums[2 * l + 1];
+            acc.lane[l] = fmaf(dmin, (float)m, acc.lane[l]);
+        }
+        k_lane_sums(q, sc, y[b].qs, lane);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+    }
+    return lane_acc_sum(&acc);
+}
+/* The repacked order (llama.cpp repacks Q2_K on AVX-512 machines, where the references were
+ * made): per super-block one exact integer sum for the scales and one for the minimums, each
+ * accumulated with a fused multiply-add in its own F32 accumulator, the minimums subtracted at
+ * the end. */
+static float vec_dot_q2_K_r8(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    int8_t q[QK_K];
+    int sc[16];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q2_K_unpack(&x[b], q);
+        int32_t mins = 0;
+        for (int g = 0; g < 16; g++) sc[g] = x[b].scales[g] & 15, mins += (x[b].scales[g] >> 4) * y[b].bsums[g];
+        acc = fmaf((float)k_dot(q, sc, y[b].qs), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+
+static void quantize_q3_K(const float *src, void *dst, int64_t n)
+{
+    block_q3_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float scale[16];
+        int8_t L[16], isc[16];
+        for (int g = 0; g < 16; g++) scale[g] = fit_scale(src + 16 * g, 16, -4, 3, L);
+        memset(&y[b], 0, sizeof y[b]);
+        /* the 16 group scales, signed, fitted to 6 bits the same way */
+        y[b].d = f32_to_f16(fit_scale(scale, 16, -32, 31, isc));
+        float d = f16_to_f32(y[b].d);
+        for (int g = 0; g < 16; g++) { /* the packing q3_K_scale() undoes */
+            int v = isc[g] + 32;
+            y[b].scales[g % 8] |= (uint8_t)((v & 15) << (g < 8 ? 0 : 4));
+            y[b].scales[8 + g % 4] |= (uint8_t)((v >> 4) << (2 * (g / 4)));
+        }
+        for (int i = 0; i < QK_K; i++) {
+            float s = d * (float)isc[i / 16];
+            int u = (s != 0 ? clampi(round_even(src[i] / s), -4, 3) : 0) + 4; /* q + 4 in [0,7] */
+            y[b].qs[plane2_byte(i)] |= (uint8_t)((u & 3) << plane2_shift(i));
+            y[b].hmask[i % 32] |= (uint8_t)((u >> 2) << (4 * (i / 128) + i % 128 / 32));
+        }
+    }
+}
+static void dequantize_q3_K(const void *src, float *dst, int64_t n)
+{
+    const block_q3_K *x = src;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        float d = f16_to_f32(x[b].d);
+        q3_K_unpack(&x[b], q);
+        for (int i = 0; i < QK_K; i++) dst[i] = d * (float)q3_K_scale(x[b].scales, i / 16) * (float)q[i];
+    }
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q3_K_q8_K: the 8 lanes of k_lane_sums, each
+ * accumulated with a fused multiply-add by d_act·d, added up at the end as lane_acc_sum does. */
+static float vec_dot_q3_K(int64_t n, const void *w, const void *a)
+{
+    const block_q3_K *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q3_K_unpack(&x[b], q);
+        for (int g = 0; g < 16; g++) sc[g] = q3_K_scale(x[b].scales, g);
+        k_lane_sums(q, sc, y[b].qs, lane);
+        float d = y[b].d * f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+    }
+    return lane_acc_sum(&acc);
+}
+
+/* Q4_K and Q5_K share everything but the width of q. */
+static void quantize_k_scale_min(const float *src, int nmax, f16_t *d, f16_t *dmin, uint8_t scales[12], uint8_t q[QK_K])
+{
+    float scale[8], min[8];
+    int isc[8], imin[8];
+    for (int j = 0; j < 8; j++) fit_scale_min(src + 32 * j, 32, nmax, q + 32 * j, &scale[j], &min[j]);
+    k_quantize_scales(scale, min, 8, 63, d, dmin, isc, imin);
+    memset(scales, 0, 12);
+    float df = f16_to_f32(*d), dminf = f16_to_f32(*dmin);
+    for (int j = 0; j < 8; j++) k_scale_min_pack(scales, j, isc[j], imin[j]);
+    for (int i = 0; i < QK_K; i++) q[i] = (uint8_t)k_requantize(src[i], df * (float)isc[i / 32], dminf * (float)imin[i / 32], nmax);
+}
+static void dequantize_k_scale_min(float d, float dmin, const uint8_t scales[12], const int8_t *q, float *dst)
+{
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        k_scale_min(scales, j, &sc, &m);
+        float dl = d * (float)sc, ml = dmin * (float)m;
+        for (int i = 32 * j; i < 32 * j + 32; i++) {
+            float v = dl * (float)q[i];
+            dst[i] = v - ml;
+        }
+    }
+}
+
+static void quantize_q4_K(const float *src, void *dst, int64_t n)
+{
+    block_q4_K *y = dst;
+    uint8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        quantize_k_scale_min(src, 15, &y[b].d, &y[b].dmin, y[b].scales, q);
+        memset(y[b].qs, 0, sizeof y[b].qs);
+        for (int i = 0; i < QK_K; i++) y[b].qs[plane4_byte(i)] |= (uint8_t)(q[i] << plane4_shift(i));
+    }
+}
+static void dequantize_q4_K(const void *src, float *dst, int64_t n)
+{
+    const block_q4_K *x = src;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        q4_K_unpack(&x[b], q);
+        dequantize_k_scale_min(f16_to_f32(x[b].d), f16_to_f32(x[b].dmin), x[b].scales, q, dst);
+    }
+}
+/* The repacked order of Q4_K and Q5_K, as for Q2_K above: exact integer sums per super-block,
+ * a fused multiply-add into one F32 accumulator for the scales and one for the minimums,
+ * subtracted at the end. */
+static void k_scale_min_dot(const int8_t *q, const uint8_t scales[12], f16_t d, f16_t dmin, const block_q8_K *y, float *acc,
+                            float *acc_min)
+{
+    int sc[16];
+    int32_t mins = 0;
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        k_scale_min(scales, j, &s, &m);
+        sc[2 * j] = sc[2 * j + 1] = s;
+        mins += m * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+    }
+    *acc = fmaf((float)k_dot(q, sc, y->qs), f16_to_f32(d) * y->d, *acc);
+    *acc_min = fmaf((float)mins, f16_to_f32(dmin) * y->d, *acc_min);
+}
+static float vec_dot_q4_K_r8(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q4_K_unpack(&x[b], q);
+        k_scale_min_dot(q, x[b].scales, x[b].d, x[b].dmin, &y[b], &acc, &acc_min);
+    }
+    return acc - acc_min;
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q4_K_q8_K: the scaled products in the 8 lanes
+ * (times d_act·d); the minimums in 4 more F32 lanes, lane k getting the products of sub-blocks
+ * 2k and 2k+1 (times −d_act·dmin); at the end the 8 lanes as lane_acc_sum, plus the 4 as
+ * (m0 + m2) + (m1 + m3). */
+static float vec_dot_q4_K(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    float acc_m[4] = {0};
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q4_K_unpack(&x[b], q);
+        int m[8];
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[2 * j], &m[j]), sc[2 * j + 1] = sc[2 * j];
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        for (int k = 0; k < 4; k++) {
+            int32_t mk = m[2 * k] * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) + m[2 * k + 1] * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
+            acc_m[k] = fmaf(dmin, (float)mk, acc_m[k]);
+        }
+        k_lane_sums(q, sc, y[b].qs, lane);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+    }
+    return lane_acc_sum(&acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+}
+
+static void quantize_q5_K(const float *src, void *dst, int64_t n)
+{
+    block_q5_K *y = dst;
+    uint8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        quantize_k_scale_min(src, 31, &y[b].d, &y[b].dmin, y[b].scales, q);
+        memset(y[b].qs, 0, sizeof y[b].qs);
+        memset(y[b].qh, 0, sizeof y[b].qh);
+        for (int i = 0; i < QK_K; i++) {
+            y[b].qs[plane4_byte(i)] |= (uint8_t)((q[i] & 15) << plane4_shift(i));
+            y[b].qh[i % 32] |= (uint8_t)((q[i] >> 4) << (i / 32));
+        }
+    }
+}
+static void dequantize_q5_K(const void *src, float *dst, int64_t n)
+{
+    const block_q5_K *x = src;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        q5_K_unpack(&x[b], q);
+        dequantize_k_scale_min(f16_to_f32(x[b].d), f16_to_f32(x[b].dmin), x[b].scales, q, dst);
+    }
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q5_K_q8_K: the scaled products in the 8 lanes
+ * (times d_act·d); the minimums' exact integer sum per super-block, times −d_act·dmin, added to
+ * one F32 sum with a fused multiply-add (llama.cpp's build lets the compiler fuse that line),
+ * which joins the lanes' total at the end. */
+static float vec_dot_q5_K(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    float summs = 0;
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q5_K_unpack(&x[b], q);
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) {
+            int m;
+            k_scale_min(x[b].scales, j, &sc[2 * j], &m);
+            sc[2 * j + 1] = sc[2 * j];
+            mins += m * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        }
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        summs = fmaf(dmin, (float)mins, summs);
+        k_lane_sums(q, sc, y[b].qs, lane);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+    }
+    return lane_acc_sum(&acc) + summs;
+}
+/* The repacked order, as Q4_K's. */
+static float vec_dot_q5_K_r8(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    int8_t q[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        q5_K_unpack(&x[b], q);
+        k_scale_min_dot(q, x[b].scales, x[b].d, x[b].dmin, &y[b], &acc, &acc_min);
+    }
+    return acc - acc_min;
 }
 
 /* The 6-bit value of element i (0..255) of a Q6_K block, in [0,63], per the layout above. */
@@ -873,56 +1632,59 @@ static void quantize_q6_K(const float *src, void *dst, int64_t n)
     }
 }
 
+/* Summation order of llama.cpp's x86 ggml_vec_dot_q6_K_q8_K (Q6_K is not repacked): the 8
+ * lanes of k_lane_sums with the signed group scales, fused multiply-add by d_act·d. */
 static float vec_dot_q6_K(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
-    float s = 0;
+    lane_acc acc = {{0}};
+    int8_t q[QK_K];
+    int sc[16];
+    int32_t lane[8];
     for (int64_t b = 0; b < n / QK_K; b++) {
-        int32_t sumi = 0;
-        for (int g = 0; g < 16; g++) {
-            int gs = 0;
-            for (int j = 0; j < 16; j++) gs += (q6_K_value(&x[b], 16 * g + j) - 32) * y[b].qs[16 * g + j];
-            sumi += x[b].scales[g] * gs;
-        }
-        s += f16_to_f32(x[b].d) * y[b].d * (float)sumi;
+        for (int i = 0; i < QK_K; i++) q[i] = (int8_t)(q6_K_value(&x[b], i) - 32);
+        for (int g = 0; g < 16; g++) sc[g] = x[b].scales[g];
+        k_lane_sums(q, sc, y[b].qs, lane);
+        float d = y[b].d * f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
     }
-    return s;
+    return lane_acc_sum(&acc);
 }
 
 /* ---- The table ------------------------------------------------------------------------------ */
 
 static const type_traits type_table[TYPE_COUNT] = {
-    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, vec_dot_f32},
-    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, vec_dot_f16},
-    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, vec_dot_bf16},
-    [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, vec_dot_q4_0},
-    [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, vec_dot_q4_1},
-    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, vec_dot_q5_0},
-    [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, vec_dot_q5_1},
-    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, vec_dot_q8_0},
-    [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, quantize_q8_1, NULL},
-    [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, quantize_q8_K, NULL},
-    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, vec_dot_q6_K},
+    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, vec_dot_f32, NULL},
+    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, vec_dot_f16, NULL},
+    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, vec_dot_bf16, NULL},
+    [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, vec_dot_q4_0, vec_dot_q4_0_r8},
+    [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, vec_dot_q4_1, NULL},
+    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, vec_dot_q5_0, NULL},
+    [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, vec_dot_q5_1, NULL},
+    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, vec_dot_q8_0, NULL},
+    [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, quantize_q8_1, NULL, NULL},
+    [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, quantize_q8_K, NULL, NULL},
+    [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, vec_dot_q2_K, vec_dot_q2_K_r8},
+    [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, vec_dot_q3_K, NULL},
+    [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, vec_dot_q4_K, vec_dot_q4_K_r8},
+    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, vec_dot_q5_K, vec_dot_q5_K_r8},
+    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, vec_dot_q6_K, NULL},
+    [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, vec_dot_iq4_nl, vec_dot_iq4_nl_r8},
     /* Known to GGUF; geometry recorded so files parse and are refused by name, not garbled. */
-    [TYPE_Q2_K] = {"q2_k", QK_K, 84, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_Q3_K] = {"q3_k", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_Q4_K] = {"q4_k", QK_K, 144, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_Q5_K] = {"q5_k", QK_K, 176, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ2_XXS] = {"iq2_xxs", QK_K, 66, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ2_XS] = {"iq2_xs", QK_K, 74, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ3_XXS] = {"iq3_xxs", QK_K, 98, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ1_S] = {"iq1_s", QK_K, 50, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ4_NL] = {"iq4_nl", QK, 18, TYPE_Q8_0, NULL, NULL, NULL},
-    [TYPE_IQ3_S] = {"iq3_s", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ2_S] = {"iq2_s", QK_K, 82, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_IQ4_XS] = {"iq4_xs", QK_K, 136, TYPE_Q8_K, NULL, NULL, NULL},
-    [TYPE_I8] = {"i8", 1, 1, TYPE_I8, NULL, NULL, NULL},
-    [TYPE_I16] = {"i16", 1, 2, TYPE_I16, NULL, NULL, NULL},
-    [TYPE_I32] = {"i32", 1, 4, TYPE_I32, NULL, NULL, NULL},
-    [TYPE_I64] = {"i64", 1, 8, TYPE_I64, NULL, NULL, NULL},
-    [TYPE_F64] = {"f64", 1, 8, TYPE_F64, NULL, NULL, NULL},
-    [TYPE_IQ1_M] = {"iq1_m", QK_K, 56, TYPE_Q8_K, NULL, NULL, NULL},
+    [TYPE_IQ2_XXS] = {"iq2_xxs", QK_K, 66, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ2_XS] = {"iq2_xs", QK_K, 74, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ3_XXS] = {"iq3_xxs", QK_K, 98, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ1_S] = {"iq1_s", QK_K, 50, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ3_S] = {"iq3_s", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ2_S] = {"iq2_s", QK_K, 82, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ4_XS] = {"iq4_xs", QK_K, 136, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_I8] = {"i8", 1, 1, TYPE_I8, NULL, NULL, NULL, NULL},
+    [TYPE_I16] = {"i16", 1, 2, TYPE_I16, NULL, NULL, NULL, NULL},
+    [TYPE_I32] = {"i32", 1, 4, TYPE_I32, NULL, NULL, NULL, NULL},
+    [TYPE_I64] = {"i64", 1, 8, TYPE_I64, NULL, NULL, NULL, NULL},
+    [TYPE_F64] = {"f64", 1, 8, TYPE_F64, NULL, NULL, NULL, NULL},
+    [TYPE_IQ1_M] = {"iq1_m", QK_K, 56, TYPE_Q8_K, NULL, NULL, NULL, NULL},
 };
 
 /* The table row of a type id, or NULL for ids that are unknown (gaps 4, 5 and beyond). */
@@ -930,6 +1692,12 @@ static const type_traits *type_info(int type)
 {
     if (type < 0 || type >= TYPE_COUNT || !type_table[type].name) return NULL;
     return &type_table[type];
+}
+
+/* The dot product for a weight matrix of `rows` rows (see vec_dot_r8 and the section's head). */
+static vec_dot_fn type_vec_dot(const type_traits *t, int64_t rows)
+{
+    return rows % 8 == 0 && t->vec_dot_r8 ? t->vec_dot_r8 : t->vec_dot;
 }
 
 /* Can halda compute with weights of this type (dequantize and dot product)? */
@@ -992,7 +1760,11 @@ static void *pool_worker_main(void *p)
         int spins = 0;
         while (atomic_load_explicit(&pool->generation, memory_order_acquire) == seen &&
                !atomic_load(&pool->quit)) {
-            if (++spins < 20000) continue;
+            if (++spins < 2000) continue;
+            if (spins < 20000) { /* give the core away if someone else wants it */
+                sched_yield();
+                continue;
+            }
             pthread_mutex_lock(&pool->mutex);
             while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->quit))
                 pthread_cond_wait(&pool->wake, &pool->mutex);
@@ -1053,9 +1825,8 @@ static void pool_run(thread_pool *pool, pool_task_fn fn, void *arg)
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mutex);
     fn(arg, 0, pool->n_threads);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) {
-        /* the other threads finish within microseconds of us */
-    }
+    for (int spins = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++)
+        if (spins > 1000) sched_yield(); /* a worker was descheduled: let it run */
 }
 
 /* The slice [begin, end) of n items that thread ith of nth handles. */
@@ -1064,6 +1835,66 @@ static void pool_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end
     int64_t per = (n + nth - 1) / nth;
     *begin = per * ith < n ? per * ith : n;
     *end = *begin + per < n ? *begin + per : n;
+}
+
+/* Dynamic split: threads take chunks of `chunk` items from a shared counter until none are
+ * left.  A thread that was descheduled (another program wants the core) simply takes fewer
+ * chunks instead of holding everyone up, and since every item is still computed whole by one
+ * thread, results are the same for any thread count or timing. */
+typedef struct {
+    atomic_int_fast64_t next;
+    int64_t n, chunk;
+} work_counter;
+
+static void work_counter_init(work_counter *w, int64_t n, int nth)
+{
+    atomic_store(&w->next, 0);
+    w->n = n;
+    w->chunk = n / ((int64_t)nth * 8);
+    if (w->chunk < 1) w->chunk = 1;
+}
+/* The next [begin, end) to do; false when the work is exhausted. */
+static bool work_counter_take(work_counter *w, int64_t *begin, int64_t *end)
+{
+    int64_t b = atomic_fetch_add(&w->next, w->chunk);
+    if (b >= w->n) return false;
+    *begin = b;
+    *end = b + w->chunk < w->n ? b + w->chunk : w->n;
+    return true;
+}
+
+/* Memory bandwidth, STREAM "copy" style: each thread copies its slice of a buffer far larger
+ * than the caches; bytes moved = read + write.  Decode streams every weight once per token, so
+ * this is the ceiling a memory-bound generation can approach. */
+typedef struct {
+    uint8_t *src, *dst;
+    size_t bytes;
+} membw_job;
+
+static void membw_task(void *arg, int ith, int nth)
+{
+    const membw_job *j = arg;
+    int64_t b, e;
+    pool_split((int64_t)(j->bytes / 4096), ith, nth, &b, &e);
+    memcpy(j->dst + b * 4096, j->src + b * 4096, (size_t)(e - b) * 4096);
+}
+
+/* Best-of-5 copy bandwidth in bytes per second over `bytes`-sized buffers, or 0 on failure. */
+static double platform_copy_bandwidth(thread_pool *pool, size_t bytes)
+{
+    membw_job j = {xmalloc(bytes), xmalloc(bytes), bytes};
+    double best = 0;
+    if (j.src && j.dst) {
+        memset(j.src, 1, bytes), memset(j.dst, 2, bytes); /* fault the pages in first */
+        for (int r = 0; r < 5; r++) {
+            double t0 = now_ms();
+            pool_run(pool, membw_task, &j);
+            double ms = now_ms() - t0;
+            if (ms > 0 && 2.0 * (double)bytes / (ms / 1e3) > best) best = 2.0 * (double)bytes / (ms / 1e3);
+        }
+    }
+    xfree(j.src), xfree(j.dst);
+    return best;
 }
 
 /* =============================================================================================
@@ -1912,48 +2743,62 @@ uint64_t halda_model_size_bytes(const halda_model *m) { return m->weight_bytes; 
 const char *halda_model_arch(const halda_model *m) { return m->hp.arch == ARCH_QWEN2 ? "qwen2" : "llama"; }
 
 /* ---- KV cache ------------------------------------------------------------------------------- *
- * For layers [layer_begin, layer_end), n_seq sequence slots and n_ctx positions, the keys and
- * values of every kv head, F32 or F16.  Layout of each: [layer][seq][pos][kv_dim], so one
- * head's keys for consecutive positions are kv_dim elements apart. */
+ * For the layers this device holds, n_seq sequence slots and n_ctx positions, the keys and
+ * values of every kv head, F32 or F16.  A ring device holds k windows of layers (one per cycle
+ * around the ring), so layers map to cache slots through `slot`; a single device holds all of
+ * them.  Layout of k and v: [slot][seq][pos][kv_dim], so one head's keys for consecutive
+ * positions are kv_dim elements apart. */
 
 typedef struct {
-    int layer_begin, layer_end, n_seq, n_ctx, kv_dim;
-    int type;        /* HALDA_KV_F32 or HALDA_KV_F16 */
-    size_t elem;     /* bytes per element */
+    int n_layer;     /* layers of the model */
+    int *slot;       /* [n_layer] cache slot of each layer, -1 when this device does not hold it */
+    int n_slots;     /* layers held */
+    int n_seq, n_ctx, kv_dim;
+    int type;        /* HALDA_KV_F32, HALDA_KV_F16 or HALDA_KV_Q8_0 */
+    int gtype;       /* the same as a weight type: TYPE_F32, TYPE_F16 or TYPE_Q8_0 */
+    size_t row;      /* bytes of one position's kv_dim values */
     uint8_t *k, *v;  /* owned */
     int *n_pos;      /* [n_seq] positions currently stored per sequence */
 } kv_cache;
 
+static int kv_gtype(int kv_type) { return kv_type == HALDA_KV_F32 ? TYPE_F32 : kv_type == HALDA_KV_Q8_0 ? TYPE_Q8_0 : TYPE_F16; }
+
 static size_t kv_cache_bytes(int n_layers, int n_seq, int n_ctx, int kv_dim, int type)
 {
-    return 2 * (size_t)n_layers * (size_t)n_seq * (size_t)n_ctx * (size_t)kv_dim * (type == HALDA_KV_F32 ? 4 : 2);
+    return 2 * (size_t)n_layers * (size_t)n_seq * (size_t)n_ctx * type_row_bytes(kv_gtype(type), kv_dim);
 }
 
-static int kv_cache_init(kv_cache *c, int layer_begin, int layer_end, int n_seq, int n_ctx, int kv_dim, int type, herr *e)
+static void kv_cache_free(kv_cache *c)
+{
+    xfree(c->k), xfree(c->v), xfree(c->n_pos), xfree(c->slot);
+    memset(c, 0, sizeof *c);
+}
+
+/* held[l] says whether this device holds layer l (NULL: all layers). */
+static int kv_cache_init(kv_cache *c, int n_layer, const bool *held, int n_seq, int n_ctx, int kv_dim, int type, herr *e)
 {
     memset(c, 0, sizeof *c);
-    *c = (kv_cache){layer_begin, layer_end, n_seq, n_ctx, kv_dim, type, type == HALDA_KV_F32 ? 4 : 2, NULL, NULL, NULL};
-    size_t half = kv_cache_bytes(layer_end - layer_begin, n_seq, n_ctx, kv_dim, type) / 2;
+    c->n_layer = n_layer, c->n_seq = n_seq, c->n_ctx = n_ctx, c->kv_dim = kv_dim, c->type = type;
+    c->gtype = kv_gtype(type);
+    c->row = type_row_bytes(c->gtype, kv_dim);
+    c->slot = xmalloc((size_t)n_layer * sizeof *c->slot);
+    if (!c->slot) return herr_set(e, "out of memory"), -1;
+    for (int l = 0; l < n_layer; l++) c->slot[l] = !held || held[l] ? c->n_slots++ : -1;
+    size_t half = kv_cache_bytes(c->n_slots, n_seq, n_ctx, kv_dim, type) / 2;
     c->k = xcalloc(1, half);
     c->v = xcalloc(1, half);
     c->n_pos = xcalloc((size_t)n_seq, sizeof *c->n_pos);
     if (!c->k || !c->v || !c->n_pos) {
-        xfree(c->k), xfree(c->v), xfree(c->n_pos);
-        memset(c, 0, sizeof *c);
+        kv_cache_free(c);
         return herr_set(e, "out of memory for a %zu MiB KV cache", 2 * half >> 20), -1;
     }
     return 0;
 }
-static void kv_cache_free(kv_cache *c)
-{
-    xfree(c->k), xfree(c->v), xfree(c->n_pos);
-    memset(c, 0, sizeof *c);
-}
-/* Address of the key (or value) vector of (layer, seq, pos). */
+/* Address of the key (or value) vector of (layer, seq, pos); the layer must be held. */
 static inline uint8_t *kv_at(const kv_cache *c, uint8_t *base, int layer, int seq, int pos)
 {
-    size_t idx = (((size_t)(layer - c->layer_begin) * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx + (size_t)pos);
-    return base + idx * (size_t)c->kv_dim * c->elem;
+    size_t idx = (((size_t)c->slot[layer] * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx + (size_t)pos);
+    return base + idx * c->row;
 }
 /* Keep only the first n positions of a sequence (n = 0 clears it). */
 static void kv_cache_keep(kv_cache *c, int seq, int n)
@@ -1973,10 +2818,12 @@ struct halda_context {
     float *x, *xb, *q, *k, *v, *att, *ffn_gate, *ffn_up;
     float *rope_cs;  /* [n_batch][n_rot] cos, sin pairs for each row's position */
     float *scores;   /* [n_threads][n_ctx] attention weights, one row per thread */
+    float *att_tmp;  /* [n_threads][2 · head_dim + 16] a converted query and a dequantized value row */
     float *logits;   /* [n_vocab] */
     int *pos, *seq;  /* [n_batch] positions and sequence slots of the rows of a batch */
     void *act;       /* activations converted for a matrix product: n_batch rows of the widest type */
     uint8_t *arena;
+    size_t arena_bytes;
 };
 
 halda_context_params halda_context_default_params(void)
@@ -1989,7 +2836,9 @@ const char *halda_last_error(const halda_context *ctx) { return ctx->err.msg; }
 /* Widest bytes any activation row of n elements can need (F32 is the widest per element). */
 static size_t act_row_bytes_max(int64_t n) { return (size_t)n * 4 + (size_t)(n / QK + 1) * 8; }
 
-halda_context *halda_context_new(halda_model *m, const halda_context_params *p, char *err, size_t err_len)
+/* A context for the layers marked in held (NULL: every layer).  A ring device holds only its
+ * windows; its KV cache and forward passes cover just those layers. */
+static halda_context *context_new(halda_model *m, const halda_context_params *p, const bool *held, char *err, size_t err_len)
 {
     herr e = {{0}};
     const model_hparams *hp = &m->hp;
@@ -2005,12 +2854,16 @@ halda_context *halda_context_new(halda_model *m, const halda_context_params *p, 
     c->n_batch = p->n_batch > 0 ? p->n_batch : 512;
     if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
     int n_threads = p->n_threads > 0 ? p->n_threads : platform_physical_cores();
-    if (p->kv_type != HALDA_KV_F32 && p->kv_type != HALDA_KV_F16) {
+    if (p->kv_type != HALDA_KV_F32 && p->kv_type != HALDA_KV_F16 && p->kv_type != HALDA_KV_Q8_0) {
         herr_set(&e, "unknown KV cache type %d", p->kv_type);
         goto fail;
     }
+    if (p->kv_type == HALDA_KV_Q8_0 && hp->head_dim % QK) {
+        herr_set(&e, "a Q8_0 KV cache needs a head size that is a multiple of %d (this model's is %d)", QK, hp->head_dim);
+        goto fail;
+    }
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
-    if (kv_cache_init(&c->kv, 0, hp->n_layer, 1, c->n_ctx, (int)kv_dim, p->kv_type, &e)) goto fail;
+    if (kv_cache_init(&c->kv, hp->n_layer, held, 1, c->n_ctx, (int)kv_dim, p->kv_type, &e)) goto fail;
     if (!(c->pool = pool_new(n_threads))) {
         herr_set(&e, "cannot start threads");
         goto fail;
@@ -2018,9 +2871,11 @@ halda_context *halda_context_new(halda_model *m, const halda_context_params *p, 
     int64_t B = c->n_batch, widest = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
     if (q_dim > widest) widest = q_dim;
     size_t floats = (size_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
-                             (int64_t)c->pool->n_threads * c->n_ctx + hp->n_vocab + 2 * B);
+                             (int64_t)c->pool->n_threads * c->n_ctx + hp->n_vocab + 2 * B +
+                             (int64_t)c->pool->n_threads * (2 * hp->head_dim + 16));
     size_t act_bytes = (size_t)B * act_row_bytes_max(widest);
-    c->arena = xmalloc(floats * sizeof(float) + act_bytes + 64);
+    c->arena_bytes = floats * sizeof(float) + act_bytes + 64;
+    c->arena = xmalloc(c->arena_bytes);
     if (!c->arena) {
         herr_set(&e, "out of memory for scratch buffers");
         goto fail;
@@ -2036,6 +2891,7 @@ halda_context *halda_context_new(halda_model *m, const halda_context_params *p, 
     c->ffn_up = f, f += B * hp->n_ff;
     c->rope_cs = f, f += B * hp->n_rot;
     c->scores = f, f += (int64_t)c->pool->n_threads * c->n_ctx;
+    c->att_tmp = f, f += (int64_t)c->pool->n_threads * (2 * hp->head_dim + 16);
     c->logits = f, f += hp->n_vocab;
     static_assert(sizeof(int) == sizeof(float), "int rows are carved from the float arena");
     c->pos = (int *)f, f += B;
@@ -2046,6 +2902,11 @@ fail:
     if (err && err_len) snprintf(err, err_len, "%s", e.msg);
     halda_context_free(c);
     return NULL;
+}
+
+halda_context *halda_context_new(halda_model *m, const halda_context_params *p, char *err, size_t err_len)
+{
+    return context_new(m, p, NULL, err, err_len);
 }
 
 void halda_context_free(halda_context *c)
@@ -2082,20 +2943,22 @@ typedef struct {
     size_t act_row;
     float *out;      /* [n_tok][w->ne[1]] */
     int n_tok;
+    work_counter rows;
 } matmul_job;
 
 static void matmul_task(void *arg, int ith, int nth)
 {
-    const matmul_job *j = arg;
+    matmul_job *j = arg;
     const tensor *w = j->w;
-    vec_dot_fn dot = type_info(w->type)->vec_dot;
+    vec_dot_fn dot = type_vec_dot(type_info(w->type), w->ne[1]);
     int64_t r0, r1, rows = w->ne[1];
-    pool_split(rows, ith, nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        for (int t = 0; t < j->n_tok; t++)
-            j->out[(size_t)t * (size_t)rows + (size_t)r] = dot(w->ne[0], wr, (const uint8_t *)j->act + (size_t)t * j->act_row);
-    }
+    (void)ith, (void)nth;
+    while (work_counter_take(&j->rows, &r0, &r1))
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int t = 0; t < j->n_tok; t++)
+                j->out[(size_t)t * (size_t)rows + (size_t)r] = dot(w->ne[0], wr, (const uint8_t *)j->act + (size_t)t * j->act_row);
+        }
 }
 
 /* Convert n_tok rows of x (width n) into the activation type `type` in ctx->act. */
@@ -2110,7 +2973,8 @@ static size_t act_convert(halda_context *c, const float *x, int n_tok, int64_t n
 static void matmul(halda_context *c, float *out, const tensor *w, const float *x, int n_tok)
 {
     int act_type = type_info(w->type)->act_type;
-    matmul_job j = {w, x, (size_t)w->ne[0] * 4, out, n_tok};
+    matmul_job j = {w, x, (size_t)w->ne[0] * 4, out, n_tok, {0}};
+    work_counter_init(&j.rows, w->ne[1], c->pool->n_threads);
     if (act_type != TYPE_F32) {
         j.act_row = act_convert(c, x, n_tok, w->ne[0], act_type);
         j.act = c->act;
@@ -2156,57 +3020,75 @@ typedef struct {
     halda_context *c;
     int layer, n_tok;
     const int *pos, *seq;
+    work_counter tasks; /* (row, head) pairs */
 } attention_job;
 
-static float kv_get(const kv_cache *kv, const uint8_t *p, int i)
+/* One head's query · one cached key.  The F32 cache (what `halda eval` uses) is summed in plain
+ * order — the order in which our logits match llama.cpp's references; F16 and Q8_0 caches go
+ * through the weight-type table with the query converted once per head (q_conv). */
+static float kv_dot(const kv_cache *kv, const uint8_t *k, const float *q, const void *q_conv, int hd)
 {
-    return kv->type == HALDA_KV_F32 ? ((const float *)p)[i] : f16_to_f32(((const f16_t *)p)[i]);
+    if (kv->type == HALDA_KV_F32) {
+        const float *kf = (const float *)k;
+        float s = 0;
+        for (int i = 0; i < hd; i++) s += q[i] * kf[i];
+        return s;
+    }
+    return type_info(kv->gtype)->vec_dot(hd, k, q_conv);
+}
+
+/* out += a · v for one head's cached value row (tmp: hd floats of scratch). */
+static void kv_axpy(const kv_cache *kv, const uint8_t *v, float a, float *out, float *tmp, int hd)
+{
+    const float *vf = (const float *)v;
+    if (kv->type != HALDA_KV_F32) {
+        type_info(kv->gtype)->dequantize(v, tmp, hd);
+        vf = tmp;
+    }
+    for (int i = 0; i < hd; i++) out[i] += a * vf[i];
 }
 
 static void attention_task(void *arg, int ith, int nth)
 {
-    const attention_job *j = arg;
+    attention_job *j = arg;
     halda_context *c = j->c;
     const model_hparams *hp = &c->model->hp;
     const kv_cache *kv = &c->kv;
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     float scale = 1.0f / sqrtf((float)hd);
     float *w = c->scores + (size_t)ith * (size_t)c->n_ctx;
+    float *q_conv = c->att_tmp + (size_t)ith * (size_t)(2 * hd + 16), *tmp = q_conv + hd + 16;
+    const type_traits *kt = type_info(kv->gtype), *qt = type_info(kt->act_type);
     int64_t b, e;
-    pool_split((int64_t)j->n_tok * hp->n_head, ith, nth, &b, &e);
-    for (int64_t task = b; task < e; task++) {
-        int t = (int)(task / hp->n_head), h = (int)(task % hp->n_head), kvh = h / group;
-        const float *q = c->q + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
-        int n = j->pos[t] + 1;
-        float max = -INFINITY;
-        for (int p = 0; p < n; p++) {
-            const uint8_t *kp = kv_at(kv, kv->k, j->layer, j->seq[t], p) + (size_t)kvh * (size_t)hd * kv->elem;
-            float s = 0;
-            for (int i = 0; i < hd; i++) s += q[i] * kv_get(kv, kp, i);
-            w[p] = s * scale;
-            if (w[p] > max) max = w[p];
-        }
-        double sum = 0;
-        for (int p = 0; p < n; p++) {
-            w[p] = expf(w[p] - max);
-            sum += w[p];
-        }
-        float inv = (float)(1.0 / sum);
-        float *out = c->att + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int p = 0; p < n; p++) {
-            const uint8_t *vp = kv_at(kv, kv->v, j->layer, j->seq[t], p) + (size_t)kvh * (size_t)hd * kv->elem;
-            float a = w[p] * inv;
-            for (int i = 0; i < hd; i++) out[i] += a * kv_get(kv, vp, i);
+    (void)nth;
+    while (work_counter_take(&j->tasks, &b, &e)) {
+        for (int64_t task = b; task < e; task++) {
+            int t = (int)(task / hp->n_head), h = (int)(task % hp->n_head), kvh = h / group;
+            const float *q = c->q + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
+            size_t head_off = type_row_bytes(kv->gtype, (int64_t)kvh * hd);
+            if (kv->type != HALDA_KV_F32) qt->quantize(q, q_conv, hd);
+            int n = j->pos[t] + 1;
+            float max = -INFINITY;
+            for (int p = 0; p < n; p++) {
+                w[p] = kv_dot(kv, kv_at(kv, kv->k, j->layer, j->seq[t], p) + head_off, q, q_conv, hd) * scale;
+                if (w[p] > max) max = w[p];
+            }
+            double sum = 0;
+            for (int p = 0; p < n; p++) {
+                w[p] = expf(w[p] - max);
+                sum += w[p];
+            }
+            float inv = (float)(1.0 / sum);
+            float *out = c->att + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
+            memset(out, 0, (size_t)hd * sizeof *out);
+            for (int p = 0; p < n; p++) kv_axpy(kv, kv_at(kv, kv->v, j->layer, j->seq[t], p) + head_off, w[p] * inv, out, tmp, hd);
         }
     }
 }
 
 static void kv_store(kv_cache *kv, uint8_t *base, int layer, int seq, int pos, const float *src)
 {
-    uint8_t *dst = kv_at(kv, base, layer, seq, pos);
-    if (kv->type == HALDA_KV_F32) memcpy(dst, src, (size_t)kv->kv_dim * 4);
-    else quantize_f16(src, dst, kv->kv_dim);
+    type_info(kv->gtype)->quantize(src, kv_at(kv, base, layer, seq, pos), kv->kv_dim);
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -2233,7 +3115,9 @@ static int model_forward_window(halda_context *c, float *x, int n_tok, const int
     const model_hparams *hp = &m->hp;
     kv_cache *kv = &c->kv;
     if (n_tok < 1 || n_tok > c->n_batch) return herr_set(&c->err, "batch of %d tokens (1..%d allowed)", n_tok, c->n_batch), -1;
-    if (l0 < kv->layer_begin || l1 > kv->layer_end || l0 > l1) return herr_set(&c->err, "layers [%d, %d) are not held here", l0, l1), -1;
+    if (l0 < 0 || l1 > kv->n_layer || l0 > l1) return herr_set(&c->err, "layers [%d, %d) do not exist", l0, l1), -1;
+    for (int l = l0; l < l1; l++)
+        if (kv->slot[l] < 0) return herr_set(&c->err, "layer %d is not held on this device", l), -1;
     for (int t = 0; t < n_tok; t++) {
         if (seq[t] < 0 || seq[t] >= kv->n_seq) return herr_set(&c->err, "sequence %d does not exist", seq[t]), -1;
         if (pos[t] < 0 || pos[t] >= c->n_ctx) return herr_set(&c->err, "position %d is outside the context of %d", pos[t], c->n_ctx), -1;
@@ -2262,7 +3146,8 @@ static int model_forward_window(halda_context *c, float *x, int n_tok, const int
             kv_store(kv, kv->k, l, seq[t], pos[t], k);
             kv_store(kv, kv->v, l, seq[t], pos[t], v);
         }
-        attention_job aj = {c, l, n_tok, pos, seq};
+        attention_job aj = {c, l, n_tok, pos, seq, {0}};
+        work_counter_init(&aj.tasks, (int64_t)n_tok * hp->n_head, c->pool->n_threads);
         pool_run(c->pool, attention_task, &aj);
         matmul(c, c->xb, &L->wo, c->att, n_tok);
         for (size_t i = 0; i < (size_t)n_tok * E; i++) x[i] += c->xb[i];
@@ -4544,7 +5429,7 @@ static int synth_vocab(char **text, float *score, int32_t *type, int cap)
     for (size_t w = 0; w < sizeof synth_words / sizeof synth_words[0]; w++) {
         char buf[64];
         int wl = (int)strlen(synth_words[w]);
-        for (int l = 2; l < wl; l++) {
+        for (int l = 1; l < wl; l++) {
             snprintf(buf, sizeof buf, "\xe2\x96\x81%.*s", l, synth_words[w]);
             bool dup = false;
             for (int i = 0; i < n && !dup; i++) dup = !strcmp(text[i], buf);
@@ -4654,6 +5539,1329 @@ done:
 }
 
 /* =============================================================================================
+ * 13. Crypto
+ *
+ * A cluster joined by home Wi-Fi needs to know that a peer holds the cluster key before it
+ * believes a single byte from it.  The handshake (network section) is an HMAC-SHA256
+ * challenge-response in both directions, so all we need is SHA-256 (FIPS 180-4) and HMAC
+ * (RFC 2104), written out here and tested against the published vectors.
+ *
+ * SHA-256 in one paragraph: the message is padded with a 1 bit, zeros and its bit length to a
+ * multiple of 64 bytes; each 64-byte block is expanded into 64 words and mixed into eight 32-bit
+ * state words by 64 rounds of additions, rotations and the Ch/Maj bit functions, with one round
+ * constant each (the fractional parts of the cube roots of the first 64 primes).
+ * ============================================================================================= */
+
+typedef struct {
+    uint32_t h[8];     /* chaining state */
+    uint64_t n_bytes;  /* message length so far */
+    uint8_t buf[64];   /* partial block */
+    size_t n_buf;
+} sha256_ctx;
+
+static const uint32_t sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+static inline uint32_t ror32(uint32_t x, int n) { return x >> n | x << (32 - n); }
+
+static void sha256_block(sha256_ctx *c, const uint8_t *p)
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) + sha256_k[i] + w[i];
+        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+        h = g, g = f, f = e, e = d + t1, d = cc, cc = b, b = a, a = t1 + t2;
+    }
+    c->h[0] += a, c->h[1] += b, c->h[2] += cc, c->h[3] += d, c->h[4] += e, c->h[5] += f, c->h[6] += g, c->h[7] += h;
+}
+
+static void sha256_init(sha256_ctx *c)
+{
+    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, iv, sizeof iv);
+    c->n_bytes = 0;
+    c->n_buf = 0;
+}
+
+static void sha256_update(sha256_ctx *c, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    c->n_bytes += n;
+    while (n > 0) {
+        if (c->n_buf == 0 && n >= 64) {
+            sha256_block(c, p);
+            p += 64, n -= 64;
+            continue;
+        }
+        size_t take = 64 - c->n_buf < n ? 64 - c->n_buf : n;
+        memcpy(c->buf + c->n_buf, p, take);
+        c->n_buf += take, p += take, n -= take;
+        if (c->n_buf == 64) sha256_block(c, c->buf), c->n_buf = 0;
+    }
+}
+
+static void sha256_final(sha256_ctx *c, uint8_t out[32])
+{
+    uint64_t bits = c->n_bytes * 8;
+    uint8_t pad = 0x80;
+    sha256_update(c, &pad, 1);
+    pad = 0;
+    while (c->n_buf != 56) sha256_update(c, &pad, 1);
+    uint8_t len[8];
+    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha256_update(c, len, 8);
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(c->h[i] >> (24 - 8 * j));
+}
+
+static void sha256(const void *data, size_t n, uint8_t out[32])
+{
+    sha256_ctx c;
+    sha256_init(&c);
+    sha256_update(&c, data, n);
+    sha256_final(&c, out);
+}
+
+/* HMAC-SHA256(key, msg) = H((K ^ opad) || H((K ^ ipad) || msg)), K the key padded to 64 bytes
+ * (hashed first when longer than a block). */
+static void hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len, uint8_t out[32])
+{
+    uint8_t k[64] = {0}, pad[64], inner[32];
+    if (key_len > 64) sha256(key, key_len, k);
+    else memcpy(k, key, key_len);
+    sha256_ctx c;
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+    sha256_init(&c);
+    sha256_update(&c, pad, 64);
+    sha256_update(&c, msg, msg_len);
+    sha256_final(&c, inner);
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+    sha256_init(&c);
+    sha256_update(&c, pad, 64);
+    sha256_update(&c, inner, 32);
+    sha256_final(&c, out);
+}
+
+/* Compare two MACs in time independent of where they differ. */
+static bool mac_equal(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint8_t d = 0;
+    for (size_t i = 0; i < n; i++) d |= a[i] ^ b[i];
+    return d == 0;
+}
+
+/* =============================================================================================
+ * 14. Network & ring runtime
+ *
+ * A model that fits on no single device is cut into windows of consecutive layers.  Per token
+ * the activations travel k times around a ring of devices; in each cycle every active device
+ * runs its window and hands the n_tok × n_embd activations straight to the next device.  The
+ * head (device 0) embeds the tokens, runs its own window last in each cycle, and after the last
+ * cycle computes the logits and samples.  Ring order within a cycle: workers 1..M-1, then the
+ * head; with W = L/k layers per cycle, cycle c covers layers [cW, cW + W), split in that order.
+ *
+ * Connections.  The head opens one control connection to every worker (its --workers list).
+ * Activations for the first worker ride on that connection (frames keep their order with the
+ * KV commands), the last worker sends its output back on its own control connection, and each
+ * worker in between opens a data connection to the next one.  Every blocking call has a
+ * timeout; both sides send a heartbeat every second and give a peer up after 5 silent seconds.
+ *
+ * Frames (all integers little-endian):
+ *     0  magic "HLDR"   4  version (1)   5  type   6  flags (0)   8  payload length (u32)
+ *    12  payload
+ * TRUST BOUNDARY: frame bytes are untrusted.  The length is checked against the limit of the
+ * frame's type before anything is allocated, payloads are decoded field by field with bounds
+ * checks, and anything malformed ends the connection with a message — never the process.
+ *
+ * Handshake.  The listener sends HELLO {version u32, key_required u8, nonce[32]}; the connector
+ * answers HELLO_REPLY {role u32, session u64, nonce[32], mac[32]} with mac =
+ * HMAC(key, "halda-connect" | listener nonce | connector nonce); the listener checks it and
+ * answers AUTH_OK {mac'} with mac' = HMAC(key, "halda-accept" | connector nonce | listener
+ * nonce), which the connector checks.  Without a key both MACs are zero and both sides must
+ * agree that no key is in use.  A peer that fails is dropped before any other frame is read.
+ * ============================================================================================= */
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* macOS: SIGPIPE is ignored process-wide by the CLI instead */
+#endif
+
+#define RING_DEFAULT_PORT 9137
+#define RING_VERSION 1
+#define RING_HEARTBEAT_MS 1000
+#define RING_DEAD_MS 4000 /* a peer silent this long is gone: detection stays under 5 s */
+#define RING_IO_TIMEOUT_MS 5000
+#define RING_MAX_DEVICES 64
+
+enum {
+    FRAME_HELLO = 1, FRAME_HELLO_REPLY, FRAME_AUTH_OK, FRAME_MODEL_CHECK, FRAME_PLAN, FRAME_READY, FRAME_ACT,
+    FRAME_KV_KEEP, FRAME_HEARTBEAT, FRAME_STOP, FRAME_ERROR, FRAME_OK, FRAME_TYPE_COUNT
+};
+enum { ROLE_CONTROL = 1, ROLE_DATA = 2 };
+enum { WIRE_F32 = 0, WIRE_F16 = 1 };
+enum { PREFETCH_OFF = 0, PREFETCH_ON = 1, PREFETCH_AUTO = 2 };
+
+/* The largest payload each frame type may carry; ACT is bounded per session by the plan. */
+static uint32_t frame_limit(int type, uint32_t act_limit)
+{
+    switch (type) {
+    case FRAME_HELLO: return 37;
+    case FRAME_HELLO_REPLY: return 76;
+    case FRAME_AUTH_OK: return 32;
+    case FRAME_MODEL_CHECK: return 40;
+    case FRAME_PLAN: return 64 + 8 * 4096 + 512;
+    case FRAME_ACT: return act_limit;
+    case FRAME_KV_KEEP: return 8;
+    case FRAME_ERROR: return 512;
+    case FRAME_READY: return 1; /* overloaded flag */
+    case FRAME_HEARTBEAT: case FRAME_STOP: case FRAME_OK: return 0;
+    default: return 0;
+    }
+}
+
+/* ---- Sockets -------------------------------------------------------------------------------- */
+
+/* Wait until fd is readable (events = POLLIN) or writable; 1 ready, 0 timeout, -1 error. */
+static int net_wait(int fd, short events, int timeout_ms)
+{
+    struct pollfd p = {fd, events, 0};
+    int r;
+    do r = poll(&p, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -1 : r;
+}
+
+/* Read exactly n bytes within timeout_ms overall.  0 ok; -1 with a reason. */
+static int net_read_full(int fd, void *buf, size_t n, int timeout_ms, herr *e)
+{
+    uint8_t *p = buf;
+    double deadline = now_ms() + timeout_ms;
+    while (n > 0) {
+        int left = (int)(deadline - now_ms());
+        if (left <= 0 || net_wait(fd, POLLIN, left) <= 0) return herr_set(e, "timed out waiting for data"), -1;
+        ssize_t r = recv(fd, p, n, 0);
+        if (r == 0) return herr_set(e, "connection closed by peer"), -1;
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return herr_set(e, "read failed: %s", strerror(errno)), -1;
+        }
+        p += r, n -= (size_t)r;
+    }
+    return 0;
+}
+
+static int net_write_full(int fd, const void *buf, size_t n, int timeout_ms, herr *e)
+{
+    const uint8_t *p = buf;
+    double deadline = now_ms() + timeout_ms;
+    while (n > 0) {
+        int left = (int)(deadline - now_ms());
+        if (left <= 0 || net_wait(fd, POLLOUT, left) <= 0) return herr_set(e, "timed out sending data"), -1;
+        ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return herr_set(e, "send failed: %s", strerror(errno)), -1;
+        }
+        p += r, n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void net_tune(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* activations are latency-bound */
+}
+
+/* Listen on host:port (host NULL or "" = every interface).  Returns the fd or -1. */
+static int net_listen(const char *host, int port, herr *e)
+{
+    struct addrinfo hints = {0}, *res;
+    hints.ai_family = AF_UNSPEC, hints.ai_socktype = SOCK_STREAM, hints.ai_flags = AI_PASSIVE;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host && *host ? host : NULL, ps, &hints, &res);
+    if (rc) return herr_set(e, "cannot resolve %s: %s", host ? host : "*", gai_strerror(rc)), -1;
+    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol), one = 1;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16)) {
+        herr_set(e, "cannot listen on %s:%d: %s", host && *host ? host : "*", port, strerror(errno));
+        if (fd >= 0) close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* Connect to host:port within timeout_ms.  Returns the fd or -1. */
+static int net_connect(const char *host, int port, int timeout_ms, herr *e)
+{
+    struct addrinfo hints = {0}, *res;
+    hints.ai_family = AF_UNSPEC, hints.ai_socktype = SOCK_STREAM;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &res);
+    if (rc) return herr_set(e, "cannot resolve %s: %s", host, gai_strerror(rc)), -1;
+    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+    if (fd >= 0) {
+        int flags = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+        int c = connect(fd, res->ai_addr, res->ai_addrlen);
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (c != 0 && errno != EINPROGRESS) soerr = errno;
+        else if (c != 0 && net_wait(fd, POLLOUT, timeout_ms) <= 0) soerr = ETIMEDOUT;
+        else if (c != 0) getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        fcntl(fd, F_SETFL, flags);
+        if (soerr) {
+            herr_set(e, "cannot connect to %s:%d: %s", host, port, strerror(soerr));
+            close(fd);
+            fd = -1;
+        } else
+            net_tune(fd);
+    } else
+        herr_set(e, "socket: %s", strerror(errno));
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* ---- Frames --------------------------------------------------------------------------------- */
+
+/* A connection: the fd plus a mutex, because a worker's heartbeat thread and its compute loop
+ * both write to the control connection. */
+typedef struct {
+    int fd;
+    pthread_mutex_t write_lock;
+    char name[320];         /* "worker 2 (host:port)" for messages */
+} ring_conn;
+
+static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put_u64le(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+
+static int frame_send(ring_conn *c, int type, const void *payload, uint32_t len, herr *e)
+{
+    uint8_t h[12] = {'H', 'L', 'D', 'R', RING_VERSION, (uint8_t)type, 0, 0};
+    put_u32(h + 8, len);
+    pthread_mutex_lock(&c->write_lock);
+    int rc = net_write_full(c->fd, h, 12, RING_IO_TIMEOUT_MS, e);
+    if (!rc && len) rc = net_write_full(c->fd, payload, len, RING_IO_TIMEOUT_MS, e);
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
+/* Read one frame header and payload into buf (capacity cap).  The payload length is checked
+ * against the type's limit before any byte of it is read. */
+static int frame_recv(int fd, int *type, uint8_t *buf, uint32_t cap, uint32_t *len, uint32_t act_limit, int timeout_ms, herr *e)
+{
+    uint8_t h[12];
+    if (net_read_full(fd, h, 12, timeout_ms, e)) return -1;
+    if (memcmp(h, "HLDR", 4)) return herr_set(e, "bad frame magic (not a halda peer?)"), -1;
+    if (h[4] != RING_VERSION) return herr_set(e, "peer speaks protocol version %u, we speak %d", h[4], RING_VERSION), -1;
+    *type = h[5];
+    *len = (uint32_t)read_le(h + 8, 4);
+    if (*type < 1 || *type >= FRAME_TYPE_COUNT) return herr_set(e, "unknown frame type %d", *type), -1;
+    uint32_t limit = frame_limit(*type, act_limit);
+    if (*len > limit || *len > cap) return herr_set(e, "frame type %d of %u bytes exceeds its limit of %u", *type, *len, limit), -1;
+    return *len ? net_read_full(fd, buf, *len, timeout_ms, e) : 0;
+}
+
+/* ---- Handshake ------------------------------------------------------------------------------- */
+
+static void random_bytes(uint8_t *out, size_t n)
+{
+    int fd = open("/dev/urandom", O_RDONLY);
+    size_t got = 0;
+    if (fd >= 0) {
+        ssize_t r = read(fd, out, n);
+        got = r > 0 ? (size_t)r : 0;
+        close(fd);
+    }
+    if (got < n) { /* no /dev/urandom: mix the clock and pid, weak but never fails */
+        uint64_t s = (uint64_t)now_ms() * 1000003u ^ (uint64_t)getpid() << 32;
+        for (size_t i = got; i < n; i++) out[i] = (uint8_t)splitmix64(&s);
+    }
+}
+
+static void handshake_mac(const char *key, const char *label, const uint8_t *n1, const uint8_t *n2, uint8_t out[32])
+{
+    uint8_t msg[16 + 64];
+    size_t ll = strlen(label);
+    memcpy(msg, label, ll);
+    memcpy(msg + ll, n1, 32);
+    memcpy(msg + ll + 32, n2, 32);
+    if (key && *key) hmac_sha256(key, strlen(key), msg, ll + 64, out);
+    else memset(out, 0, 32);
+}
+
+/* Listener side.  On success *role and *session hold what the connector said. */
+static int handshake_accept(ring_conn *c, const char *key, int *role, uint64_t *session, herr *e)
+{
+    uint8_t hello[37], nonce[32], buf[128], mac[32];
+    random_bytes(nonce, 32);
+    put_u32(hello, RING_VERSION);
+    hello[4] = key && *key;
+    memcpy(hello + 5, nonce, 32);
+    if (frame_send(c, FRAME_HELLO, hello, 37, e)) return -1;
+    int type;
+    uint32_t len;
+    if (frame_recv(c->fd, &type, buf, sizeof buf, &len, 0, RING_IO_TIMEOUT_MS, e)) return -1;
+    if (type != FRAME_HELLO_REPLY || len != 76) return herr_set(e, "expected a handshake reply"), -1;
+    handshake_mac(key, "halda-connect", nonce, buf + 12, mac);
+    if (!mac_equal(mac, buf + 44, 32)) return herr_set(e, "peer failed authentication (wrong or missing --cluster-key)"), -1;
+    *role = (int)read_le(buf, 4);
+    *session = read_le(buf + 4, 8);
+    handshake_mac(key, "halda-accept", buf + 12, nonce, mac);
+    return frame_send(c, FRAME_AUTH_OK, mac, 32, e);
+}
+
+/* Connector side. */
+static int handshake_connect(ring_conn *c, const char *key, int role, uint64_t session, herr *e)
+{
+    uint8_t buf[128], reply[76], nonce[32], mac[32];
+    int type;
+    uint32_t len;
+    if (frame_recv(c->fd, &type, buf, sizeof buf, &len, 0, RING_IO_TIMEOUT_MS, e)) return -1;
+    if (type != FRAME_HELLO || len != 37) return herr_set(e, "expected a handshake hello"), -1;
+    if (buf[4] && !(key && *key)) return herr_set(e, "%s requires a cluster key (--cluster-key)", c->name), -1;
+    if (!buf[4] && key && *key) return herr_set(e, "%s runs without a cluster key but we have one", c->name), -1;
+    random_bytes(nonce, 32);
+    put_u32(reply, (uint32_t)role);
+    put_u64le(reply + 4, session);
+    memcpy(reply + 12, nonce, 32);
+    handshake_mac(key, "halda-connect", buf + 5, nonce, reply + 44);
+    uint8_t peer_nonce[32];
+    memcpy(peer_nonce, buf + 5, 32);
+    if (frame_send(c, FRAME_HELLO_REPLY, reply, 76, e)) return -1;
+    if (frame_recv(c->fd, &type, buf, sizeof buf, &len, 0, RING_IO_TIMEOUT_MS, e)) {
+        char r[sizeof e->msg];
+        snprintf(r, sizeof r, "%s", e->msg);
+        return herr_set(e, "%s rejected us (%s): check --cluster-key", c->name, r), -1;
+    }
+    handshake_mac(key, "halda-accept", nonce, peer_nonce, mac);
+    if (type != FRAME_AUTH_OK || len != 32 || !mac_equal(mac, buf, 32)) return herr_set(e, "%s failed authentication", c->name), -1;
+    return 0;
+}
+
+/* The identity of a model file: its size and the SHA-256 of its header and tensor table. */
+static void model_fingerprint(const halda_model *m, uint8_t out[40])
+{
+    put_u64le(out, m->file.map.size);
+    sha256(m->file.map.data, (size_t)m->file.data_offset, out + 8);
+}
+
+/* ---- The plan a worker receives ---------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t session;
+    int k;                     /* cycles */
+    int n_ctx, kv_type, wire, n_threads;
+    int begin[RING_MAX_DEVICES], end[RING_MAX_DEVICES]; /* this device's window in each cycle */
+    int is_first, is_last;     /* receives from the head / sends to the head */
+    int prefetch;              /* PREFETCH_OFF / ON / AUTO */
+    char next_host[256];       /* the next worker, when not last */
+    int next_port;
+} ring_plan;
+
+/* PLAN payload: session u64, k u32, n_ctx u32, kv_type u8, wire u8, first u8, last u8,
+ * n_threads u16, prefetch u16, next_port u32, host length u32, host bytes, then k × (begin u32,
+ * end u32). */
+static uint32_t plan_encode(const ring_plan *p, uint8_t *out)
+{
+    put_u64le(out, p->session);
+    put_u32(out + 8, (uint32_t)p->k);
+    put_u32(out + 12, (uint32_t)p->n_ctx);
+    out[16] = (uint8_t)p->kv_type, out[17] = (uint8_t)p->wire, out[18] = (uint8_t)p->is_first, out[19] = (uint8_t)p->is_last;
+    out[20] = (uint8_t)p->n_threads, out[21] = (uint8_t)(p->n_threads >> 8);
+    out[22] = (uint8_t)p->prefetch, out[23] = 0;
+    put_u32(out + 24, (uint32_t)p->next_port);
+    uint32_t hl = (uint32_t)strlen(p->next_host);
+    put_u32(out + 28, hl);
+    memcpy(out + 32, p->next_host, hl);
+    uint8_t *q = out + 32 + hl;
+    for (int c = 0; c < p->k; c++, q += 8) put_u32(q, (uint32_t)p->begin[c]), put_u32(q + 4, (uint32_t)p->end[c]);
+    return (uint32_t)(q - out);
+}
+
+static int plan_decode(ring_plan *p, const uint8_t *b, uint32_t len, int n_layer, herr *e)
+{
+    memset(p, 0, sizeof *p);
+    if (len < 32) return herr_set(e, "plan too short"), -1;
+    p->session = read_le(b, 8);
+    p->k = (int)read_le(b + 8, 4);
+    p->n_ctx = (int)read_le(b + 12, 4);
+    p->kv_type = b[16], p->wire = b[17], p->is_first = b[18], p->is_last = b[19];
+    p->n_threads = (int)read_le(b + 20, 2);
+    p->prefetch = (int)read_le(b + 22, 2);
+    p->next_port = (int)read_le(b + 24, 4);
+    uint32_t hl = (uint32_t)read_le(b + 28, 4);
+    if (p->k < 1 || p->k > n_layer || p->k > RING_MAX_DEVICES) return herr_set(e, "plan has %d cycles", p->k), -1;
+    if (p->n_ctx < 1 || p->n_ctx > (1 << 24) || p->kv_type > HALDA_KV_Q8_0 || p->wire > WIRE_F16 || p->is_first > 1 || p->is_last > 1)
+        return herr_set(e, "plan has an invalid field"), -1;
+    if (p->n_threads < 0 || p->n_threads > HALDA_MAX_THREADS || p->prefetch > PREFETCH_AUTO || p->next_port < 0 ||
+        p->next_port > 65535 || hl > 255)
+        return herr_set(e, "plan has an invalid field"), -1;
+    if (len != 32 + hl + 8u * (uint32_t)p->k) return herr_set(e, "plan length %u does not match its %d cycles", len, p->k), -1;
+    memcpy(p->next_host, b + 32, hl);
+    p->next_host[hl] = 0;
+    if (!p->is_last && (hl == 0 || strlen(p->next_host) != hl)) return herr_set(e, "plan names no next device"), -1;
+    const uint8_t *q = b + 32 + hl;
+    for (int c = 0; c < p->k; c++, q += 8) {
+        p->begin[c] = (int)read_le(q, 4), p->end[c] = (int)read_le(q + 4, 4);
+        if (p->begin[c] < 0 || p->end[c] <= p->begin[c] || p->end[c] > n_layer || (c && p->begin[c] < p->end[c - 1]))
+            return herr_set(e, "plan window %d [%d, %d) is invalid for %d layers", c, p->begin[c], p->end[c], n_layer), -1;
+    }
+    return 0;
+}
+
+/* ACT payload: cycle u32, n_tok u32, then n_tok × pos u32, then n_tok × n_embd values (F32 or
+ * F16 as the plan's wire type says).  Sequence 0 only for now. */
+static uint32_t act_bytes(int n_tok, int n_embd, int wire)
+{
+    return 8 + 4u * (uint32_t)n_tok + (uint32_t)n_tok * (uint32_t)n_embd * (wire == WIRE_F16 ? 2u : 4u);
+}
+
+static uint32_t act_encode(uint8_t *out, int cycle, int n_tok, const int *pos, const float *x, int n_embd, int wire)
+{
+    put_u32(out, (uint32_t)cycle);
+    put_u32(out + 4, (uint32_t)n_tok);
+    for (int i = 0; i < n_tok; i++) put_u32(out + 8 + 4 * i, (uint32_t)pos[i]);
+    uint8_t *v = out + 8 + 4 * n_tok;
+    size_t n = (size_t)n_tok * (size_t)n_embd;
+    if (wire == WIRE_F16) quantize_f16(x, v, (int64_t)n);
+    else memcpy(v, x, n * 4); /* F32 is little-endian on every platform we build for */
+    return act_bytes(n_tok, n_embd, wire);
+}
+
+static int act_decode(const uint8_t *b, uint32_t len, int n_embd, int wire, int max_tok, int n_ctx, int k, int *cycle,
+                      int *n_tok, int *pos, float *x, herr *e)
+{
+    if (len < 8) return herr_set(e, "activation frame too short"), -1;
+    *cycle = (int)read_le(b, 4);
+    *n_tok = (int)read_le(b + 4, 4);
+    if (*cycle < 0 || *cycle >= k) return herr_set(e, "activation frame for cycle %d of %d", *cycle, k), -1;
+    if (*n_tok < 1 || *n_tok > max_tok) return herr_set(e, "activation frame with %d tokens (1..%d allowed)", *n_tok, max_tok), -1;
+    if (len != act_bytes(*n_tok, n_embd, wire)) return herr_set(e, "activation frame of %u bytes, expected %u", len, act_bytes(*n_tok, n_embd, wire)), -1;
+    for (int i = 0; i < *n_tok; i++) {
+        pos[i] = (int)read_le(b + 8 + 4 * i, 4);
+        if (pos[i] < 0 || pos[i] >= n_ctx) return herr_set(e, "activation frame position %d outside the context", pos[i]), -1;
+    }
+    const uint8_t *v = b + 8 + 4 * (size_t)*n_tok;
+    size_t n = (size_t)*n_tok * (size_t)n_embd;
+    if (wire == WIRE_F16) dequantize_f16(v, x, (int64_t)n);
+    else memcpy(x, v, n * 4);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return herr_set(e, "activation frame holds a non-finite value"), -1;
+    return 0;
+}
+
+/* ---- Heartbeats ------------------------------------------------------------------------------ */
+
+typedef struct {
+    ring_conn **conns; /* where to send */
+    int n;
+    atomic_bool stop;
+    pthread_t thread;
+} heartbeat;
+
+static void *heartbeat_main(void *arg)
+{
+    heartbeat *h = arg;
+    while (!atomic_load(&h->stop)) {
+        for (int i = 0; i < h->n; i++) {
+            herr e;
+            frame_send(h->conns[i], FRAME_HEARTBEAT, NULL, 0, &e); /* a failure shows up on the reader side */
+        }
+        for (int t = 0; t < RING_HEARTBEAT_MS / 50 && !atomic_load(&h->stop); t++) usleep(50 * 1000);
+    }
+    return NULL;
+}
+
+static int heartbeat_start(heartbeat *h, ring_conn **conns, int n)
+{
+    h->conns = conns, h->n = n;
+    atomic_store(&h->stop, false);
+    return pthread_create(&h->thread, NULL, heartbeat_main, h);
+}
+static void heartbeat_stop(heartbeat *h)
+{
+    atomic_store(&h->stop, true);
+    pthread_join(h->thread, NULL);
+}
+
+static void conn_init(ring_conn *c, int fd, const char *name)
+{
+    c->fd = fd;
+    pthread_mutex_init(&c->write_lock, NULL);
+    snprintf(c->name, sizeof c->name, "%s", name);
+}
+static void conn_close(ring_conn *c)
+{
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    pthread_mutex_destroy(&c->write_lock);
+}
+
+/* ---- Prefetch ---------------------------------------------------------------------------------- *
+ * While a device waits for the token to come around the ring, a background thread brings the
+ * weights of its next window into memory, so the window starts at memory speed instead of disk
+ * speed.  On an overloaded device (its windows do not all fit in RAM) it also releases the
+ * window just computed, so that reading ahead never evicts pages that are about to be used.
+ * With k = 1 there is only one window and nothing to do. */
+
+typedef struct {
+    const halda_model *m;
+    const int *begin, *end; /* the device's windows, one per cycle */
+    int k;
+    bool release;           /* overloaded: release each window after use */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done_cycle;         /* the window just computed, -1 when nothing is pending */
+    bool quit, on;
+} prefetcher;
+
+static void window_extent(const halda_model *m, int l0, int l1, uint64_t *off, uint64_t *len)
+{
+    uint64_t b = UINT64_MAX, e = 0;
+    for (int l = l0; l < l1; l++) {
+        if (m->layers[l].file_begin < b) b = m->layers[l].file_begin;
+        if (m->layers[l].file_end > e) e = m->layers[l].file_end;
+    }
+    *off = b, *len = e > b ? e - b : 0;
+}
+
+static void *prefetch_main(void *arg)
+{
+    prefetcher *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->quit) {
+        if (p->done_cycle < 0) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        int c = p->done_cycle, next = (c + 1) % p->k;
+        p->done_cycle = -1;
+        pthread_mutex_unlock(&p->mu);
+        uint64_t off, len;
+        if (p->release) {
+            window_extent(p->m, p->begin[c], p->end[c], &off, &len);
+            platform_release(&p->m->file.map, off, len);
+        }
+        window_extent(p->m, p->begin[next], p->end[next], &off, &len);
+        platform_prefetch(&p->m->file.map, off, len);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Decide and start.  mode: PREFETCH_OFF / ON / AUTO (on exactly when the windows this device
+ * holds do not fit in the memory it has available, i.e. the device is overloaded). */
+static void prefetcher_start(prefetcher *p, const halda_model *m, const int *begin, const int *end, int k, int mode)
+{
+    memset(p, 0, sizeof *p);
+    p->m = m, p->begin = begin, p->end = end, p->k = k, p->done_cycle = -1;
+    uint64_t held = 0;
+    for (int c = 0; c < k; c++) {
+        uint64_t off, len;
+        window_extent(m, begin[c], end[c], &off, &len);
+        held += len;
+    }
+    int64_t avail = platform_ram_available_bytes();
+    bool overloaded = avail >= 0 && held > (uint64_t)avail;
+    p->release = overloaded;
+    if (k < 2 || mode == PREFETCH_OFF || (mode == PREFETCH_AUTO && !overloaded)) return;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->on = pthread_create(&p->thread, NULL, prefetch_main, p) == 0;
+}
+
+/* Window `cycle` was just computed: release it if overloaded and fetch the next one. */
+static void prefetcher_done(prefetcher *p, int cycle)
+{
+    if (!p->on) return;
+    pthread_mutex_lock(&p->mu);
+    p->done_cycle = cycle;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void prefetcher_stop(prefetcher *p)
+{
+    if (!p->on) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    p->on = false;
+}
+
+/* ---- Worker ----------------------------------------------------------------------------------- */
+
+/* Accept the data connection from the previous device of this session, within the timeout;
+ * anything else that connects meanwhile is turned away. */
+static int worker_accept_data(int listen_fd, const char *key, uint64_t session, ring_conn *in, herr *e)
+{
+    double deadline = now_ms() + 2 * RING_IO_TIMEOUT_MS;
+    while (now_ms() < deadline) {
+        if (net_wait(listen_fd, POLLIN, (int)(deadline - now_ms())) <= 0) break;
+        int fd = accept(listen_fd, NULL, NULL);
+        if (fd < 0) continue;
+        net_tune(fd);
+        conn_init(in, fd, "previous device");
+        int role;
+        uint64_t s;
+        herr he;
+        if (handshake_accept(in, key, &role, &s, &he) == 0 && role == ROLE_DATA && s == session) return 0;
+        frame_send(in, FRAME_ERROR, "busy with another session", 25, &he);
+        conn_close(in);
+    }
+    return herr_set(e, "the previous device never connected"), -1;
+}
+
+/* Everything one session needs; freed by worker_session_end. */
+typedef struct {
+    halda_model *m;
+    halda_context *ctx;
+    ring_plan plan;
+    ring_conn in, out;      /* data from the previous / to the next worker (fd -1 when unused) */
+    uint8_t *buf;           /* one frame */
+    float *x;
+    int *pos, *seq;
+    uint32_t act_limit;
+    prefetcher pf;
+} worker_state;
+
+/* Run the window of one activation frame and pass the result on. */
+static int worker_compute(worker_state *w, ring_conn *ctl, const uint8_t *payload, uint32_t len, herr *e)
+{
+    const model_hparams *hp = &w->m->hp;
+    int cycle, n_tok;
+    if (act_decode(payload, len, hp->n_embd, w->plan.wire, w->ctx->n_batch, w->plan.n_ctx, w->plan.k, &cycle, &n_tok, w->pos, w->x, e)) return -1;
+    for (int i = 0; i < n_tok; i++) w->seq[i] = 0;
+    if (model_forward_window(w->ctx, w->x, n_tok, w->pos, w->seq, w->plan.begin[cycle], w->plan.end[cycle]))
+        return herr_set(e, "%s", halda_last_error(w->ctx)), -1;
+    uint32_t n = act_encode(w->buf, cycle, n_tok, w->pos, w->x, hp->n_embd, w->plan.wire);
+    prefetcher_done(&w->pf, cycle);
+    return frame_send(w->plan.is_last ? ctl : &w->out, FRAME_ACT, w->buf, n, e);
+}
+
+static void worker_session_end(worker_state *w)
+{
+    prefetcher_stop(&w->pf);
+    if (w->in.fd >= 0) conn_close(&w->in);
+    if (w->out.fd >= 0) conn_close(&w->out);
+    halda_context_free(w->ctx);
+    xfree(w->buf), xfree(w->x), xfree(w->pos), xfree(w->seq);
+    memset(w, 0, sizeof *w);
+    w->in.fd = w->out.fd = -1;
+}
+
+/* Set up from a PLAN frame: context for the windows, data connections, then READY. */
+static int worker_setup(worker_state *w, int listen_fd, ring_conn *ctl, const char *key, int n_threads,
+                        const uint8_t *payload, uint32_t len, herr *e)
+{
+    const model_hparams *hp = &w->m->hp;
+    if (plan_decode(&w->plan, payload, len, hp->n_layer, e)) return -1;
+    bool *held = xcalloc((size_t)hp->n_layer, sizeof *held);
+    if (!held) return herr_set(e, "out of memory"), -1;
+    for (int c = 0; c < w->plan.k; c++)
+        for (int l = w->plan.begin[c]; l < w->plan.end[c]; l++) held[l] = true;
+    halda_context_params cp = halda_context_default_params();
+    cp.n_ctx = w->plan.n_ctx, cp.kv_type = w->plan.kv_type;
+    cp.n_threads = w->plan.n_threads ? w->plan.n_threads : n_threads;
+    char err[256];
+    w->ctx = context_new(w->m, &cp, held, err, sizeof err);
+    xfree(held);
+    if (!w->ctx) return herr_set(e, "%s", err), -1;
+    w->act_limit = act_bytes(w->ctx->n_batch, hp->n_embd, WIRE_F32);
+    w->buf = xmalloc(w->act_limit);
+    w->x = xmalloc((size_t)w->ctx->n_batch * (size_t)hp->n_embd * sizeof *w->x);
+    w->pos = xmalloc((size_t)w->ctx->n_batch * sizeof *w->pos);
+    w->seq = xmalloc((size_t)w->ctx->n_batch * sizeof *w->seq);
+    if (!w->buf || !w->x || !w->pos || !w->seq) return herr_set(e, "out of memory"), -1;
+    /* connect onward first, then accept from behind: the chain resolves from the last worker */
+    if (!w->plan.is_last) {
+        int fd = net_connect(w->plan.next_host, w->plan.next_port, RING_IO_TIMEOUT_MS, e);
+        if (fd < 0) return -1;
+        char name[300];
+        snprintf(name, sizeof name, "next device %s:%d", w->plan.next_host, w->plan.next_port);
+        conn_init(&w->out, fd, name);
+        if (handshake_connect(&w->out, key, ROLE_DATA, w->plan.session, e)) return -1;
+    }
+    if (!w->plan.is_first && worker_accept_data(listen_fd, key, w->plan.session, &w->in, e)) return -1;
+    prefetcher_start(&w->pf, w->m, w->plan.begin, w->plan.end, w->plan.k, w->plan.prefetch);
+    if (w->pf.release) fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM%s\n",
+                               w->pf.on ? "; prefetching" : "");
+    uint8_t overloaded = w->pf.release;
+    return frame_send(ctl, FRAME_READY, &overloaded, 1, e);
+}
+
+/* Serve one head until it says STOP, goes silent or misbehaves.  Returns 0 on a clean STOP. */
+static int worker_session(halda_model *m, int listen_fd, ring_conn *ctl, const char *key, int n_threads, herr *e)
+{
+    worker_state w = {0};
+    w.m = m;
+    w.in.fd = w.out.fd = -1;
+    uint32_t cap = act_bytes(512, m->hp.n_embd, WIRE_F32) + frame_limit(FRAME_PLAN, 0);
+    uint8_t *buf = xmalloc(cap);
+    if (!buf) return herr_set(e, "out of memory"), -1;
+    heartbeat hb;
+    ring_conn *hb_conns[1] = {ctl};
+    bool hb_on = heartbeat_start(&hb, hb_conns, 1) == 0;
+    double last_heard = now_ms();
+    int rc = -1;
+    for (;;) {
+        struct pollfd p[2] = {{ctl->fd, POLLIN, 0}, {w.in.fd, POLLIN, 0}};
+        int r = poll(p, w.in.fd >= 0 ? 2 : 1, 250);
+        if (r < 0 && errno != EINTR) {
+            herr_set(e, "poll: %s", strerror(errno));
+            break;
+        }
+        if (now_ms() - last_heard > RING_DEAD_MS) {
+            herr_set(e, "the head stopped answering");
+            break;
+        }
+        if (r <= 0) continue;
+        int from_in = w.in.fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR));
+        ring_conn *src = from_in ? &w.in : ctl;
+        int type;
+        uint32_t len;
+        uint32_t limit = w.act_limit ? w.act_limit : 0;
+        if (frame_recv(src->fd, &type, buf, cap, &len, limit, RING_IO_TIMEOUT_MS, e)) break;
+        if (src == ctl) last_heard = now_ms();
+        if (type == FRAME_HEARTBEAT) continue;
+        if (type == FRAME_STOP) {
+            rc = 0;
+            break;
+        }
+        if (type == FRAME_ACT && (from_in || w.plan.is_first) && w.ctx) {
+            if (worker_compute(&w, ctl, buf, len, e)) break;
+            continue;
+        }
+        if (type == FRAME_MODEL_CHECK && src == ctl && !w.ctx) {
+            uint8_t fp[40];
+            model_fingerprint(m, fp);
+            if (len != 40 || memcmp(fp, buf, 40)) {
+                herr_set(e, "the head runs a different model file");
+                frame_send(ctl, FRAME_ERROR, e->msg, (uint32_t)strlen(e->msg), e);
+                break;
+            }
+            if (frame_send(ctl, FRAME_OK, NULL, 0, e)) break;
+            continue;
+        }
+        if (type == FRAME_PLAN && src == ctl && !w.ctx) {
+            if (worker_setup(&w, listen_fd, ctl, key, n_threads, buf, len, e)) {
+                herr tmp;
+                frame_send(ctl, FRAME_ERROR, e->msg, (uint32_t)strlen(e->msg), &tmp);
+                break;
+            }
+            continue;
+        }
+        if (type == FRAME_KV_KEEP && src == ctl && w.ctx && len == 8) {
+            kv_cache_keep(&w.ctx->kv, (int)read_le(buf, 4), (int)read_le(buf + 4, 4));
+            continue;
+        }
+        if (type == FRAME_ERROR) {
+            herr_set(e, "peer reported: %.*s", (int)(len < 200 ? len : 200), (const char *)buf);
+            break;
+        }
+        herr_set(e, "unexpected frame type %d", type);
+        break;
+    }
+    if (hb_on) heartbeat_stop(&hb);
+    worker_session_end(&w);
+    xfree(buf);
+    return rc;
+}
+
+/* `halda worker`: wait for a head, serve it, and wait again — forever. */
+static int worker_serve(halda_model *m, const char *host, int port, const char *key, int n_threads, herr *e)
+{
+    int lfd = net_listen(host, port, e);
+    if (lfd < 0) return -1;
+    fprintf(stderr, "halda worker: listening on %s:%d, model %s (%d layers)%s\n", host && *host ? host : "*", port,
+            halda_model_arch(m), m->hp.n_layer, key && *key ? ", cluster key required" : "");
+    for (;;) {
+        if (net_wait(lfd, POLLIN, -1) <= 0) continue;
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0) continue;
+        net_tune(fd);
+        ring_conn ctl;
+        conn_init(&ctl, fd, "head");
+        int role;
+        uint64_t session;
+        herr se = {{0}};
+        if (handshake_accept(&ctl, key, &role, &session, &se) || role != ROLE_CONTROL) {
+            if (!se.msg[0]) herr_set(&se, "a data connection arrived outside a session");
+            fprintf(stderr, "halda worker: dropped a connection: %s\n", se.msg);
+            conn_close(&ctl);
+            continue;
+        }
+        fprintf(stderr, "halda worker: session started\n");
+        if (worker_session(m, lfd, &ctl, key, n_threads, &se) == 0) fprintf(stderr, "halda worker: session ended\n");
+        else fprintf(stderr, "halda worker: session ended: %s\n", se.msg);
+        conn_close(&ctl);
+    }
+}
+
+/* ---- Head -------------------------------------------------------------------------------------- */
+
+typedef struct {
+    ring_conn conn;
+    char host[256];
+    int port;
+    int index;                 /* position in the --workers list, from 1 */
+    pthread_t reader;
+    bool reader_on;
+    _Atomic double last_heard; /* now_ms() of the last frame */
+    atomic_bool failed;
+    bool overloaded;           /* its windows do not fit in its RAM: it pages from disk */
+    char why[256];
+} ring_peer;
+
+/* A returned activation frame waiting for the head. */
+typedef struct ring_msg {
+    struct ring_msg *next;
+    uint32_t len;
+    uint8_t data[];
+} ring_msg;
+
+typedef struct ring_head {
+    halda_model *m;
+    halda_context *ctx;        /* the head's windows */
+    ring_peer *peers;          /* active workers in ring order */
+    int n_peers;
+    int k, wire, micro_batch;
+    int begin[RING_MAX_DEVICES], end[RING_MAX_DEVICES]; /* the head's window per cycle */
+    uint32_t act_limit;
+    heartbeat hb;
+    bool hb_on;
+    ring_conn **hb_conns;
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;
+    ring_msg *q_head, *q_tail;
+    uint8_t *buf;
+    float *x;
+    int *pos, *seq;
+    int n_done;                /* tokens processed so far, for failure messages */
+    prefetcher pf;
+} ring_head;
+
+typedef struct {
+    ring_head *r;
+    ring_peer *p;
+} reader_arg;
+
+static void *ring_reader_main(void *arg)
+{
+    ring_head *r = ((reader_arg *)arg)->r;
+    ring_peer *p = ((reader_arg *)arg)->p;
+    xfree(arg);
+    uint8_t *buf = xmalloc(r->act_limit + 512);
+    herr e = {{0}};
+    while (buf && !atomic_load(&p->failed)) {
+        int type;
+        uint32_t len;
+        if (frame_recv(p->conn.fd, &type, buf, r->act_limit + 512, &len, r->act_limit, RING_DEAD_MS, &e)) {
+            if (!strcmp(e.msg, "timed out waiting for data")) herr_set(&e, "stopped answering (no heartbeat for %d s)", RING_DEAD_MS / 1000);
+            break;
+        }
+        p->last_heard = now_ms();
+        if (type == FRAME_HEARTBEAT) continue;
+        if (type == FRAME_ACT && p == &r->peers[r->n_peers - 1]) {
+            ring_msg *msg = xmalloc(sizeof *msg + len);
+            if (!msg) {
+                herr_set(&e, "out of memory");
+                break;
+            }
+            msg->next = NULL, msg->len = len;
+            memcpy(msg->data, buf, len);
+            pthread_mutex_lock(&r->q_lock);
+            if (r->q_tail) r->q_tail->next = msg;
+            else r->q_head = msg;
+            r->q_tail = msg;
+            pthread_cond_signal(&r->q_cond);
+            pthread_mutex_unlock(&r->q_lock);
+            continue;
+        }
+        if (type == FRAME_ERROR) herr_set(&e, "reported: %.*s", (int)(len < 200 ? len : 200), (const char *)buf);
+        else herr_set(&e, "sent an unexpected frame (type %d)", type);
+        break;
+    }
+    if (!buf) herr_set(&e, "out of memory");
+    xfree(buf);
+    snprintf(p->why, sizeof p->why, "%s", e.msg);
+    atomic_store(&p->failed, true);
+    pthread_mutex_lock(&r->q_lock);
+    pthread_cond_broadcast(&r->q_cond);
+    pthread_mutex_unlock(&r->q_lock);
+    return NULL;
+}
+
+/* Wait for the next returned frame; NULL when a worker failed (reason in e). */
+static ring_msg *ring_next(ring_head *r, herr *e)
+{
+    pthread_mutex_lock(&r->q_lock);
+    for (;;) {
+        for (int i = 0; i < r->n_peers; i++) {
+            ring_peer *p = &r->peers[i];
+            bool dead = atomic_load(&p->failed) || now_ms() - p->last_heard > RING_DEAD_MS;
+            if (dead) {
+                pthread_mutex_unlock(&r->q_lock);
+                herr_set(e, "worker %d (%s:%d) failed at token %d: %s", p->index, p->host, p->port, r->n_done,
+                         atomic_load(&p->failed) ? p->why : "stopped answering");
+                return NULL;
+            }
+        }
+        if (r->q_head) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&r->q_cond, &r->q_lock, &ts);
+    }
+    ring_msg *m = r->q_head;
+    r->q_head = m->next;
+    if (!r->q_head) r->q_tail = NULL;
+    pthread_mutex_unlock(&r->q_lock);
+    return m;
+}
+
+/* Evaluate tokens at positions pos0.. around the ring; logits of the last token when asked.
+ * The prompt travels as micro-batches one behind the other, so several devices work at once:
+ * cycle 0 of every micro-batch is sent first, then each returning frame gets the head's window
+ * and goes round again until its last cycle. */
+static int ring_eval(ring_head *r, const int32_t *tokens, int n, int pos0, float *logits, herr *e)
+{
+    const int E = r->m->hp.n_embd;
+    halda_context *c = r->ctx;
+    if (pos0 < 0 || pos0 > c->n_ctx - n) return herr_set(e, "context is full: %d positions needed, %d available", pos0 + n, c->n_ctx), -1;
+    int mb = n == 1 ? 1 : r->micro_batch, n_mb = (n + mb - 1) / mb;
+    if (r->n_peers == 0) { /* the plan left every worker out: all windows are here */
+        for (int b = 0; b < n_mb; b++) {
+            int t0 = b * mb, nt = n - t0 < mb ? n - t0 : mb;
+            for (int i = 0; i < nt; i++) r->pos[i] = pos0 + t0 + i, r->seq[i] = 0;
+            if (model_embed(c, tokens + t0, nt, r->x)) return herr_set(e, "%s", halda_last_error(c)), -1;
+            for (int cycle = 0; cycle < r->k; cycle++)
+                if (model_forward_window(c, r->x, nt, r->pos, r->seq, r->begin[cycle], r->end[cycle])) return herr_set(e, "%s", halda_last_error(c)), -1;
+            if (b == n_mb - 1 && logits) model_output(c, r->x + (size_t)(nt - 1) * (size_t)E, logits);
+        }
+        r->n_done = pos0 + n;
+        return 0;
+    }
+    for (int b = 0; b < n_mb; b++) {
+        int t0 = b * mb, nt = n - t0 < mb ? n - t0 : mb;
+        for (int i = 0; i < nt; i++) r->pos[i] = pos0 + t0 + i;
+        if (model_embed(c, tokens + t0, nt, r->x)) return herr_set(e, "%s", halda_last_error(c)), -1;
+        uint32_t len = act_encode(r->buf, 0, nt, r->pos, r->x, E, r->wire);
+        if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return -1;
+    }
+    for (int finished = 0; finished < n_mb;) {
+        ring_msg *msg = ring_next(r, e);
+        if (!msg) return -1;
+        int cycle, nt;
+        int rc = act_decode(msg->data, msg->len, E, r->wire, c->n_batch, c->n_ctx, r->k, &cycle, &nt, r->pos, r->x, e);
+        xfree(msg);
+        if (rc) return -1;
+        for (int i = 0; i < nt; i++) r->seq[i] = 0;
+        if (model_forward_window(c, r->x, nt, r->pos, r->seq, r->begin[cycle], r->end[cycle])) return herr_set(e, "%s", halda_last_error(c)), -1;
+        prefetcher_done(&r->pf, cycle);
+        if (cycle + 1 < r->k) {
+            uint32_t len = act_encode(r->buf, cycle + 1, nt, r->pos, r->x, E, r->wire);
+            if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return -1;
+            continue;
+        }
+        finished++;
+        if (r->pos[nt - 1] == pos0 + n - 1 && logits) model_output(c, r->x + (size_t)(nt - 1) * (size_t)E, logits);
+    }
+    r->n_done = pos0 + n;
+    return 0;
+}
+
+static void ring_head_close(ring_head *r)
+{
+    if (!r) return;
+    herr e;
+    prefetcher_stop(&r->pf);
+    if (r->hb_on) heartbeat_stop(&r->hb);
+    for (int i = 0; i < r->n_peers; i++) {
+        ring_peer *p = &r->peers[i];
+        if (p->conn.fd >= 0) frame_send(&p->conn, FRAME_STOP, NULL, 0, &e);
+        atomic_store(&p->failed, true);
+        if (p->conn.fd >= 0) shutdown(p->conn.fd, SHUT_RDWR);
+        if (p->reader_on) pthread_join(p->reader, NULL);
+        if (p->conn.fd >= 0) conn_close(&p->conn);
+    }
+    while (r->q_head) {
+        ring_msg *m = r->q_head;
+        r->q_head = m->next;
+        xfree(m);
+    }
+    halda_context_free(r->ctx);
+    xfree(r->peers), xfree(r->hb_conns), xfree(r->buf), xfree(r->x), xfree(r->pos), xfree(r->seq);
+    xfree(r);
+}
+
+typedef struct {
+    const char *workers;   /* "host:port,host:port" in ring order */
+    const char *key;
+    int k;                 /* cycles */
+    const int *w;          /* layers per cycle for [head, worker 1, ...], or NULL for an even split */
+    int n_w;
+    int n_ctx, kv_type, wire, n_threads, micro_batch;
+    int prefetch;          /* PREFETCH_OFF / ON / AUTO */
+} ring_options;
+
+/* Parse "host:port,host:port"; returns the count or -1. */
+static int parse_workers(const char *list, char hosts[][256], int *ports, int cap, herr *e)
+{
+    int n = 0;
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char item[300];
+        if (len == 0 || len >= sizeof item) return herr_set(e, "bad --workers entry"), -1;
+        memcpy(item, p, len);
+        item[len] = 0;
+        char *colon = strrchr(item, ':');
+        int port = RING_DEFAULT_PORT;
+        if (colon) {
+            char *end;
+            long v = strtol(colon + 1, &end, 10);
+            if (*end || v < 1 || v > 65535) return herr_set(e, "bad port in --workers entry '%s'", item), -1;
+            port = (int)v;
+            *colon = 0;
+        }
+        if (!item[0] || strlen(item) > 255) return herr_set(e, "bad host in --workers entry"), -1;
+        if (n >= cap) return herr_set(e, "more than %d workers", cap), -1;
+        snprintf(hosts[n], 256, "%s", item);
+        ports[n++] = port;
+        p += len + (comma ? 1 : 0);
+        if (comma && !*p) return herr_set(e, "--workers ends with a comma"), -1;
+    }
+    if (n == 0) return herr_set(e, "--workers lists no worker"), -1;
+    return n;
+}
+
+/* Read a plan in `halda solve`'s output format: one line `NAME w=W n=N` per device in ring
+ * order (the head first), then `k=K latency_ms=T`.  Lines starting with # are comments.
+ * TRUST BOUNDARY: a user's file; every number is range-checked.  Returns the device count. */
+static int plan_file_read(const char *path, int *k, int *w, int cap, herr *e)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return herr_set(e, "cannot open plan %s: %s", path, strerror(errno)), -1;
+    char line[512];
+    int n = 0, lineno = 0;
+    *k = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = 0;
+        char *kp = strstr(line, "k="), *wp = strstr(line, " w=");
+        long v;
+        char *end;
+        if (kp && (kp == line || isspace((unsigned char)kp[-1]))) {
+            v = strtol(kp + 2, &end, 10);
+            if (end == kp + 2 || v < 1 || v > 4096) return fclose(f), herr_set(e, "%s line %d: bad k", path, lineno), -1;
+            *k = (int)v;
+        } else if (wp) {
+            v = strtol(wp + 3, &end, 10);
+            if (end == wp + 3 || v < 0 || v > 4096) return fclose(f), herr_set(e, "%s line %d: bad w", path, lineno), -1;
+            if (n >= cap) return fclose(f), herr_set(e, "%s: more than %d devices", path, cap), -1;
+            w[n++] = (int)v;
+        } else {
+            for (char *c = line; *c; c++)
+                if (!isspace((unsigned char)*c)) return fclose(f), herr_set(e, "%s line %d: not a plan line", path, lineno), -1;
+        }
+    }
+    fclose(f);
+    if (!*k || !n) return herr_set(e, "%s: no k= line or no devices", path), -1;
+    return n;
+}
+
+/* Connect to the workers, check their model, hand out the plan, and wait until the ring is up. */
+static ring_head *ring_head_open(halda_model *m, const ring_options *o, herr *e)
+{
+    static char hosts[RING_MAX_DEVICES][256];
+    int ports[RING_MAX_DEVICES];
+    int n_workers = parse_workers(o->workers, hosts, ports, RING_MAX_DEVICES - 1, e);
+    if (n_workers < 0) return NULL;
+    int L = m->hp.n_layer, k = o->k > 0 ? o->k : 1, M = n_workers + 1;
+    if (L % k) return herr_set(e, "-k %d does not divide the %d layers", k, L), NULL;
+    int W = L / k, w[RING_MAX_DEVICES];
+    if (o->w) {
+        if (o->n_w != M) return herr_set(e, "--layer-window needs %d numbers (head first, then each worker), got %d", M, o->n_w), NULL;
+        int sum = 0;
+        for (int i = 0; i < M; i++) sum += w[i] = o->w[i];
+        if (sum != W) return herr_set(e, "--layer-window adds up to %d, but %d layers / k=%d needs %d per cycle", sum, L, k, W), NULL;
+        if (w[0] < 1) return herr_set(e, "the head must run at least one layer per cycle"), NULL;
+    } else {
+        if (W < M) return herr_set(e, "%d layers per cycle cannot be spread over %d devices", W, M), NULL;
+        for (int i = 0; i < M; i++) w[i] = W / M + (i < W % M);
+    }
+    ring_head *r = xcalloc(1, sizeof *r);
+    if (!r) return herr_set(e, "out of memory"), NULL;
+    r->m = m, r->k = k, r->wire = o->wire;
+    pthread_mutex_init(&r->q_lock, NULL);
+    pthread_cond_init(&r->q_cond, NULL);
+    r->peers = xcalloc((size_t)M, sizeof *r->peers);
+    r->hb_conns = NULL;
+    if (!r->peers) goto oom;
+    /* the active workers, in ring order */
+    for (int i = 1; i < M; i++) {
+        if (w[i] == 0) continue;
+        ring_peer *p = &r->peers[r->n_peers++];
+        snprintf(p->host, sizeof p->host, "%.255s", hosts[i - 1]);
+        p->port = ports[i - 1], p->index = i;
+        p->conn.fd = -1;
+    }
+    /* windows: within cycle c, workers in order, then the head last */
+    bool *held = xcalloc((size_t)L, sizeof *held);
+    if (!held) goto oom;
+    ring_plan plans[RING_MAX_DEVICES];
+    uint64_t session;
+    random_bytes((uint8_t *)&session, sizeof session);
+    for (int c = 0; c < k; c++) {
+        int at = c * W;
+        for (int i = 1, a = 0; i < M; i++) {
+            if (!w[i]) continue;
+            plans[a].begin[c] = at, plans[a].end[c] = at + w[i];
+            at += w[i], a++;
+        }
+        r->begin[c] = at, r->end[c] = at + w[0];
+        for (int l = at; l < at + w[0]; l++) held[l] = true;
+    }
+    halda_context_params cp = halda_context_default_params();
+    cp.n_ctx = o->n_ctx, cp.kv_type = o->kv_type, cp.n_threads = o->n_threads;
+    char err[256];
+    r->ctx = context_new(m, &cp, held, err, sizeof err);
+    xfree(held);
+    if (!r->ctx) {
+        herr_set(e, "%s", err);
+        goto fail;
+    }
+    r->micro_batch = o->micro_batch > 0 ? o->micro_batch : 16;
+    if (r->micro_batch > r->ctx->n_batch) r->micro_batch = r->ctx->n_batch;
+    r->act_limit = act_bytes(r->ctx->n_batch, m->hp.n_embd, WIRE_F32);
+    r->buf = xmalloc(r->act_limit);
+    r->x = xmalloc((size_t)r->ctx->n_batch * (size_t)m->hp.n_embd * sizeof *r->x);
+    r->pos = xmalloc((size_t)r->ctx->n_batch * sizeof *r->pos);
+    r->seq = xmalloc((size_t)r->ctx->n_batch * sizeof *r->seq);
+    r->hb_conns = xcalloc((size_t)M, sizeof *r->hb_conns);
+    if (!r->buf || !r->x || !r->pos || !r->seq || !r->hb_conns) goto oom;
+    uint8_t fp[40];
+    model_fingerprint(m, fp);
+    for (int i = 0; i < r->n_peers; i++) { /* connect, authenticate, compare models */
+        ring_peer *p = &r->peers[i];
+        char name[300];
+        snprintf(name, sizeof name, "worker %d (%s:%d)", p->index, p->host, p->port);
+        int fd = net_connect(p->host, p->port, RING_IO_TIMEOUT_MS, e);
+        if (fd < 0) goto fail;
+        conn_init(&p->conn, fd, name);
+        int type;
+        uint32_t len;
+        uint8_t reply[512];
+        if (handshake_connect(&p->conn, o->key, ROLE_CONTROL, session, e) || frame_send(&p->conn, FRAME_MODEL_CHECK, fp, 40, e))
+            goto fail_named;
+        do
+            if (frame_recv(fd, &type, reply, sizeof reply, &len, 0, RING_IO_TIMEOUT_MS, e)) goto fail_named;
+        while (type == FRAME_HEARTBEAT);
+        if (type != FRAME_OK) {
+            herr_set(e, "%s: %.*s", name, type == FRAME_ERROR ? (int)len : 0, (const char *)reply);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < r->n_peers; i++) { /* hand out the plan */
+        ring_plan *pl = &plans[i];
+        pl->session = session, pl->k = k, pl->n_ctx = r->ctx->n_ctx, pl->kv_type = o->kv_type, pl->wire = o->wire;
+        pl->n_threads = 0, pl->is_first = i == 0, pl->is_last = i == r->n_peers - 1, pl->prefetch = o->prefetch;
+        pl->next_host[0] = 0, pl->next_port = 0;
+        if (!pl->is_last) snprintf(pl->next_host, sizeof pl->next_host, "%s", r->peers[i + 1].host), pl->next_port = r->peers[i + 1].port;
+        uint8_t payload[64 + 8 * RING_MAX_DEVICES + 512];
+        uint32_t len = plan_encode(pl, payload);
+        if (frame_send(&r->peers[i].conn, FRAME_PLAN, payload, len, e)) goto fail;
+    }
+    for (int i = 0; i < r->n_peers; i++) { /* every worker set up its windows and data links */
+        ring_peer *p = &r->peers[i];
+        int type;
+        uint32_t len;
+        uint8_t reply[512];
+        do
+            if (frame_recv(p->conn.fd, &type, reply, sizeof reply, &len, 0, 4 * RING_IO_TIMEOUT_MS, e)) goto fail_named2;
+        while (type == FRAME_HEARTBEAT);
+        if (type != FRAME_READY) {
+            herr_set(e, "worker %d (%s:%d) could not join the ring: %.*s", p->index, p->host, p->port, type == FRAME_ERROR ? (int)len : 0,
+                     (const char *)reply);
+            goto fail;
+        }
+        p->overloaded = len == 1 && reply[0];
+    }
+    for (int i = 0; i < r->n_peers; i++) {
+        ring_peer *p = &r->peers[i];
+        p->last_heard = now_ms();
+        reader_arg *ra = xmalloc(sizeof *ra);
+        if (!ra) goto oom;
+        ra->r = r, ra->p = p;
+        if (pthread_create(&p->reader, NULL, ring_reader_main, ra)) goto oom;
+        p->reader_on = true;
+        r->hb_conns[i] = &p->conn;
+    }
+    if (heartbeat_start(&r->hb, r->hb_conns, r->n_peers)) goto oom;
+    r->hb_on = true;
+    prefetcher_start(&r->pf, m, r->begin, r->end, k, o->prefetch);
+    if (r->pf.release) fprintf(stderr, "halda: the head is overloaded: its windows do not fit in available RAM\n");
+    /* the plan, for the user */
+    fprintf(stderr, "halda: ring of %d devices, k=%d, layers per cycle:", r->n_peers + 1, k);
+    fprintf(stderr, " head %d", w[0]);
+    for (int i = 0; i < r->n_peers; i++)
+        fprintf(stderr, ", %s:%d %d%s", r->peers[i].host, r->peers[i].port, w[r->peers[i].index], r->peers[i].overloaded ? " (overloaded)" : "");
+    fprintf(stderr, "\n");
+    return r;
+fail_named: {
+    char reason[sizeof e->msg];
+    snprintf(reason, sizeof reason, "%s", e->msg);
+    herr_set(e, "worker: %s", reason);
+    goto fail;
+}
+fail_named2: {
+    char reason[sizeof e->msg];
+    snprintf(reason, sizeof reason, "%s", e->msg);
+    herr_set(e, "a worker did not get ready: %s", reason);
+    goto fail;
+}
+oom:
+    herr_set(e, "out of memory");
+fail:
+    ring_head_close(r);
+    return NULL;
+}
+
+/* =============================================================================================
  * 12. CLI
  *
  * `halda SUBCOMMAND [flags]`.  Flags follow llama.cpp where one exists (-m, -p, -n, -t, -c,
@@ -4665,8 +6873,12 @@ done:
 typedef struct {
     const char *model, *prompt, *prompt_file, *out;
     const char *chat_template, *system; /* run --chat-template NAME, --system TEXT */
-    int n_predict, n_threads, n_ctx, top, kv_type;
+    int n_predict, n_threads, n_ctx, top, kv_type, runs;
     bool no_bos, special, tied, chat;
+    /* cluster */
+    const char *workers, *cluster_key, *host, *plan;
+    int k, port, wire, n_windows, prefetch;
+    int windows[RING_MAX_DEVICES];
     halda_sampler_params sp;
     bool seed_set;
     /* gen-model */
@@ -4704,12 +6916,17 @@ static float cli_float(const char *flag, const char *v, double lo, double hi)
 
 static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
-    "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32] [--special]\n"
+    "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32|q8_0] [--special]\n"
     "                 [--chat] [--chat-template llama2|llama3|chatml|deepseek-r1] [--system TEXT]\n"
+    "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
+    "                  [--plan FILE] [--prefetch on|off|auto]]\n"
     "Generate text: the continuation streams to stdout, timings go to stderr.  --chat sends the prompt as a\n"
-    "user message laid out by the model's chat template (--chat-template picks the layout; it implies --chat).\n";
+    "user message laid out by the model's chat template (--chat-template picks the layout; it implies --chat).\n"
+    "With --workers the layers are spread over a ring of `halda worker`s: -k cycles per token, W0 layers per\n"
+    "cycle on this head, W1 on the first worker, ... (default: k=1, an even split).  --plan FILE takes k and\n"
+    "the windows from `halda solve`.\n";
 static const char *const usage_eval =
-    "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS]\n"
+    "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS] [--workers ... -k K --layer-window ... --wire ...]\n"
     "Print the prompt's token ids, the top K logits at every prompt position, and N greedy tokens,\n"
     "computed token by token with an F32 KV cache (the format of llama.cpp's reference files).\n";
 static const char *const usage_tokenize =
@@ -4727,7 +6944,8 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
     memset(o, 0, sizeof *o);
     o->n_predict = -1, o->n_threads = 0, o->n_ctx = 0, o->top = 5, o->kv_type = HALDA_KV_F16;
     o->sp = halda_sampler_default_params();
-    o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 512, 2048, false, 1};
+    o->prefetch = PREFETCH_AUTO;
+    o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 1024, 2048, false, 1};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -4740,6 +6958,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         snprintf(list, sizeof list, " %s ", allowed);
         if (f[0] != '-' || !strstr(list, token)) cli_die("unknown argument '%s' for '%s' (see halda %s --help)", f, cmd, cmd);
         bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied") || !strcmp(f, "--chat");
+        if (!strcmp(f, "--cluster-key") && i + 1 >= argc) cli_die("--cluster-key needs a value");
         const char *v = is_switch ? NULL : (i + 1 < argc ? argv[++i] : NULL);
         if (!is_switch && !v) cli_die("%s needs a value", f);
         if (!strcmp(f, "-m")) o->model = v;
@@ -4750,6 +6969,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "-t")) o->n_threads = (int)cli_int(f, v, 1, HALDA_MAX_THREADS);
         else if (!strcmp(f, "-c")) o->n_ctx = (int)cli_int(f, v, 1, 1 << 24);
         else if (!strcmp(f, "--top")) o->top = (int)cli_int(f, v, 1, 1000);
+        else if (!strcmp(f, "-r")) o->runs = (int)cli_int(f, v, 1, 64);
         else if (!strcmp(f, "--temp")) o->sp.temperature = cli_float(f, v, 0, 100);
         else if (!strcmp(f, "--top-k")) o->sp.top_k = (int)cli_int(f, v, 0, 1 << 24);
         else if (!strcmp(f, "--top-p")) o->sp.top_p = cli_float(f, v, 0, 1);
@@ -4760,7 +6980,8 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--kv-type")) {
             if (!strcmp(v, "f16")) o->kv_type = HALDA_KV_F16;
             else if (!strcmp(v, "f32")) o->kv_type = HALDA_KV_F32;
-            else cli_die("--kv-type takes f16 or f32, got '%s'", v);
+            else if (!strcmp(v, "q8_0")) o->kv_type = HALDA_KV_Q8_0;
+            else cli_die("--kv-type takes f16, f32 or q8_0, got '%s'", v);
         } else if (!strcmp(f, "--no-bos")) o->no_bos = true;
         else if (!strcmp(f, "--special")) o->special = true;
         else if (!strcmp(f, "--chat")) o->chat = true;
@@ -4786,6 +7007,33 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--vocab")) o->synth.n_vocab = (int)cli_int(f, v, 400, 1 << 20);
         else if (!strcmp(f, "--ctx")) o->synth.n_ctx = (int)cli_int(f, v, 16, 1 << 24);
         else if (!strcmp(f, "--seed-weights")) o->synth.seed = (uint64_t)cli_int(f, v, 0, LLONG_MAX);
+        else if (!strcmp(f, "--workers")) o->workers = v;
+        else if (!strcmp(f, "--plan")) o->plan = v;
+        else if (!strcmp(f, "--cluster-key")) o->cluster_key = v;
+        else if (!strcmp(f, "--host")) o->host = v;
+        else if (!strcmp(f, "--port")) o->port = (int)cli_int(f, v, 1, 65535);
+        else if (!strcmp(f, "-k")) o->k = (int)cli_int(f, v, 1, 4096);
+        else if (!strcmp(f, "--prefetch")) {
+            if (!strcmp(v, "on")) o->prefetch = PREFETCH_ON;
+            else if (!strcmp(v, "off")) o->prefetch = PREFETCH_OFF;
+            else if (!strcmp(v, "auto")) o->prefetch = PREFETCH_AUTO;
+            else cli_die("--prefetch takes on, off or auto, got '%s'", v);
+        }
+        else if (!strcmp(f, "--wire")) {
+            if (!strcmp(v, "f32")) o->wire = WIRE_F32;
+            else if (!strcmp(v, "f16")) o->wire = WIRE_F16;
+            else cli_die("--wire takes f32 or f16, got '%s'", v);
+        } else if (!strcmp(f, "--layer-window")) {
+            o->n_windows = 0;
+            for (const char *p = v; *p;) {
+                char *end;
+                long x = strtol(p, &end, 10);
+                if (end == p || x < 0 || x > 4096 || (*end && *end != ',') || o->n_windows >= RING_MAX_DEVICES)
+                    cli_die("--layer-window takes comma-separated layer counts (head first), got '%s'", v);
+                o->windows[o->n_windows++] = (int)x;
+                p = *end ? end + 1 : end;
+            }
+        }
     }
 }
 
@@ -4815,6 +7063,7 @@ static char *cli_prompt(const cli_opts *o, size_t *len)
 static halda_model *cli_load(const cli_opts *o)
 {
     if (!o->model) cli_die("a model is needed (-m FILE.gguf)");
+    if (access(o->model, R_OK) != 0) cli_die("cannot open model %s: %s", o->model, strerror(errno));
     char err[512];
     halda_model *m = halda_model_load(o->model, err, sizeof err);
     if (!m) {
@@ -4862,6 +7111,63 @@ static void cli_fail(halda_context *c)
     exit(1);
 }
 
+/* What run and eval evaluate with: one local context, or a ring of workers with the head's
+ * windows local. */
+typedef struct {
+    halda_context *ctx;
+    ring_head *ring;
+} cli_engine;
+
+static cli_engine cli_engine_open(halda_model *m, const cli_opts *o, int kv_type)
+{
+    cli_engine en = {0};
+    if (!o->workers) {
+        en.ctx = cli_context(m, o, kv_type);
+        return en;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    cli_opts po = *o;
+    if (o->plan) { /* a solver's plan: k and the windows */
+        if (o->n_windows || o->k) cli_die("give either --plan or -k/--layer-window, not both");
+        herr pe = {{0}};
+        po.n_windows = plan_file_read(o->plan, &po.k, po.windows, RING_MAX_DEVICES, &pe);
+        if (po.n_windows < 0) {
+            fprintf(stderr, "halda: %s\n", pe.msg);
+            exit(2);
+        }
+        o = &po;
+    }
+    ring_options ro = {o->workers, o->cluster_key, o->k, o->n_windows ? o->windows : NULL, o->n_windows, 0, kv_type, o->wire, o->n_threads, 0, o->prefetch};
+    ro.n_ctx = o->n_ctx ? o->n_ctx : (halda_model_n_ctx_train(m) < 4096 ? halda_model_n_ctx_train(m) : 4096);
+    herr e = {{0}};
+    en.ring = ring_head_open(m, &ro, &e);
+    if (!en.ring) {
+        fprintf(stderr, "halda: %s\n", e.msg);
+        exit(1);
+    }
+    en.ctx = en.ring->ctx;
+    return en;
+}
+
+static void cli_engine_eval(cli_engine *en, const int32_t *t, int n, int pos0, float *logits)
+{
+    if (!en->ring) {
+        if (halda_eval(en->ctx, t, n, pos0, logits)) cli_fail(en->ctx);
+        return;
+    }
+    herr e = {{0}};
+    if (ring_eval(en->ring, t, n, pos0, logits, &e)) {
+        fprintf(stderr, "halda: %s\n", e.msg);
+        exit(1);
+    }
+}
+
+static void cli_engine_close(cli_engine *en)
+{
+    if (en->ring) ring_head_close(en->ring);
+    else halda_context_free(en->ctx);
+}
+
 /* Only the vocabulary is read, so this works on vocabulary-only GGUF files too. */
 static int cmd_tokenize(int argc, char **argv)
 {
@@ -4906,7 +7212,7 @@ static void top_k_ids(const float *logits, int n, int k, int32_t *out)
 static int cmd_eval(int argc, char **argv)
 {
     cli_opts o;
-    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c", usage_eval, &o);
+    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --plan --wire --prefetch", usage_eval, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
     int n_gen = o.n_predict < 0 ? 32 : o.n_predict;
@@ -4916,7 +7222,7 @@ static int cmd_eval(int argc, char **argv)
     if (n_prompt == 0) cli_die("the prompt has no tokens");
     cli_opts oc = o;
     if (!oc.n_ctx) oc.n_ctx = n_prompt + n_gen + 1;
-    halda_context *c = cli_context(m, &oc, HALDA_KV_F32);
+    cli_engine en = cli_engine_open(m, &oc, HALDA_KV_F32);
     int nv = halda_model_n_vocab(m), k = o.top < nv ? o.top : nv;
     float *logits = malloc((size_t)nv * sizeof *logits);
     int32_t *top = malloc((size_t)k * sizeof *top);
@@ -4924,7 +7230,7 @@ static int cmd_eval(int argc, char **argv)
     for (int i = 0; i < n_prompt; i++) printf(" %d", toks[i]);
     printf("\n");
     for (int i = 0; i < n_prompt; i++) {
-        if (halda_eval(c, &toks[i], 1, i, logits)) cli_fail(c);
+        cli_engine_eval(&en, &toks[i], 1, i, logits);
         top_k_ids(logits, nv, k, top);
         printf("logits %d", i);
         for (int j = 0; j < k; j++) printf(" %d:%.6f", top[j], logits[top[j]]);
@@ -4935,7 +7241,7 @@ static int cmd_eval(int argc, char **argv)
     for (int i = 0; i < n_gen; i++) {
         top_k_ids(logits, nv, 1, top);
         gen[n_done++] = top[0];
-        if (i + 1 < n_gen && halda_eval(c, &top[0], 1, n_prompt + i, logits)) cli_fail(c);
+        if (i + 1 < n_gen) cli_engine_eval(&en, &top[0], 1, n_prompt + i, logits);
     }
     printf("generated");
     for (int i = 0; i < n_done; i++) printf(" %d", gen[i]);
@@ -4957,7 +7263,7 @@ static int cmd_eval(int argc, char **argv)
     free(tbuf);
     printf("\n");
     free(gen), free(top), free(logits), free(toks), free(text);
-    halda_context_free(c);
+    cli_engine_close(&en);
     halda_model_free(m);
     return 0;
 }
@@ -4991,7 +7297,7 @@ static int cmd_run(int argc, char **argv)
     cli_opts o;
     cli_parse(argc, argv, "run",
               "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special "
-              "--chat --chat-template --system",
+              "--chat --chat-template --system --workers --cluster-key -k --layer-window --plan --wire --prefetch",
               usage_run, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
@@ -5003,7 +7309,8 @@ static int cmd_run(int argc, char **argv)
     if (o.chat) text = cli_chat(m, &o, text, &len);
     int32_t *toks = cli_tokenize(m, text, len, !o.chat, o.special || o.chat, &n_prompt);
     if (n_prompt == 0) cli_die("the prompt has no tokens");
-    halda_context *c = cli_context(m, &o, o.kv_type);
+    cli_engine en = cli_engine_open(m, &o, o.kv_type);
+    halda_context *c = en.ctx;
     double t_load = now_ms() - t0;
     int nv = halda_model_n_vocab(m);
     float *logits = malloc((size_t)nv * sizeof *logits);
@@ -5016,7 +7323,7 @@ static int cmd_run(int argc, char **argv)
     }
     signal(SIGINT, cli_on_sigint);
     double t1 = now_ms();
-    if (halda_eval(c, toks, n_prompt, 0, logits)) cli_fail(c);
+    cli_engine_eval(&en, toks, n_prompt, 0, logits);
     double t_prompt = now_ms() - t1;
     for (int i = 0; i < n_prompt; i++) halda_sampler_accept(s, toks[i]);
     double t2 = now_ms();
@@ -5029,15 +7336,22 @@ static int cmd_run(int argc, char **argv)
         int pl = halda_token_to_piece(m, t, piece, sizeof piece, o.special);
         if (pl > 0) fwrite(piece, 1, (size_t)pl, stdout);
         fflush(stdout);
-        if (n_done + 1 < n_gen && halda_eval(c, &t, 1, pos++, logits)) cli_fail(c);
+        if (n_done + 1 < n_gen) cli_engine_eval(&en, &t, 1, pos++, logits);
     }
     double t_gen = now_ms() - t2;
     printf("\n");
+    fflush(stdout);
     fprintf(stderr, "halda: load %.0f ms | prompt %d tokens, %.1f ms, %.2f tok/s | generation %d tokens, %.1f ms, %.2f tok/s\n",
             t_load, n_prompt, t_prompt, n_prompt / (t_prompt / 1e3), n_done, t_gen, n_done > 0 ? n_done / (t_gen / 1e3) : 0.0);
+    /* Weights live in the page cache (file-backed pages); our own memory is the KV cache, the
+     * scratch arena and the vocabulary.  Show both so a user can see what a device needs. */
+    double mib = 1024.0 * 1024.0;
+    fprintf(stderr, "halda: memory %.1f MiB anonymous (KV cache %.1f MiB, scratch %.1f MiB), weights %.1f MiB mapped from the file\n",
+            platform_rss_anon_bytes() / mib, kv_cache_bytes(c->kv.n_slots, c->kv.n_seq, c->kv.n_ctx, c->kv.kv_dim, c->kv.type) / mib,
+            c->arena_bytes / mib, halda_model_size_bytes(m) / mib);
     halda_sampler_free(s);
     free(logits), free(toks), free(text);
-    halda_context_free(c);
+    cli_engine_close(&en);
     halda_model_free(m);
     return 0;
 }
@@ -5063,12 +7377,104 @@ static int cmd_gen_model(int argc, char **argv)
     return 0;
 }
 
+static const char *const usage_bench =
+    "usage: halda bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r RUNS] [--kv-type f16|f32|q8_0]\n"
+    "Measure prompt processing (-p tokens in batches) and generation (-n tokens one by one) speed,\n"
+    "R runs each (mean ± stdev), the weight bandwidth generation achieves (model bytes × tok/s) and\n"
+    "the machine's copy bandwidth measured in the same run.  The last line is machine-readable:\n"
+    "bench pp=TOK_PER_S tg=TOK_PER_S bw=GB_PER_S membw=GB_PER_S\n";
+
+static void mean_sd(const double *x, int n, double *mean, double *sd)
+{
+    double s = 0, q = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++) q += (x[i] - *mean) * (x[i] - *mean);
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    cli_opts o;
+    cli_parse(argc, argv, "bench", "-m -p -n -t -r --kv-type", usage_bench, &o);
+    /* -p is a token count here, not a prompt */
+    int n_pp = o.prompt ? (int)cli_int("-p", o.prompt, 0, 1 << 20) : 512;
+    int n_tg = o.n_predict < 0 ? 128 : o.n_predict, runs = o.runs > 0 ? o.runs : 3;
+    if (n_pp + n_tg < 1) cli_die("nothing to measure: -p and -n are both 0");
+    halda_model *m = cli_load(&o);
+    cli_opts oc = o;
+    oc.n_ctx = n_pp + n_tg + 1;
+    halda_context *c = cli_context(m, &oc, o.kv_type);
+    int nv = halda_model_n_vocab(m);
+    int32_t *toks = malloc((size_t)(n_pp + n_tg + 1) * sizeof *toks);
+    float *logits = malloc((size_t)nv * sizeof *logits);
+    uint64_t rng = 1234;
+    for (int i = 0; i < n_pp + n_tg + 1; i++) toks[i] = (int32_t)(splitmix64(&rng) % (uint64_t)nv);
+    double pp[64], tg[64];
+    if (runs > 64) runs = 64;
+    fprintf(stderr, "halda bench: %s, %.2f GiB of weights, %d layers, %d threads, pp %d, tg %d, %d runs\n", o.model,
+            halda_model_size_bytes(m) / 1073741824.0, halda_model_n_layer(m), c->pool->n_threads, n_pp, n_tg, runs);
+    /* one warm-up pass brings the weights into the page cache */
+    if (halda_eval(c, toks, 1, 0, logits)) cli_fail(c);
+    for (int r = 0; r < runs; r++) {
+        halda_kv_truncate(c, 0);
+        double t0 = now_ms();
+        if (n_pp > 0 && halda_eval(c, toks, n_pp, 0, logits)) cli_fail(c);
+        double t1 = now_ms();
+        for (int i = 0; i < n_tg; i++)
+            if (halda_eval(c, &toks[n_pp + i], 1, n_pp + i, logits)) cli_fail(c);
+        double t2 = now_ms();
+        pp[r] = n_pp > 0 ? n_pp / ((t1 - t0) / 1e3) : 0;
+        tg[r] = n_tg > 0 ? n_tg / ((t2 - t1) / 1e3) : 0;
+        fprintf(stderr, "  run %d: pp %.2f tok/s, tg %.2f tok/s\n", r + 1, pp[r], tg[r]);
+    }
+    double pp_m, pp_s, tg_m, tg_s;
+    mean_sd(pp, runs, &pp_m, &pp_s);
+    mean_sd(tg, runs, &tg_m, &tg_s);
+    double membw = platform_copy_bandwidth(c->pool, (size_t)256 << 20) / 1e9;
+    double bw = (double)halda_model_size_bytes(m) * tg_m / 1e9;
+    printf("prompt processing  %9.2f ± %.2f tok/s\n", pp_m, pp_s);
+    printf("generation         %9.2f ± %.2f tok/s\n", tg_m, tg_s);
+    printf("weight bandwidth   %9.2f GB/s during generation (%.0f%% of the %.2f GB/s copy bandwidth)\n", bw,
+           membw > 0 ? 100 * bw / membw : 0, membw);
+    printf("bench pp=%.2f tg=%.2f bw=%.2f membw=%.2f\n", pp_m, tg_m, bw, membw);
+    free(toks), free(logits);
+    halda_context_free(c);
+    halda_model_free(m);
+    return 0;
+}
+
+static const char *const usage_worker =
+    "usage: halda worker -m MODEL [--host ADDR] [--port 9137] [--cluster-key KEY] [-t THREADS]\n"
+    "Wait for a head (halda run|eval --workers ...), run the layers it assigns, and wait again.\n"
+    "Without --cluster-key the worker listens on 127.0.0.1 only unless --host is given.\n";
+
+static int cmd_worker(int argc, char **argv)
+{
+    cli_opts o;
+    cli_parse(argc, argv, "worker", "-m --host --port --cluster-key -t", usage_worker, &o);
+    signal(SIGPIPE, SIG_IGN);
+    halda_model *m = cli_load(&o);
+    const char *host = o.host;
+    if (!o.cluster_key || !*o.cluster_key) {
+        if (!host) host = "127.0.0.1";
+        fprintf(stderr, "halda worker: warning: no --cluster-key: anyone who can reach %s may use this worker\n", host);
+    }
+    herr e = {{0}};
+    worker_serve(m, host, o.port ? o.port : RING_DEFAULT_PORT, o.cluster_key, o.n_threads, &e);
+    fprintf(stderr, "halda: %s\n", e.msg);
+    halda_model_free(m);
+    return 1;
+}
+
 static const char *const usage_main =
     "usage: halda COMMAND [flags]      (halda COMMAND --help for its flags)\n"
     "  run        generate text from a prompt\n"
     "  eval       print token ids, top logits and a greedy continuation (for comparing with llama.cpp)\n"
     "  tokenize   print the token ids of a text\n"
-    "  gen-model  write a synthetic model with random weights (tests, demos, benchmarks)\n";
+    "  gen-model  write a synthetic model with random weights (tests, demos, benchmarks)\n"
+    "  bench      measure prompt and generation speed against the machine's memory bandwidth\n"
+    "  worker     serve layers of a model to a head on the network (run/eval --workers HOST:PORT,...)\n";
 
 int main(int argc, char **argv)
 {
@@ -5081,6 +7487,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(cmd, "gen-model")) return cmd_gen_model(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
     cli_die("unknown command '%s' (see halda --help)", cmd);
 }
 #endif /* HALDA_NO_MAIN */

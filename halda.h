@@ -33,12 +33,12 @@ uint64_t halda_model_size_bytes(const halda_model *model); /* bytes of weight te
 const char *halda_model_arch(const halda_model *model);    /* "llama" or "qwen2" */
 
 /* KV cache element type. */
-enum { HALDA_KV_F32 = 0, HALDA_KV_F16 = 1 };
+enum { HALDA_KV_F32 = 0, HALDA_KV_F16 = 1, HALDA_KV_Q8_0 = 2 };
 
 typedef struct {
     int n_ctx;     /* positions in the KV cache (0: the model's training context, capped at 4096) */
     int n_threads; /* 0: the number of physical cores */
-    int kv_type;   /* HALDA_KV_F16 (default) or HALDA_KV_F32 */
+    int kv_type;   /* HALDA_KV_F16 (default), HALDA_KV_F32 or HALDA_KV_Q8_0 */
     int n_batch;   /* most tokens per forward call (0: 512) */
 } halda_context_params;
 

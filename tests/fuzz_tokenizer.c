@@ -1,6 +1,5 @@
-/* tests/fuzz_tokenizer.c — libFuzzer target for the tokenizers (`make fuzz`, clang):
- *
- *   tests/bin-fuzz/fuzz_tokenizer -max_total_time=300 [CORPUS_DIR]
+/* tests/fuzz_tokenizer.c — libFuzzer target for the tokenizers (`make fuzz` builds and runs it
+ * as build/fuzz_tokenizer for FUZZ_SECONDS; longer:  build/fuzz_tokenizer -max_total_time=300 DIR).
  *
  * The first byte of an input picks the vocabulary (llama-spm, llama-bpe, qwen2, deepseek-llm
  * from ../shared/models, or $HALDA_SHARED/models) and the flags; the rest is the text.  Besides

@@ -78,7 +78,8 @@ static void top5(const float *l, int n, int32_t *out)
 static bool in_scope(const char *model)
 {
     static const char *const ok[] = {"stories260K", "tinystories656k", "-f32.", "-f16.", "-bf16.", "-q8_0.", "-q4_0.",
-                                     "-q4_1.", "-q5_0.", "-q5_1.", "-q6_k.", NULL};
+                                     "-q4_1.", "-q5_0.", "-q5_1.", "-q6_k.", "-q2_k.", "-q3_k_m.", "-q4_k_m.",
+                                     "-q5_k_m.", "-iq4_nl.", NULL};
     for (int i = 0; ok[i]; i++)
         if (strstr(model, ok[i])) return true;
     return false;
@@ -257,7 +258,8 @@ static void run_logits(halda_model *m, const int32_t *t, int n, int threads, int
 
 static void test_synthetic(void)
 {
-    static const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1, TYPE_Q6_K};
+    static const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1,
+                                TYPE_Q2_K, TYPE_Q3_K, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K, TYPE_IQ4_NL};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         for (int arch = ARCH_LLAMA; arch <= ARCH_QWEN2; arch++) {
             synth_params sp = {arch, types[ti], -1, 2, 256, 512, 4, 2, 512, 256, arch == ARCH_QWEN2, 7 + ti};
@@ -275,6 +277,8 @@ static void test_synthetic(void)
             run_logits(m, t, n, 2, 1, HALDA_KV_F32, b);
             run_logits(m, t, n, 3, 0, HALDA_KV_F32, c);
             run_logits(m, t, n, 2, 1, HALDA_KV_F16, d);
+            float *q8 = malloc((size_t)nv * 4);
+            run_logits(m, t, n, 2, 1, HALDA_KV_Q8_0, q8);
             CHECK(!memcmp(a, b, (size_t)nv * 4), "%s: batched prefill differs from token by token", name);
             CHECK(!memcmp(a, c, (size_t)nv * 4), "%s: 3 threads differ from 1 thread", name);
             double worst = 0, maxabs = 0;
@@ -286,10 +290,62 @@ static void test_synthetic(void)
             }
             CHECK(finite && maxabs > 1e-3, "%s: logits are not finite and non-trivial", name);
             CHECK(worst <= 2e-2 * fmax(1, maxabs), "%s: F16 KV cache moves logits by %.3g", name, worst);
-            free(a), free(b), free(c), free(d);
+            double worst8 = 0;
+            for (int i = 0; i < nv; i++) worst8 = fmax(worst8, fabs(a[i] - q8[i]));
+            CHECK(worst8 <= 5e-2 * fmax(1, maxabs), "%s: Q8_0 KV cache moves logits by %.3g", name, worst8);
+            free(a), free(b), free(c), free(d), free(q8);
             halda_model_free(m);
         }
     }
+}
+
+/* The ring in one process: three "devices" hold interleaved windows of a 6-layer model for
+ * k = 2 cycles (device 1: layers 0 and 3, device 2: 1 and 4, head: 2 and 5), each with its own
+ * context and KV cache; a prompt goes through in micro-batches of 3, then tokens one by one.
+ * The logits must be bit-identical to one context running everything. */
+static void test_windows(void)
+{
+    synth_params sp = {ARCH_QWEN2, TYPE_Q4_0, -1, 6, 128, 256, 4, 2, 512, 128, true, 11};
+    halda_model *m = synth_model("windows.gguf", sp);
+    if (!m) return;
+    int nv = halda_model_n_vocab(m), E = halda_model_n_embd(m);
+    halda_context_params cp = halda_context_default_params();
+    cp.n_ctx = 64, cp.n_threads = 2, cp.kv_type = HALDA_KV_F32;
+    char err[256];
+    bool held[3][6] = {{0, 0, 1, 0, 0, 1}, {1, 0, 0, 1, 0, 0}, {0, 1, 0, 0, 1, 0}}; /* head, dev1, dev2 */
+    halda_context *dev[3];
+    for (int d = 0; d < 3; d++) dev[d] = context_new(m, &cp, held[d], err, sizeof err);
+    halda_context *one = halda_context_new(m, &cp, err, sizeof err);
+    CHECK(dev[0] && dev[1] && dev[2] && one, "contexts: %s", err);
+    if (!dev[0] || !dev[1] || !dev[2] || !one) return;
+    CHECK(dev[1]->kv.n_slots == 2, "a device's KV cache holds only its layers");
+    int32_t toks[12] = {1, 300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310};
+    float *x = malloc((size_t)4 * E * sizeof *x), *ref = malloc((size_t)nv * 4), *got = malloc((size_t)nv * 4);
+    int pos[4], seq[4] = {0};
+    bool exact = true;
+    /* prompt of 9 tokens in micro-batches of 3, then 3 single tokens */
+    for (int start = 0; start < 12;) {
+        int n = start < 9 ? 3 : 1;
+        for (int i = 0; i < n; i++) pos[i] = start + i;
+        halda_eval(one, toks + start, n, start, ref);
+        model_embed(dev[0], toks + start, n, x);
+        for (int cycle = 0; cycle < 2; cycle++)
+            for (int d = 1; d <= 3; d++) { /* ring order: dev1, dev2, then the head */
+                int layer = cycle * 3 + d - 1;
+                halda_context *c = dev[d % 3];
+                CHECK(model_forward_window(c, x, n, pos, seq, layer, layer + 1) == 0, "window: %s", halda_last_error(c));
+            }
+        model_output(dev[0], x + (size_t)(n - 1) * E, got);
+        exact &= !memcmp(ref, got, (size_t)nv * 4);
+        start += n;
+    }
+    CHECK(exact, "windows across contexts give the same logits as one context");
+    CHECK(model_forward_window(dev[1], x, 1, pos, seq, 1, 2) != 0 && strstr(halda_last_error(dev[1]), "not held"),
+          "a layer the device does not hold is refused");
+    free(x), free(ref), free(got);
+    for (int d = 0; d < 3; d++) halda_context_free(dev[d]);
+    halda_context_free(one);
+    halda_model_free(m);
 }
 
 /* The type table must agree with what the writer produces and the reader expects. */
@@ -489,6 +545,7 @@ int main(void)
     mkdir(tmpdir, 0700);
     test_type_roundtrip();
     test_synthetic();
+    test_windows();
     test_corrupt();
     test_references();
     char cmd[300];

@@ -1,0 +1,390 @@
+/* tests/test_kernels.c — every weight type in the table, against independent truths:
+ *   1. round trips: quantize -> dequantize stays within the type's error bound, on random rows
+ *      of awkward lengths and on edge cases (all zero, constant, one spike, huge range);
+ *   2. dot products: vec_dot (and the repacked order vec_dot_r8) equal the float64 dot product
+ *      of the dequantized weights and the dequantized activations to 1e-5 relative — the
+ *      integer parts are exact, so only F32 rounding separates them;
+ *   3. hand-made blocks: bytes written from the format description in halda.c (not with its
+ *      quantizers), dequantized values checked exactly, including literal values worked out
+ *      by hand for the packed scales of Q3_K and Q4_K/Q5_K. */
+#define HALDA_NO_MAIN
+#include "../halda.c"
+#include "test.h"
+
+static uint64_t rng = 12345;
+
+/* A roughly normal value (sum of uniforms), so rows have a bulk and a tail like real weights. */
+static float normalish(void)
+{
+    float s = 0;
+    for (int k = 0; k < 4; k++) s += 2 * rand_unit(&rng) - 1;
+    return s * 0.8660254f; /* unit variance */
+}
+
+/* Types with the full set of kernels. */
+static bool has_kernels(const type_traits *t) { return t && t->quantize && t->dequantize && t->vec_dot; }
+
+/* Round-trip bounds: the RMS error relative to the RMS of the data (normal-ish data), and the
+ * largest error of one element relative to the largest |x| of its block.  Measured values for
+ * normal data are about 0.27/0.14/0.072/0.036/0.019 (Q2_K..Q6_K), 0.075 (IQ4_NL), 0.086 (Q4_0);
+ * the bounds leave room for short rows, where the RMS is noisier. */
+static void rt_bounds(int type, double *rel_rms, double *rel_max)
+{
+    switch (type) {
+    case TYPE_F32: *rel_rms = 0, *rel_max = 0; break;
+    case TYPE_F16: *rel_rms = 1e-3, *rel_max = 1e-3; break;
+    case TYPE_BF16: *rel_rms = 8e-3, *rel_max = 8e-3; break;
+    case TYPE_Q8_0: *rel_rms = 0.012, *rel_max = 0.01; break;
+    case TYPE_Q6_K: *rel_rms = 0.03, *rel_max = 0.06; break;
+    case TYPE_Q5_0: case TYPE_Q5_1: case TYPE_Q5_K: *rel_rms = 0.06, *rel_max = 0.1; break;
+    case TYPE_Q4_0: case TYPE_Q4_1: case TYPE_Q4_K: case TYPE_IQ4_NL: *rel_rms = 0.12, *rel_max = 0.2; break;
+    case TYPE_Q3_K: *rel_rms = 0.2, *rel_max = 0.4; break;
+    case TYPE_Q2_K: *rel_rms = 0.36, *rel_max = 0.6; break;
+    default: *rel_rms = 0, *rel_max = 0;
+    }
+}
+
+/* Lengths to test: block counts for block types, awkward element counts for plain floats. */
+static int test_lengths(const type_traits *t, int64_t *n)
+{
+    static const int blocks[] = {1, 2, 3, 5, 7, 8, 13};
+    static const int elems[] = {1, 2, 3, 5, 7, 8, 9, 31, 1023};
+    int k = 0;
+    if (t->block_elems == 1)
+        for (size_t i = 0; i < sizeof elems / sizeof *elems; i++) n[k++] = elems[i];
+    else
+        for (size_t i = 0; i < sizeof blocks / sizeof *blocks; i++) n[k++] = (int64_t)blocks[i] * t->block_elems;
+    return k;
+}
+
+/* ---- 1. Round trips ------------------------------------------------------------------------ */
+
+static void check_round_trip(int type, const float *x, int64_t n, const char *what)
+{
+    const type_traits *t = type_info(type);
+    uint8_t *q = malloc(type_row_bytes(type, n) + 64);
+    float *y = malloc((size_t)n * sizeof *y);
+    t->quantize(x, q, n);
+    t->dequantize(q, y, n);
+    double rel_rms, rel_max, ee = 0, xx = 0, worst = 0;
+    rt_bounds(type, &rel_rms, &rel_max);
+    /* a plain float type's "block" is the whole row: its error is relative to the row's largest value */
+    int64_t be = t->block_elems == 1 ? n : t->block_elems;
+    bool finite = true;
+    for (int64_t b = 0; b < n / be; b++) {
+        double bmax = 0;
+        for (int64_t j = 0; j < be; j++) bmax = fmax(bmax, fabs(x[b * be + j]));
+        for (int64_t j = 0; j < be; j++) {
+            int64_t i = b * be + j;
+            finite &= isfinite(y[i]);
+            double e = fabs((double)x[i] - y[i]);
+            ee += e * e, xx += (double)x[i] * x[i];
+            if (e > rel_max * bmax) worst = fmax(worst, bmax > 0 ? e / bmax : INFINITY);
+        }
+    }
+    CHECK(finite, "%s %s n=%lld: dequantized values are not finite", t->name, what, (long long)n);
+    CHECK(worst == 0, "%s %s n=%lld: an element is off by %.3g of its block's max (bound %.3g)", t->name, what,
+          (long long)n, worst, rel_max);
+    CHECK(xx == 0 ? ee == 0 : sqrt(ee / xx) <= rel_rms, "%s %s n=%lld: relative RMS error %.4g > %.4g", t->name, what,
+          (long long)n, xx ? sqrt(ee / xx) : ee, rel_rms);
+    free(q), free(y);
+}
+
+static void test_round_trips(void)
+{
+    for (int type = 0; type < TYPE_COUNT; type++) {
+        const type_traits *t = type_info(type);
+        if (!has_kernels(t)) continue;
+        int64_t lens[16];
+        int nl = test_lengths(t, lens);
+        for (int li = 0; li < nl; li++) {
+            int64_t n = lens[li];
+            float *x = malloc((size_t)n * sizeof *x);
+            /* the RMS bound is statistical: check it over a few rows of the same length */
+            for (int rep = 0; rep < 3; rep++) {
+                for (int64_t i = 0; i < n; i++) x[i] = normalish() * (rep == 2 ? 1e-3f : 1.0f);
+                check_round_trip(type, x, n, rep == 2 ? "small" : "normal");
+            }
+            for (int64_t i = 0; i < n; i++) x[i] = 0;
+            check_round_trip(type, x, n, "zeros");
+            for (int64_t i = 0; i < n; i++) x[i] = -0.75f;
+            check_round_trip(type, x, n, "constant");
+            for (int64_t i = 0; i < n; i++) x[i] = i % 37 == 5 ? 3.0f : 0.0f;
+            check_round_trip(type, x, n, "spikes");
+            for (int64_t i = 0; i < n; i++) x[i] = 2 * rand_unit(&rng) - 1 + (i % 16 == 0 ? 100.0f : 0.0f);
+            check_round_trip(type, x, n, "outliers");
+            free(x);
+        }
+    }
+}
+
+/* ---- 2. Dot products ----------------------------------------------------------------------- */
+
+/* Dequantized activations, and for Q8_1 the per-block s = d·Σq as stored (an F16 rounding of a
+ * product with the unrounded d, which the Q4_1/Q5_1 dot products use for their offset term). */
+static void dequantize_act(int act_type, const void *a, float *out, int64_t n, float *s_out)
+{
+    if (act_type == TYPE_Q8_1) {
+        const block_q8_1 *b = a;
+        for (int64_t k = 0; k < n / QK; k++) {
+            for (int j = 0; j < QK; j++) out[k * QK + j] = f16_to_f32(b[k].d) * b[k].qs[j];
+            s_out[k] = f16_to_f32(b[k].s);
+        }
+        return;
+    }
+    type_info(act_type)->dequantize(a, out, n);
+}
+
+static void check_dot(int type, int64_t n, bool r8)
+{
+    const type_traits *t = type_info(type), *at = type_info(t->act_type);
+    vec_dot_fn dot = r8 ? t->vec_dot_r8 : t->vec_dot;
+    if (!dot) return;
+    float *w = malloc((size_t)n * 4), *a = malloc((size_t)n * 4), *wd = malloc((size_t)n * 4), *ad = malloc((size_t)n * 4);
+    uint8_t *wq = malloc(type_row_bytes(type, n) + 64), *aq = malloc(type_row_bytes(t->act_type, n) + 64);
+    float s[1024];
+    for (int64_t i = 0; i < n; i++) w[i] = normalish(), a[i] = normalish() * 3;
+    t->quantize(w, wq, n);
+    t->dequantize(wq, wd, n);
+    at->quantize(a, aq, n);
+    dequantize_act(t->act_type, aq, ad, n, s);
+    double ref = 0, mag = 0, slack = 0;
+    if (t->act_type == TYPE_Q8_1) {
+        /* w = d·q + m: the m·Σa part comes through s, which is rounded to F16 (±2^-11, plus
+         * 2^-11 from the F16 rounding of d in the dequantized activations) */
+        size_t off = type == TYPE_Q4_1 ? offsetof(block_q4_1, m) : offsetof(block_q5_1, m);
+        for (int64_t k = 0; k < n / QK; k++) {
+            f16_t m16;
+            memcpy(&m16, wq + (size_t)k * (size_t)t->block_bytes + off, 2);
+            double m = f16_to_f32(m16), sa = 0;
+            for (int j = 0; j < QK; j++) {
+                int64_t i = k * QK + j;
+                ref += ((double)wd[i] - m) * ad[i], mag += fabs(((double)wd[i] - m) * ad[i]);
+                sa += ad[i];
+            }
+            ref += m * sa, mag += fabs(m * sa), slack += fabs(m * s[k]) * 0x1p-10;
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) ref += (double)wd[i] * ad[i], mag += fabs((double)wd[i] * ad[i]);
+    }
+    double got = dot(n, wq, aq), tol = 1e-5 * mag + slack + 1e-30;
+    CHECK(fabs(got - ref) <= tol, "%s%s n=%lld: vec_dot %.9g, float64 of dequantized %.9g (diff %.3g > tol %.3g)", t->name,
+          r8 ? " (r8)" : "", (long long)n, got, ref, fabs(got - ref), tol);
+    free(w), free(a), free(wd), free(ad), free(wq), free(aq);
+}
+
+static void test_dots(void)
+{
+    for (int type = 0; type < TYPE_COUNT; type++) {
+        const type_traits *t = type_info(type);
+        if (!has_kernels(t)) continue;
+        int64_t lens[16];
+        int nl = test_lengths(t, lens);
+        for (int li = 0; li < nl; li++)
+            for (int rep = 0; rep < 4; rep++) check_dot(type, lens[li], false), check_dot(type, lens[li], true);
+    }
+    /* the picker: repacked order exactly for row counts that are multiples of 8 */
+    const type_traits *q4 = type_info(TYPE_Q4_0);
+    CHECK(type_vec_dot(q4, 8) == q4->vec_dot_r8 && type_vec_dot(q4, 4096) == q4->vec_dot_r8, "q4_0: r8 order for rows %% 8 == 0");
+    CHECK(type_vec_dot(q4, 172) == q4->vec_dot && type_vec_dot(q4, 1) == q4->vec_dot, "q4_0: lane order otherwise");
+    const type_traits *q6 = type_info(TYPE_Q6_K);
+    CHECK(type_vec_dot(q6, 1024) == q6->vec_dot, "q6_k: no repacked order, always vec_dot");
+}
+
+/* ---- 3. Hand-made blocks ------------------------------------------------------------------- */
+
+static const f16_t F16_0_125 = 0x3000, F16_0_25 = 0x3400, F16_0_5 = 0x3800, F16_1 = 0x3c00, F16_2 = 0x4000;
+
+/* Compare a dequantized block with expected values; report the first mismatch. */
+static void expect_block(const char *name, const float *got, const float *want, int n)
+{
+    int bad = -1;
+    for (int i = 0; i < n && bad < 0; i++)
+        if (got[i] != want[i]) bad = i;
+    CHECK(bad < 0, "%s: element %d dequantizes to %.9g, the format says %.9g", name, bad, bad < 0 ? 0.0 : got[bad],
+          bad < 0 ? 0.0 : want[bad]);
+}
+
+static void test_hand_q2_K(void)
+{
+    block_q2_K b;
+    memset(&b, 0, sizeof b);
+    b.d = F16_1, b.dmin = F16_0_25;
+    for (int g = 0; g < 16; g++) b.scales[g] = (uint8_t)((g % 4 + 1) | (g % 3) << 4); /* sc 1..4, m 0..2 */
+    for (int k = 0; k < 64; k++) b.qs[k] = (uint8_t)(k * 37 + 11);
+    float got[QK_K], want[QK_K];
+    dequantize_q2_K(&b, got, QK_K);
+    /* element 128h + 32s + l: bits 2s..2s+1 of qs[32h + l]; group i/16 */
+    for (int i = 0; i < QK_K; i++) {
+        int h = i / 128, s = i % 128 / 32, l = i % 32, g = i / 16;
+        int q = (b.qs[32 * h + l] >> (2 * s)) & 3;
+        want[i] = 1.0f * (float)(g % 4 + 1) * (float)q - 0.25f * (float)(g % 3);
+    }
+    expect_block("q2_k", got, want, QK_K);
+    /* by hand: qs[0] = 11 = 0b00'00'10'11 gives q = 3, 2, 0, 0 to elements 0, 32, 64, 96 */
+    /* (groups 0, 2, 4, 6: sc 1, 3, 1, 3 and m 0, 2, 1, 0) */
+    CHECK(got[0] == 3.0f && got[32] == 5.5f && got[64] == -0.25f && got[96] == 0.0f,
+          "q2_k by hand: %g %g %g %g (want 3 5.5 -0.25 0)", got[0], got[32], got[64], got[96]);
+}
+
+static void test_hand_q3_K(void)
+{
+    /* the packed scales, decoded by hand: s[0] = 0x5a gives the low nibbles of scales 0 (0xa)
+     * and 8 (0x5); s[4] = 0x3c those of scales 4 (0xc) and 12 (0x3); s[8] = 0b11'10'01'00 gives
+     * the high 2 bits of scales 0, 4, 8, 12 (0, 1, 2, 3).  Biased by 32: 10, 28, 37, 51 ->
+     * -22, -4, 5, 19. */
+    uint8_t s[12] = {0x5a, 0, 0, 0, 0x3c, 0, 0, 0, 0xe4, 0, 0, 0};
+    CHECK(q3_K_scale(s, 0) == -22 && q3_K_scale(s, 4) == -4 && q3_K_scale(s, 8) == 5 && q3_K_scale(s, 12) == 19,
+          "q3_k scales by hand: %d %d %d %d (want -22 -4 5 19)", q3_K_scale(s, 0), q3_K_scale(s, 4), q3_K_scale(s, 8),
+          q3_K_scale(s, 12));
+    CHECK(q3_K_scale(s, 1) == -32 && q3_K_scale(s, 13) == -32, "q3_k: an all-zero field is -32");
+
+    block_q3_K b;
+    memset(&b, 0, sizeof b);
+    b.d = F16_0_5;
+    int raw[16];
+    for (int g = 0; g < 16; g++) { /* raw 6-bit scale 32 + (g - 8): scale g - 8 */
+        raw[g] = 32 + g - 8;
+        b.scales[g % 8] |= (uint8_t)((raw[g] & 15) << (g < 8 ? 0 : 4));
+        b.scales[8 + g % 4] |= (uint8_t)((raw[g] >> 4) << (2 * (g / 4)));
+    }
+    for (int k = 0; k < 64; k++) b.qs[k] = (uint8_t)(k * 53 + 7);
+    for (int k = 0; k < 32; k++) b.hmask[k] = (uint8_t)(k * 41 + 3);
+    float got[QK_K], want[QK_K];
+    dequantize_q3_K(&b, got, QK_K);
+    for (int i = 0; i < QK_K; i++) {
+        int h = i / 128, sl = i % 128 / 32, l = i % 32;
+        int low = (b.qs[32 * h + l] >> (2 * sl)) & 3, high = (b.hmask[l] >> (4 * h + sl)) & 1;
+        want[i] = 0.5f * (float)(i / 16 - 8) * (float)(high ? low : low - 4);
+    }
+    expect_block("q3_k", got, want, QK_K);
+    /* by hand: qs[0] = 7 = 0b00'00'01'11, hmask[0] = 3 = bits 0, 1 set: elements 0, 32, 64, 96
+     * get q = 3, 1, 0-4, 0-4 in groups 0, 2, 4, 6 (scales -8, -6, -4, -2) */
+    CHECK(got[0] == -12.0f && got[32] == -3.0f && got[64] == 8.0f && got[96] == 4.0f,
+          "q3_k by hand: %g %g %g %g (want -12 -3 8 4)", got[0], got[32], got[64], got[96]);
+}
+
+/* Q4_K/Q5_K scales {1, 2, 3, 63, 17, 33, 48, 5} and minimums {0, 7, 63, 1, 16, 40, 2, 61},
+ * packed by hand: bytes 0..3 = scale | (scale[j+4] >> 4) << 6, bytes 4..7 = min |
+ * (min[j+4] >> 4) << 6, bytes 8..11 = (scale[j+4] & 15) | (min[j+4] & 15) << 4. */
+static const uint8_t k_scales_by_hand[12] = {0x41, 0x82, 0xc3, 0x3f, 0x40, 0x87, 0x3f, 0xc1, 0x01, 0x81, 0x20, 0xd5};
+static const int k_sc[8] = {1, 2, 3, 63, 17, 33, 48, 5}, k_m[8] = {0, 7, 63, 1, 16, 40, 2, 61};
+
+static void test_hand_q4_K_q5_K(void)
+{
+    int bad = 0;
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        k_scale_min(k_scales_by_hand, j, &sc, &m);
+        bad += sc != k_sc[j] || m != k_m[j];
+        uint8_t packed[12] = {0};
+        for (int k = 0; k < 8; k++) k_scale_min_pack(packed, k, k_sc[k], k_m[k]);
+        bad += memcmp(packed, k_scales_by_hand, 12) != 0;
+    }
+    CHECK(bad == 0, "k_scale_min / k_scale_min_pack disagree with the hand-packed bytes");
+
+    block_q4_K b4;
+    b4.d = F16_0_5, b4.dmin = F16_0_125;
+    memcpy(b4.scales, k_scales_by_hand, 12);
+    for (int k = 0; k < 128; k++) b4.qs[k] = (uint8_t)(k * 7 + 3);
+    float got[QK_K], want[QK_K];
+    dequantize_q4_K(&b4, got, QK_K);
+    for (int i = 0; i < QK_K; i++) { /* element 64c + 32t + l: nibble t of qs[32c + l] */
+        int c = i / 64, t = i % 64 / 32, l = i % 32, j = i / 32;
+        int q = (b4.qs[32 * c + l] >> (4 * t)) & 15;
+        want[i] = 0.5f * (float)k_sc[j] * (float)q - 0.125f * (float)k_m[j];
+    }
+    expect_block("q4_k", got, want, QK_K);
+    /* by hand: qs[0] = 0x03 (elements 0, 32: q = 3, 0), qs[32] = 0xe3 (elements 64, 96: q = 3, 14) */
+    CHECK(got[0] == 1.5f && got[32] == -0.875f && got[64] == -3.375f && got[96] == 440.875f,
+          "q4_k by hand: %g %g %g %g (want 1.5 -0.875 -3.375 440.875)", got[0], got[32], got[64], got[96]);
+
+    block_q5_K b5;
+    b5.d = F16_0_5, b5.dmin = F16_0_125;
+    memcpy(b5.scales, k_scales_by_hand, 12);
+    memcpy(b5.qs, b4.qs, sizeof b5.qs);
+    for (int k = 0; k < 32; k++) b5.qh[k] = (uint8_t)(k * 29 + 5);
+    dequantize_q5_K(&b5, got, QK_K);
+    for (int i = 0; i < QK_K; i++) { /* plus bit i/32 of qh[i % 32] as the fifth bit */
+        int c = i / 64, t = i % 64 / 32, l = i % 32, j = i / 32;
+        int q = ((b5.qs[32 * c + l] >> (4 * t)) & 15) | ((b5.qh[l] >> j) & 1) << 4;
+        want[i] = 0.5f * (float)k_sc[j] * (float)q - 0.125f * (float)k_m[j];
+    }
+    expect_block("q5_k", got, want, QK_K);
+    /* by hand: qh[0] = 5 = 0b101: elements 0 and 64 get the fifth bit, element 32 not */
+    CHECK(got[0] == 9.5f && got[32] == -0.875f && got[64] == 20.625f, "q5_k by hand: %g %g %g (want 9.5 -0.875 20.625)",
+          got[0], got[32], got[64]);
+}
+
+static void test_hand_iq4_nl(void)
+{
+    block_iq4_nl b;
+    b.d = F16_2;
+    for (int j = 0; j < 16; j++) b.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    float got[QK];
+    dequantize_iq4_nl(&b, got, QK);
+    static const int values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    float want[QK];
+    for (int j = 0; j < 16; j++) want[j] = 2.0f * (float)values[j], want[j + 16] = 2.0f * (float)values[15 - j];
+    expect_block("iq4_nl", got, want, QK);
+    CHECK(got[0] == -254.0f && got[16] == 226.0f && got[8] == 2.0f, "iq4_nl by hand: %g %g %g", got[0], got[16], got[8]);
+}
+
+static void test_hand_legacy(void)
+{
+    /* Q4_0: element j low nibble of qs[j], element j+16 its high nibble, w = d·(q − 8) */
+    block_q4_0 b;
+    b.d = F16_0_25;
+    for (int j = 0; j < 16; j++) b.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    float got[QK], want[QK];
+    dequantize_q4_0(&b, got, QK);
+    for (int j = 0; j < 16; j++) want[j] = 0.25f * (float)(j - 8), want[j + 16] = 0.25f * (float)(7 - j);
+    expect_block("q4_0", got, want, QK);
+    /* Q6_K: element l of the first quarter is the low nibble of ql[l] with bits 0-1 of qh[l] */
+    block_q6_K b6;
+    memset(&b6, 0, sizeof b6);
+    b6.d = F16_1;
+    for (int g = 0; g < 16; g++) b6.scales[g] = (int8_t)(g - 8);
+    b6.ql[0] = 0x5a, b6.qh[0] = 0xe4; /* element 0: 0xa | 0 << 4; 32: ql[32]; 64: 0x5 | 2 << 4; 96: ... | 3 << 4 */
+    float g6[QK_K];
+    dequantize_q6_K(&b6, g6, QK_K);
+    CHECK(g6[0] == -8.0f * (10 - 32) && g6[64] == -4.0f * (37 - 32) && g6[96] == -2.0f * (48 - 32) && g6[32] == -6.0f * (16 - 32),
+          "q6_k by hand: %g %g %g %g", g6[0], g6[32], g6[64], g6[96]);
+}
+
+/* The dot product of a hand-made block against hand-made activations, worked out in integers. */
+static void test_hand_dot(void)
+{
+    block_q4_K b4;
+    b4.d = F16_0_5, b4.dmin = F16_0_125;
+    memcpy(b4.scales, k_scales_by_hand, 12);
+    for (int k = 0; k < 128; k++) b4.qs[k] = (uint8_t)(k * 7 + 3);
+    block_q8_K a;
+    a.d = 0.25f;
+    for (int i = 0; i < QK_K; i++) a.qs[i] = (int8_t)((i * 13) % 255 - 127);
+    for (int g = 0; g < 16; g++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += a.qs[16 * g + j];
+        a.bsums[g] = (int16_t)s;
+    }
+    int8_t q[QK_K];
+    q4_K_unpack(&b4, q);
+    int64_t sum_sc = 0, sum_m = 0;
+    for (int i = 0; i < QK_K; i++) sum_sc += (int64_t)k_sc[i / 32] * q[i] * a.qs[i], sum_m += (int64_t)k_m[i / 32] * a.qs[i];
+    double want = 0.5 * 0.25 * (double)sum_sc - 0.125 * 0.25 * (double)sum_m; /* exact in double */
+    CHECK(vec_dot_q4_K(QK_K, &b4, &a) == (float)want, "q4_k dot by hand: %.9g vs %.9g", vec_dot_q4_K(QK_K, &b4, &a), want);
+    CHECK(vec_dot_q4_K_r8(QK_K, &b4, &a) == (float)want, "q4_k r8 dot by hand: %.9g vs %.9g", vec_dot_q4_K_r8(QK_K, &b4, &a), want);
+}
+
+int main(void)
+{
+    test_round_trips();
+    test_dots();
+    test_hand_q2_K();
+    test_hand_q3_K();
+    test_hand_q4_K_q5_K();
+    test_hand_iq4_nl();
+    test_hand_legacy();
+    test_hand_dot();
+    return test_summary("kernels");
+}
