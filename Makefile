@@ -31,8 +31,8 @@ tests/bin/relay: tests/relay.c
 	@mkdir -p tests/bin
 	$(CC) -O2 $(WARN) -pthread $< -o $@
 
-# The tokenizer test also reads the pre-tokenizer cases made by tools/gen_pretok_cases.py.
-tests/bin/test_tokenizer tests/bin-san/test_tokenizer: tests/pretok_cases.h
+# The tokenizer test also reads the cases made by tools/gen_pretok_cases.py and gen_bpe_cases.py.
+tests/bin/test_tokenizer tests/bin-san/test_tokenizer: tests/pretok_cases.h tests/bpe_cases.h
 
 test: halda portable $(TESTS) tests/bin/relay
 	@tests/run.sh tests/bin

@@ -5,7 +5,8 @@
  *      and detokenizing must give back what llama.cpp's detokenizer gives back;
  *   2. pre-tokenizer splits of our own cases (long inputs, emoji, CJK, mixed scripts, numbers,
  *      white-space runs, invalid UTF-8) against splits computed offline with Python's `regex`
- *      module from the published expressions;
+ *      module from the published expressions, and their ids against an independent reference
+ *      BPE in Python (tools/gen_pretok_cases.py, tools/gen_bpe_cases.py);
  *   3. properties: byte-level BPE round-trips any bytes; special tokens are matched only when
  *      asked; end-of-generation ids and add_bos follow the metadata;
  *   4. random bytes and random text-like strings through every tokenizer (also under
@@ -190,6 +191,33 @@ static void test_pretokenizer_cases(void)
         while (first_diff < got->n && first_diff < nw && got->lens[first_diff] == want[first_diff]) first_diff++;
         CHECK(got->n == nw && first_diff == nw, "%s split of case %zu ('%.40s'): %d pieces, expected %d; first difference at piece %d",
               pre_name[v.pre], c, pretok_cases[c].text, got->n, nw, first_diff);
+        free(got);
+    }
+}
+
+/* The ids of the same texts, from tools/gen_bpe_cases.py's independent reference BPE. */
+#include "bpe_cases.h"
+
+static void test_bpe_cases(void)
+{
+    for (size_t c = 0; c < sizeof bpe_cases / sizeof bpe_cases[0]; c++) {
+        int vi = 1;
+        while (vi < N_VOCABS && strcmp(vocab_names[vi], bpe_cases[c].vocab)) vi++;
+        if (vi == N_VOCABS) continue;
+        int32_t want[4096], *got;
+        int nw = 0;
+        for (const char *p = bpe_cases[c].ids; nw < 4096;) {
+            char *e;
+            long x = strtol(p, &e, 10);
+            if (e == p) break;
+            want[nw++] = (int32_t)x, p = e;
+        }
+        const char *text = pretok_cases[bpe_cases[c].pretok].text;
+        int ng = tokenize_all(vocabs[vi], text, pretok_cases[bpe_cases[c].pretok].len, false, false, &got);
+        int first_diff = 0;
+        while (first_diff < ng && first_diff < nw && got[first_diff] == want[first_diff]) first_diff++;
+        CHECK(ng == nw && first_diff == nw, "%s: ids of our case %d ('%.30s'): %d, expected %d; first difference at %d",
+              vocab_names[vi], bpe_cases[c].pretok, text, ng, nw, first_diff);
         free(got);
     }
 }
@@ -529,6 +557,7 @@ int main(void)
     for (int i = 0; i < N_VOCABS; i++)
         if (!vocabs[i]) return test_summary("tokenizer");
     for (int i = 0; i < N_VOCABS; i++) test_vectors(shared, i);
+    test_bpe_cases();
     test_round_trip();
     test_specials();
     test_allocation_failures();
