@@ -5,13 +5,14 @@
 #   make sanitize the tests again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo     write a synthetic model and run it
 #   make bench    speed figures (see bench/README.md)
+#   make bench-tokenizer   tokenization speed (MB/s) for each vocabulary in ../shared/models
 CC      ?= cc
 OPT     ?= -O3 -march=native
 WARN    := -std=c11 -Wall -Wextra -Wshadow
 LDLIBS  := -lm
 TESTS   := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all portable test sanitize fuzz demo bench clean
+.PHONY: all portable test sanitize fuzz demo bench bench-tokenizer clean
 all: halda
 
 halda: halda.c halda.h
@@ -29,6 +30,9 @@ tests/bin/%: tests/%.c halda.c halda.h tests/test.h
 tests/bin/relay: tests/relay.c
 	@mkdir -p tests/bin
 	$(CC) -O2 $(WARN) -pthread $< -o $@
+
+# The tokenizer test also reads the cases made by tools/gen_pretok_cases.py and gen_bpe_cases.py.
+tests/bin/test_tokenizer tests/bin-san/test_tokenizer: tests/pretok_cases.h tests/bpe_cases.h
 
 test: halda portable $(TESTS) tests/bin/relay
 	@tests/run.sh tests/bin
@@ -52,6 +56,12 @@ fuzz: halda
 	@for f in tests/fuzz_*.c; do [ $$f = tests/fuzz_gguf.c ] && continue; n=$$(basename $$f .c); \
 	  clang -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread $$f -o build/$$n $(LDLIBS) && \
 	  mkdir -p build/$$n-corpus && build/$$n -max_total_time=$(FUZZ_SECONDS) build/$$n-corpus 2>&1 | tail -3; done
+
+tests/bin/bench_tokenizer: tests/bench_tokenizer.c halda.c halda.h tests/test.h
+	@mkdir -p tests/bin
+	$(CC) $(OPT) $(TWARN) -pthread $< -o $@ $(LDLIBS)
+bench-tokenizer: tests/bin/bench_tokenizer
+	@tests/bin/bench_tokenizer
 
 demo: halda
 	@sh tests/demo.sh

@@ -27,7 +27,7 @@
  *   5. Thread pool            rows of a matrix product split across persistent threads
  *   6. GGUF                   reading (untrusted bytes, all checked) and writing
  *   7. Model & forward pass   hyper-parameters, weights, KV cache, the windowed forward pass
- *   8. Tokenizer              SentencePiece-style (SPM) tokenizer and detokenizer
+ *   8. Tokenizer              SentencePiece (SPM) and byte-level BPE, pre-tokenizers, chat templates
  *   9. Sampler                greedy, temperature, top-k, top-p, min-p, repetition penalty
  *  10. Synthetic models       deterministic random llama/qwen2 GGUFs for tests and the demo
  *  11. Profiler               t_cpu, kappa, memory, disk of a device; model sizes; profile records
@@ -3649,6 +3649,9 @@ struct tok_vocab {
     bool ignore_merges; /* a word that is a whole piece is emitted as is (Llama 3) */
     bool clean_spaces;  /* detokenizing removes the space before , . ! ? (Llama 3) */
     int chat;           /* CHAT_* family of tokenizer.chat_template */
+    bool chat_think;    /* the template opens assistant turns with <think> (QwQ, DeepSeek-R1) */
+    char *chat_system;  /* ChatML: the system prompt used when none is given, or NULL */
+    char *chat_date;    /* Llama 3.1+: the "Today Date" of the system header ("": today), or NULL */
     char *arena;
 };
 
@@ -3676,7 +3679,7 @@ static void tok_vocab_free(tok_vocab *v)
 {
     if (!v) return;
     xfree(v->text), xfree(v->len), xfree(v->score), xfree(v->type), xfree(v->hash), xfree(v->merge);
-    xfree(v->special), xfree(v->special_len), xfree(v->arena);
+    xfree(v->special), xfree(v->special_len), xfree(v->arena), xfree(v->chat_system), xfree(v->chat_date);
     xfree(v);
 }
 
@@ -3732,9 +3735,9 @@ static int utf8_encode(uint32_t cp, char *out)
 }
 
 /* ---- GPT-2's bytes as characters -------------------------------------------------------------
- * Byte-level vocabularies store byte b as the character U+00bb when that character is printable
- * (! .. ~, ¡ .. ¬, ® .. ÿ: 188 bytes), and the 68 other bytes (controls, space, DEL, the
- * C1 block, NBSP, soft hyphen) as U+0100, U+0101, ... in increasing byte order. */
+ * Byte-level vocabularies store byte b as the character with code point b when that character
+ * is printable (! .. ~, ¡ .. ¬, ® .. ÿ: 188 bytes), and the 68 other bytes (controls, space,
+ * DEL, the C1 block, NBSP, soft hyphen) as U+0100, U+0101, ... in increasing byte order. */
 
 static bool gpt2_printable(uint32_t c) { return (c >= 0x21 && c <= 0x7e) || (c >= 0xa1 && c <= 0xac) || (c >= 0xae && c <= 0xff); }
 
@@ -3759,8 +3762,8 @@ static int gpt2_byte_of_char(uint32_t c)
  * TRUST BOUNDARY: the metadata arrays were bounds-checked by the GGUF parser (every string lies
  * inside the file); here their types, counts, lengths and every id are checked before use. */
 
-/* The token texts, types and scores, and the text -> id hash table. */
-static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
+/* The token texts, copied into one arena (the file may be closed after loading). */
+static int tok_load_texts(tok_vocab *v, const gguf_file *f, herr *e)
 {
     const gguf_kv *tk = gguf_find(f, "tokenizer.ggml.tokens");
     if (!tk || tk->type != GGUF_ARRAY || tk->arr_type != GGUF_STRING)
@@ -3779,13 +3782,9 @@ static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
     v->len = xcalloc((size_t)v->n, sizeof *v->len);
     v->score = xcalloc((size_t)v->n, sizeof *v->score);
     v->type = xcalloc((size_t)v->n, 1);
-    v->hash_cap = 1;
-    while (v->hash_cap < 2u * (uint32_t)v->n) v->hash_cap <<= 1;
-    v->hash = xmalloc(v->hash_cap * sizeof *v->hash);
     v->arena = xmalloc((size_t)bytes);
     v->special = xcalloc((size_t)v->n, sizeof *v->special);
-    if (!v->text || !v->len || !v->score || !v->type || !v->hash || !v->arena || !v->special)
-        return herr_set(e, "out of memory for the vocabulary"), -1;
+    if (!v->text || !v->len || !v->score || !v->type || !v->arena || !v->special) return herr_set(e, "out of memory for the vocabulary"), -1;
     char *a = v->arena;
     p = tk->value;
     for (int i = 0; i < v->n; i++) {
@@ -3796,6 +3795,12 @@ static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
         a += l + 1;
         p += 8 + l;
     }
+    return 0;
+}
+
+/* tokenizer.ggml.scores and .token_type, both optional (an unknown type counts as normal). */
+static int tok_load_attrs(tok_vocab *v, const gguf_file *f, herr *e)
+{
     const gguf_kv *sc = gguf_find(f, "tokenizer.ggml.scores");
     if (sc) {
         if (sc->type != GGUF_ARRAY || sc->arr_type != GGUF_F32 || sc->arr_n != (uint64_t)v->n)
@@ -3811,7 +3816,15 @@ static int tok_load_tokens(tok_vocab *v, const gguf_file *f, herr *e)
             v->type[i] = (uint8_t)(t >= 1 && t <= 6 ? t : TOKT_NORMAL);
         }
     }
-    /* hash table: later duplicates win, as in llama.cpp's text -> id map */
+    return 0;
+}
+
+/* The text -> id hash table: later duplicates win, as in llama.cpp's text -> id map. */
+static int tok_index_texts(tok_vocab *v, herr *e)
+{
+    v->hash_cap = 1;
+    while (v->hash_cap < 2u * (uint32_t)v->n) v->hash_cap <<= 1;
+    if (!(v->hash = xmalloc(v->hash_cap * sizeof *v->hash))) return herr_set(e, "out of memory for the vocabulary"), -1;
     memset(v->hash, 0xff, v->hash_cap * sizeof *v->hash);
     for (int i = 0; i < v->n; i++) {
         uint32_t s = tok_hash(v->text[i], v->len[i]) & (v->hash_cap - 1);
@@ -3935,7 +3948,8 @@ static void tok_load_ids(tok_vocab *v, const gguf_file *f)
 /* End of generation.  GGUF files name eos and sometimes eot/eom; chat models end their turns
  * with other tokens too (<|eot_id|>, <|im_end|>, ...), which llama.cpp recognises by their text
  * (its issue 9606).  These texts are the ones its list shares with the families halda runs.
- * Such a token is made a control token if the file did not say so, which hides it from output. */
+ * In a byte-level vocabulary such a token is made a control token if the file did not say so,
+ * which hides it from output (SPM vocabularies are left as halda always read them). */
 static const char *const tok_eot_texts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
     "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>", /* <｜end▁of▁sentence｜>, DeepSeek */
@@ -4024,7 +4038,7 @@ static void tok_index_bytes(tok_vocab *v)
     }
 }
 
-static int chat_detect(const gguf_file *f);
+static int chat_load(tok_vocab *v, const gguf_file *f, herr *e);
 
 /* Read the vocabulary from the metadata (see the trust-boundary note above). */
 static tok_vocab *tok_vocab_load(const gguf_file *f, herr *e)
@@ -4032,13 +4046,12 @@ static tok_vocab *tok_vocab_load(const gguf_file *f, herr *e)
     tok_vocab *v = xcalloc(1, sizeof *v);
     if (!v) return herr_set(e, "out of memory"), NULL;
     v->bos = v->eos = v->unk = v->eot = v->eom = -1;
-    if (tok_load_kind(v, f, e) || tok_load_tokens(v, f, e)) goto fail;
+    if (tok_load_kind(v, f, e) || tok_load_texts(v, f, e) || tok_load_attrs(v, f, e) || tok_index_texts(v, e)) goto fail;
     if (v->kind == TOK_BPE && tok_load_merges(v, f, e)) goto fail;
     tok_load_ids(v, f);
     tok_find_eog(v);
     tok_index_bytes(v);
-    if (tok_index_specials(v, e)) goto fail;
-    v->chat = chat_detect(f);
+    if (tok_index_specials(v, e) || chat_load(v, f, e)) goto fail;
     return v;
 fail:
     tok_vocab_free(v);
@@ -4190,7 +4203,9 @@ static size_t pre_space_run(const uint8_t *s, size_t end, size_t i)
     return j;
 }
 
-/* The expression of Llama 3 (max_digits 3) and of Qwen 2 (max_digits 1):
+/* The expression of Llama 3 (max_digits 3) and of Qwen 2 (max_digits 1).  (Qwen's tokenizer also
+ * normalises text to NFC first; llama.cpp does not, and neither does halda: text that is
+ * already NFC, which is nearly all text, is unaffected.)
  *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
  *   \s*[\r\n]+|\s+(?!\S)|\s+
  * Every character starts a match of one alternative, so this never returns 0. */
@@ -4579,8 +4594,9 @@ static int spm_tokenize(const tok_vocab *v, const char *text, size_t len, tok_ou
     if (!sym) return -1;
     int n = 0;
     for (size_t i = 0; i < len; n++) {
-        size_t l = (size_t)utf8_len((uint8_t)text[i]);
-        if (l > len - i) l = len - i;
+        /* a character per symbol; a byte that is not valid UTF-8 is a symbol by itself (llama.cpp
+         * trusts the lead byte, and a truncated sequence then swallows the next ▁'s bytes) */
+        size_t l = tok_char_len((const uint8_t *)text, len, i);
         sym[n] = (spm_symbol){n - 1, -1, text + i, l};
         if (n > 0) sym[n - 1].next = n;
         i += l;
@@ -4864,7 +4880,10 @@ static void spm_piece(const tok_vocab *v, int32_t token, bool special, tok_sink 
 }
 
 /* BPE pieces, as llama.cpp shows them: control and unknown tokens only when asked and then as
- * their text, user-defined tokens as their text, normal ones decoded to bytes. */
+ * their text, user-defined tokens as their text, normal ones decoded to bytes.  (DeepSeek LLM
+ * has the characters of the bytes that never occur in UTF-8 — 0xc0, 0xc1, 0xf5..0xff — only
+ * as user-defined tokens, "ø" and the like: such a byte in the input comes back as that
+ * character.) */
 static void bpe_piece(const tok_vocab *v, int32_t token, bool special, tok_sink *k)
 {
     const char *t = v->text[token];
@@ -4973,13 +4992,246 @@ int32_t halda_token_bos(const halda_model *m) { return m->vocab->bos; }
 int32_t halda_token_eos(const halda_model *m) { return m->vocab->eos; }
 int halda_token_is_eog(const halda_model *m, int32_t t) { return t >= 0 && tok_is_eog(m->vocab, t); }
 
-/* ---- Chat templates --------------------------------------------------------------------------- */
+/* ---- Chat templates ---------------------------------------------------------------------------
+ * Chat models are trained on conversations laid out by a Jinja template shipped in
+ * tokenizer.chat_template.  Halda runs no Jinja: it recognises the family of the template by
+ * its markers (as llama.cpp does) and has a renderer per family that produces exactly what the
+ * family's published template produces for plain conversations (system, user and assistant
+ * messages; no tools).  The output contains the special tokens as text (BOS included where the
+ * template writes it), so it is tokenized with parse_special and without add_bos.
+ *
+ *   llama2       Llama 2 chat: "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] ..."
+ *                (messages stripped; the system message joins the first user message)
+ *   llama3       Llama 3 instruct: "<|begin_of_text|><|start_header_id|>ROLE<|end_header_id|>\n\n
+ *                TEXT<|eot_id|>" per message (trimmed).  The 3.1 and 3.2 templates always open
+ *                with a system message that starts "Cutting Knowledge Date: December 2023\n
+ *                Today Date: DATE\n\n" (DATE: the template's default, or today's date where the
+ *                template asks for strftime_now); that is rendered when the template has it.
+ *   chatml       Qwen 2/2.5, QwQ: "<|im_start|>ROLE\nTEXT<|im_end|>\n" per message, a default
+ *                system prompt when the template has one, and for QwQ the reasoning removed
+ *                from past answers and "<think>\n" opening the new one.
+ *   deepseek-r1  DeepSeek-R1 and its distills: "<｜begin▁of▁sentence｜>SYSTEM<｜User｜>U
+ *                <｜Assistant｜>A<｜end▁of▁sentence｜>...", reasoning removed from past answers.
+ * ============================================================================================= */
 
-static int chat_detect(const gguf_file *f)
+static const char *const chat_names[] = {"", "llama2", "llama3", "chatml", "deepseek-r1"};
+
+static int chat_family_by_name(const char *name)
 {
-    (void)f;
+    for (int i = 1; i < (int)(sizeof chat_names / sizeof chat_names[0]); i++)
+        if (!strcmp(name, chat_names[i])) return i;
     return CHAT_NONE;
 }
+
+static bool chat_has(const char *t, size_t n, const char *marker) { return memmem(t, n, marker, strlen(marker)) != NULL; }
+
+/* The family of a template text (untrusted: only searched). */
+static int chat_detect(const char *t, size_t n)
+{
+    if (chat_has(t, n, "<|im_start|>")) return CHAT_CHATML;
+    if (chat_has(t, n, "<|start_header_id|>") && chat_has(t, n, "<|end_header_id|>")) return CHAT_LLAMA3;
+    if (chat_has(t, n, "\357\275\234User\357\275\234") && chat_has(t, n, "\357\275\234Assistant\357\275\234")) return CHAT_DEEPSEEK_R1;
+    if (chat_has(t, n, "[INST]") && chat_has(t, n, "<<SYS>>")) return CHAT_LLAMA2;
+    return CHAT_NONE;
+}
+
+/* A ChatML template's default system prompt: the literal text of a string that starts with
+ * "<|im_start|>system" and a line break (a real one or the two characters \n) and runs to
+ * "<|im_end|>" with no template code inside.  Returns its length (0: none) and where it starts. */
+static size_t chat_default_system(const char *t, size_t n, const char **start)
+{
+    static const char head[] = "<|im_start|>system";
+    for (const char *p = t; (p = memmem(p, (size_t)(t + n - p), head, sizeof head - 1)) != NULL;) {
+        p += sizeof head - 1;
+        size_t left = (size_t)(t + n - p), skip = left >= 1 && p[0] == '\n' ? 1 : left >= 2 && !memcmp(p, "\\n", 2) ? 2 : 0;
+        const char *end = skip ? memmem(p + skip, left - skip, "<|im_end|>", 10) : NULL;
+        if (!end) continue;
+        const char *s = p + skip;
+        size_t len = (size_t)(end - s);
+        if (len == 0 || memchr(s, '\'', len) || memchr(s, '"', len) || memchr(s, '{', len) || memchr(s, '\\', len)) continue;
+        *start = s;
+        return len;
+    }
+    return 0;
+}
+
+/* A Llama 3.1+ template's default date: the literal in `date_string = "..."`, or "" (today)
+ * when the template asks for strftime_now.  Returns a new string. */
+static char *chat_llama3_date(const char *t, size_t n)
+{
+    const char *d = "26 Jul 2024", *p = memmem(t, n, "date_string = \"", 15);
+    size_t dl = strlen(d);
+    if (p) {
+        const char *q = memchr(p + 15, '"', (size_t)(t + n - (p + 15)));
+        if (q && q - (p + 15) < 32) d = p + 15, dl = (size_t)(q - d);
+    }
+    if (chat_has(t, n, "strftime_now")) dl = 0;
+    char *r = xmalloc(dl + 1);
+    if (r) memcpy(r, d, dl), r[dl] = 0;
+    return r;
+}
+
+/* tokenizer.chat_template: the family, and what varies inside it. */
+static int chat_load(tok_vocab *v, const gguf_file *f, herr *e)
+{
+    uint64_t n = 0;
+    const char *t = gguf_get_str(f, "tokenizer.chat_template", &n), *sys = NULL;
+    if (!t) return 0;
+    v->chat = chat_detect(t, (size_t)n);
+    v->chat_think = (v->chat == CHAT_DEEPSEEK_R1 || v->chat == CHAT_CHATML) && chat_has(t, (size_t)n, "<think>");
+    size_t len = v->chat == CHAT_CHATML ? chat_default_system(t, (size_t)n, &sys) : 0;
+    if (len > 0) {
+        if (!(v->chat_system = xmalloc(len + 1))) return herr_set(e, "out of memory for the chat template"), -1;
+        memcpy(v->chat_system, sys, len);
+        v->chat_system[len] = 0;
+    }
+    if (v->chat == CHAT_LLAMA3 && chat_has(t, (size_t)n, "Cutting Knowledge Date") && !(v->chat_date = chat_llama3_date(t, (size_t)n)))
+        return herr_set(e, "out of memory for the chat template"), -1;
+    return 0;
+}
+
+/* Python's str.strip() on ASCII white space, as the templates' |trim and .strip() do. */
+static void chat_trim(const char **s, size_t *n)
+{
+    while (*n > 0 && isspace((uint8_t)(*s)[0])) (*s)++, (*n)--;
+    while (*n > 0 && isspace((uint8_t)(*s)[*n - 1])) (*n)--;
+}
+
+static void chat_put(tok_sink *k, const char *s) { tok_sink_put(k, s, strlen(s)); }
+
+/* An assistant message without its reasoning: what follows the last </think>. */
+static const char *chat_after_think(const char *s)
+{
+    for (const char *p; (p = strstr(s, "</think>")) != NULL;) s = p + 8;
+    return s;
+}
+
+static void chat_llama2(const tok_vocab *v, const halda_chat_message *m, int n, tok_sink *k)
+{
+    const char *bos = v->bos >= 0 ? v->text[v->bos] : "", *eos = v->eos >= 0 ? v->text[v->eos] : "";
+    int i = 0;
+    const char *sys = NULL;
+    if (n > 0 && !strcmp(m[0].role, "system")) sys = m[0].content, i = 1;
+    for (int first = 1; i < n; i++, first = 0) {
+        const char *c = m[i].content;
+        size_t cn = strlen(c);
+        if (!strcmp(m[i].role, "user")) {
+            chat_put(k, bos), chat_put(k, "[INST] ");
+            if (first && sys) { /* '<<SYS>>\n' + system + '\n<</SYS>>\n\n' + content, then strip() */
+                chat_put(k, "<<SYS>>\n"), chat_put(k, sys), chat_put(k, "\n<</SYS>>\n\n");
+                size_t tail = cn;
+                while (tail > 0 && isspace((uint8_t)c[tail - 1])) tail--;
+                tok_sink_put(k, c, tail);
+            } else {
+                chat_trim(&c, &cn);
+                tok_sink_put(k, c, cn);
+            }
+            chat_put(k, " [/INST]");
+        } else if (!strcmp(m[i].role, "assistant")) {
+            chat_trim(&c, &cn);
+            chat_put(k, " "), tok_sink_put(k, c, cn), chat_put(k, " "), chat_put(k, eos);
+        }
+    }
+}
+
+/* Llama 3.1+'s system header: the dates, then the system message if the first one is. */
+static int chat_llama31_system(const tok_vocab *v, const halda_chat_message *m, int n, tok_sink *k)
+{
+    char today[32] = "";
+    const char *date = v->chat_date;
+    if (!date[0]) {
+        time_t now = time(NULL);
+        struct tm tm;
+        if (localtime_r(&now, &tm)) strftime(today, sizeof today, "%d %b %Y", &tm);
+        date = today;
+    }
+    chat_put(k, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ");
+    chat_put(k, date), chat_put(k, "\n\n");
+    int used = n > 0 && !strcmp(m[0].role, "system");
+    if (used) {
+        const char *c = m[0].content;
+        size_t cn = strlen(c);
+        chat_trim(&c, &cn);
+        tok_sink_put(k, c, cn);
+    }
+    chat_put(k, "<|eot_id|>");
+    return used;
+}
+
+static void chat_llama3(const tok_vocab *v, const halda_chat_message *m, int n, bool add_assistant, tok_sink *k)
+{
+    bool v31 = v->chat == CHAT_LLAMA3 && v->chat_date;
+    if (v->bos >= 0 && (n > 0 || v31)) chat_put(k, v->text[v->bos]); /* 3.0 writes it before the first message */
+    int i = v31 ? chat_llama31_system(v, m, n, k) : 0;
+    for (; i < n; i++) {
+        const char *c = m[i].content;
+        size_t cn = strlen(c);
+        chat_trim(&c, &cn);
+        chat_put(k, "<|start_header_id|>"), chat_put(k, m[i].role), chat_put(k, "<|end_header_id|>\n\n");
+        tok_sink_put(k, c, cn), chat_put(k, "<|eot_id|>");
+    }
+    if (add_assistant) chat_put(k, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+static void chat_chatml(const tok_vocab *v, const halda_chat_message *m, int n, bool add_assistant, tok_sink *k)
+{
+    if ((n == 0 || strcmp(m[0].role, "system")) && v->chat_system)
+        chat_put(k, "<|im_start|>system\n"), chat_put(k, v->chat_system), chat_put(k, "<|im_end|>\n");
+    for (int i = 0; i < n; i++) {
+        const char *c = m[i].content;
+        if (v->chat_think && !strcmp(m[i].role, "assistant")) /* split('</think>')[-1].lstrip('\n') */
+            for (c = chat_after_think(c); *c == '\n';) c++;
+        chat_put(k, "<|im_start|>"), chat_put(k, m[i].role), chat_put(k, "\n"), chat_put(k, c), chat_put(k, "<|im_end|>\n");
+    }
+    if (add_assistant) chat_put(k, v->chat_think ? "<|im_start|>assistant\n<think>\n" : "<|im_start|>assistant\n");
+}
+
+static void chat_deepseek_r1(const tok_vocab *v, const halda_chat_message *m, int n, bool add_assistant, bool think, tok_sink *k)
+{
+    if (v->bos >= 0) chat_put(k, v->text[v->bos]);
+    for (int i = 0, first = 1; i < n; i++) /* every system message, joined by blank lines */
+        if (!strcmp(m[i].role, "system")) chat_put(k, first ? "" : "\n\n"), chat_put(k, m[i].content), first = 0;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(m[i].role, "user")) chat_put(k, "<\357\275\234User\357\275\234>"), chat_put(k, m[i].content);
+        if (!strcmp(m[i].role, "assistant"))
+            chat_put(k, "<\357\275\234Assistant\357\275\234>"), chat_put(k, chat_after_think(m[i].content)),
+                chat_put(k, "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>");
+    }
+    if (add_assistant) chat_put(k, think ? "<\357\275\234Assistant\357\275\234><think>\n" : "<\357\275\234Assistant\357\275\234>");
+}
+
+/* Render a conversation with the family `name` ("llama2", "llama3", "chatml", "deepseek-r1"),
+ * or the vocabulary's own when name is NULL.  Returns the length (the text is complete if it is
+ * < cap, and then NUL-terminated), or -1 when the family is unknown. */
+static long chat_render(const tok_vocab *v, const char *name, const halda_chat_message *m, int n, bool add_assistant, char *out,
+                        size_t cap)
+{
+    int family = name ? chat_family_by_name(name) : v->chat;
+    tok_sink k = {out, cap, 0, false};
+    for (int i = 0; i < n; i++)
+        if (!m[i].role || !m[i].content) return -1;
+    switch (family) {
+    case CHAT_LLAMA2: chat_llama2(v, m, n, &k); break;
+    case CHAT_LLAMA3: chat_llama3(v, m, n, add_assistant, &k); break;
+    case CHAT_CHATML: chat_chatml(v, m, n, add_assistant, &k); break;
+    case CHAT_DEEPSEEK_R1: /* without a template to ask, the current R1 template: it opens with <think> */
+        chat_deepseek_r1(v, m, n, add_assistant, v->chat == CHAT_DEEPSEEK_R1 ? v->chat_think : true, &k);
+        break;
+    default: return -1;
+    }
+    if (k.n < cap) out[k.n] = 0;
+    return (long)k.n;
+}
+
+int halda_chat_apply(const halda_model *m, const char *tmpl, const halda_chat_message *msgs, int n_msgs, int add_assistant,
+                     char *out, size_t out_len)
+{
+    long n = n_msgs < 0 ? -1 : chat_render(m->vocab, tmpl, msgs, n_msgs, add_assistant != 0, out, out_len);
+    if (n < 0 || n >= INT_MAX) return -1;
+    return (size_t)n < out_len ? (int)n : -(int)n - 1;
+}
+
+const char *halda_chat_template(const halda_model *m) { return m->vocab->chat ? chat_names[m->vocab->chat] : NULL; }
 
 /* ---- Unicode tables ---------------------------------------------------------------------------
  * Generated by tools/gen_unicode.py (its header says what each table holds); the functions
@@ -8267,8 +8519,9 @@ fail:
 
 typedef struct {
     const char *model, *prompt, *prompt_file, *out;
+    const char *chat_template, *system; /* run --chat-template NAME, --system TEXT */
     int n_predict, n_threads, n_ctx, top, kv_type, runs;
-    bool no_bos, special, tied;
+    bool no_bos, special, tied, chat;
     /* cluster */
     const char *workers, *cluster_key, *host, *plan;
     int k, port, wire, n_windows, prefetch;
@@ -8314,17 +8567,22 @@ static float cli_float(const char *flag, const char *v, double lo, double hi)
 static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
     "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32|q8_0] [--special]\n"
+    "                 [--chat] [--chat-template llama2|llama3|chatml|deepseek-r1] [--system TEXT]\n"
     "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
     "                  [--plan FILE] [--prefetch on|off|auto] [--print-instance]]\n"
-    "Generate text: the continuation streams to stdout, timings go to stderr.  With --workers the layers are\n"
-    "spread over a ring of `halda worker`s: -k cycles per token, W0 layers per cycle on this head, W1 on the\n"
-    "first worker, ... (default: k=1, an even split).  --plan FILE takes k and the windows from `halda solve`.\n";
+    "Generate text: the continuation streams to stdout, timings go to stderr.  --chat sends the prompt as a\n"
+    "user message laid out by the model's chat template (--chat-template picks the layout; it implies --chat).\n"
+    "With --workers the layers are spread over a ring of `halda worker`s: -k cycles per token, W0 layers per\n"
+    "cycle on this head, W1 on the first worker, ... (default: k=1, an even split).  --plan FILE takes k and\n"
+    "the windows from `halda solve`.\n";
 static const char *const usage_eval =
     "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS] [--workers ... -k K --layer-window ... --wire ...]\n"
     "Print the prompt's token ids, the top K logits at every prompt position, and N greedy tokens,\n"
     "computed token by token with an F32 KV cache (the format of llama.cpp's reference files).\n";
 static const char *const usage_tokenize =
-    "usage: halda tokenize -m MODEL -p TEXT [--no-bos] [--special]\nPrint the token ids of TEXT on one line.\n";
+    "usage: halda tokenize -m MODEL -p TEXT [-f FILE] [--no-bos] [--special]\n"
+    "Print the token ids of TEXT on one line (MODEL may be a vocabulary-only GGUF).  --special: match control\n"
+    "tokens such as <|im_start|> in the text.\n";
 static const char *const usage_gen =
     "usage: halda gen-model -o PATH [--arch llama|qwen2] [--type TYPE] [--out-type TYPE] [--layers N] [--embd N]\n"
     "                       [--ff N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--tied] [--seed S]\n"
@@ -8350,7 +8608,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         snprintf(list, sizeof list, " %s ", allowed);
         if (f[0] != '-' || !strstr(list, token)) cli_die("unknown argument '%s' for '%s' (see halda %s --help)", f, cmd, cmd);
         bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied") || !strcmp(f, "--reprofile") ||
-                         !strcmp(f, "--print-instance");
+                         !strcmp(f, "--print-instance") || !strcmp(f, "--chat");
         if (!strcmp(f, "--cluster-key") && i + 1 >= argc) cli_die("--cluster-key needs a value");
         const char *v = is_switch ? NULL : (i + 1 < argc ? argv[++i] : NULL);
         if (!is_switch && !v) cli_die("%s needs a value", f);
@@ -8377,6 +8635,12 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
             else cli_die("--kv-type takes f16, f32 or q8_0, got '%s'", v);
         } else if (!strcmp(f, "--no-bos")) o->no_bos = true;
         else if (!strcmp(f, "--special")) o->special = true;
+        else if (!strcmp(f, "--chat")) o->chat = true;
+        else if (!strcmp(f, "--system")) o->system = v, o->chat = true;
+        else if (!strcmp(f, "--chat-template")) {
+            if (!chat_family_by_name(v)) cli_die("--chat-template takes llama2, llama3, chatml or deepseek-r1, got '%s'", v);
+            o->chat_template = v, o->chat = true;
+        }
         else if (!strcmp(f, "--tied")) o->synth.tied = true;
         else if (!strcmp(f, "--reprofile")) o->reprofile = true;
         else if (!strcmp(f, "--disk")) o->disk = v;
@@ -8659,6 +8923,23 @@ static int cmd_eval(int argc, char **argv)
     return 0;
 }
 
+/* The prompt as one user turn (after an optional system message), laid out by the chat
+ * template; replaces and frees text.  The result holds its special tokens as text. */
+static char *cli_chat(halda_model *m, const cli_opts *o, char *text, size_t *len)
+{
+    if (!o->chat_template && !halda_chat_template(m))
+        cli_die("the model has no chat template halda knows: give --chat-template llama2|llama3|chatml|deepseek-r1");
+    halda_chat_message msg[2] = {{"system", o->system}, {"user", text}};
+    int first = o->system ? 0 : 1;
+    int n = halda_chat_apply(m, o->chat_template, msg + first, 2 - first, 1, NULL, 0);
+    size_t cap = n < -1 ? (size_t)(-n - 1) + 1 : 1;
+    char *out = malloc(cap);
+    if (!out || halda_chat_apply(m, o->chat_template, msg + first, 2 - first, 1, out, cap) < 0) cli_die("cannot lay out the chat prompt");
+    free(text);
+    *len = cap - 1;
+    return out;
+}
+
 static volatile sig_atomic_t cli_interrupted;
 static void cli_on_sigint(int sig)
 {
@@ -8671,7 +8952,7 @@ static int cmd_run(int argc, char **argv)
     cli_opts o;
     cli_parse(argc, argv, "run",
               "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special "
-              "--workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance",
+              "--chat --chat-template --system --workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance",
               usage_run, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
@@ -8680,7 +8961,8 @@ static int cmd_run(int argc, char **argv)
     double t0 = now_ms();
     halda_model *m = cli_load(&o);
     int n_prompt;
-    int32_t *toks = cli_tokenize(m, text, len, true, o.special, &n_prompt);
+    if (o.chat) text = cli_chat(m, &o, text, &len);
+    int32_t *toks = cli_tokenize(m, text, len, !o.chat, o.special || o.chat, &n_prompt);
     if (n_prompt == 0) cli_die("the prompt has no tokens");
     cli_engine en = cli_engine_open(m, &o, o.kv_type);
     halda_context *c = en.ctx;

@@ -69,6 +69,24 @@ int32_t halda_token_bos(const halda_model *model);
 int32_t halda_token_eos(const halda_model *model);
 int halda_token_is_eog(const halda_model *model, int32_t token); /* end of generation? */
 
+/* ---- Chat templates -------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *role;    /* "system", "user" or "assistant" */
+    const char *content;
+} halda_chat_message;
+
+/* Lay out a conversation as the model was trained to see it, with the built-in renderer of the
+ * family named by tmpl ("llama2", "llama3", "chatml", "deepseek-r1"), or of the model's own
+ * tokenizer.chat_template when tmpl is NULL.  add_assistant: end by opening the assistant's
+ * turn.  The text holds special tokens (BOS too): tokenize it with parse_special and no add_bos.
+ * Returns its length (NUL-terminated), -1 for an unknown family, or -(needed) - 1 when out_len
+ * is too small (needed does not count the NUL). */
+int halda_chat_apply(const halda_model *model, const char *tmpl, const halda_chat_message *messages, int n_messages,
+                     int add_assistant, char *out, size_t out_len);
+/* The family of the model's chat template, or NULL when it has none halda recognises. */
+const char *halda_chat_template(const halda_model *model);
+
 /* ---- Evaluation -------------------------------------------------------------------------------- */
 
 /* Run n_tokens tokens at positions pos0, pos0+1, ... through the whole model and keep the KV

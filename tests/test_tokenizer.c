@@ -5,11 +5,14 @@
  *      and detokenizing must give back what llama.cpp's detokenizer gives back;
  *   2. pre-tokenizer splits of our own cases (long inputs, emoji, CJK, mixed scripts, numbers,
  *      white-space runs, invalid UTF-8) against splits computed offline with Python's `regex`
- *      module from the published expressions;
+ *      module from the published expressions, and their ids against an independent reference
+ *      BPE in Python (tools/gen_pretok_cases.py, tools/gen_bpe_cases.py);
  *   3. properties: byte-level BPE round-trips any bytes; special tokens are matched only when
  *      asked; end-of-generation ids and add_bos follow the metadata;
  *   4. random bytes and random text-like strings through every tokenizer (also under
- *      `make sanitize`): no crash, no read out of bounds, the round trip holds. */
+ *      `make sanitize`): no crash, no read out of bounds, the round trip holds;
+ *   5. chat templates: detection by markers, and a two-turn conversation per family rendered
+ *      exactly as the published template renders it. */
 #define HALDA_NO_MAIN
 #include "../halda.c"
 #include "test.h"
@@ -152,6 +155,389 @@ static void test_vectors(const char *shared, int vi)
     free(inp), free(outs);
 }
 
+/* ---- 2. Pre-tokenizer splits of our own texts ------------------------------------------------- */
+
+#include "pretok_cases.h"
+
+typedef struct {
+    size_t lens[4096];
+    int n;
+} piece_list;
+
+static int collect_piece(void *ctx, const uint8_t *s, size_t n)
+{
+    (void)s;
+    piece_list *p = ctx;
+    if (p->n < 4096) p->lens[p->n++] = n;
+    return 0;
+}
+
+static void test_pretokenizer_cases(void)
+{
+    static const char *const pre_name[] = {"", "llama3", "qwen2", "deepseek-llm"};
+    for (size_t c = 0; c < sizeof pretok_cases / sizeof pretok_cases[0]; c++) {
+        tok_vocab v = {0};
+        v.pre = pretok_cases[c].pre;
+        piece_list *got = calloc(1, sizeof *got);
+        tok_pretokenize(&v, pretok_cases[c].text, pretok_cases[c].len, collect_piece, got);
+        size_t want[4096];
+        int nw = 0;
+        for (const char *p = pretok_cases[c].pieces; *p && nw < 4096;) {
+            char *e;
+            want[nw++] = (size_t)strtoul(p, &e, 10);
+            p = e;
+        }
+        int first_diff = 0;
+        while (first_diff < got->n && first_diff < nw && got->lens[first_diff] == want[first_diff]) first_diff++;
+        CHECK(got->n == nw && first_diff == nw, "%s split of case %zu ('%.40s'): %d pieces, expected %d; first difference at piece %d",
+              pre_name[v.pre], c, pretok_cases[c].text, got->n, nw, first_diff);
+        free(got);
+    }
+}
+
+/* The ids of the same texts, from tools/gen_bpe_cases.py's independent reference BPE. */
+#include "bpe_cases.h"
+
+static void test_bpe_cases(void)
+{
+    for (size_t c = 0; c < sizeof bpe_cases / sizeof bpe_cases[0]; c++) {
+        int vi = 1;
+        while (vi < N_VOCABS && strcmp(vocab_names[vi], bpe_cases[c].vocab)) vi++;
+        if (vi == N_VOCABS) continue;
+        int32_t want[4096], *got;
+        int nw = 0;
+        for (const char *p = bpe_cases[c].ids; nw < 4096;) {
+            char *e;
+            long x = strtol(p, &e, 10);
+            if (e == p) break;
+            want[nw++] = (int32_t)x, p = e;
+        }
+        const char *text = pretok_cases[bpe_cases[c].pretok].text;
+        int ng = tokenize_all(vocabs[vi], text, pretok_cases[bpe_cases[c].pretok].len, false, false, &got);
+        int first_diff = 0;
+        while (first_diff < ng && first_diff < nw && got[first_diff] == want[first_diff]) first_diff++;
+        CHECK(ng == nw && first_diff == nw, "%s: ids of our case %d ('%.30s'): %d, expected %d; first difference at %d",
+              vocab_names[vi], bpe_cases[c].pretok, text, ng, nw, first_diff);
+        free(got);
+    }
+}
+
+/* ---- 3. Properties ---------------------------------------------------------------------------- */
+
+static int count_id(const int32_t *t, int n, int32_t id)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) k += t[i] == id;
+    return k;
+}
+
+/* Does the text hold a byte whose only token is user-defined (see bpe_piece)? */
+static bool has_user_byte(const tok_vocab *v, const char *s, size_t n)
+{
+    for (size_t i = 0; v->kind == TOK_BPE && i < n; i++)
+        if (v->byte_token[(uint8_t)s[i]] >= 0 && v->type[v->byte_token[(uint8_t)s[i]]] == TOKT_USER) return true;
+    return false;
+}
+
+/* Byte-level BPE gives back any bytes; the cases of section 2 include invalid UTF-8.  (Except
+ * DeepSeek LLM's bytes 0xc0, 0xc1, 0xf5..0xff, which come back as characters.) */
+static void test_round_trip(void)
+{
+    for (int vi = 1; vi < N_VOCABS; vi++) {
+        const tok_vocab *v = vocabs[vi];
+        int bad = 0;
+        for (size_t c = 0; c < sizeof pretok_cases / sizeof pretok_cases[0]; c++) {
+            int32_t *t;
+            size_t len = pretok_cases[c].len;
+            int n = tokenize_all(v, pretok_cases[c].text, len, false, false, &t);
+            char *buf = malloc(len + 64);
+            size_t np = n >= 0 ? pieces_all(v, t, n, buf, len + 64) : (size_t)-1;
+            bad += !(np == len && !memcmp(buf, pretok_cases[c].text, len)) && !has_user_byte(v, pretok_cases[c].text, len);
+            free(buf), free(t);
+        }
+        CHECK(bad == 0, "%s: %d of our texts do not round-trip", vocab_names[vi], bad);
+    }
+}
+
+static void test_specials(void)
+{
+    const tok_vocab *spm = vocabs[0], *l3 = vocabs[1], *qw = vocabs[2], *ds = vocabs[3];
+    int32_t t[64];
+    /* add_bos per vocabulary: Llama 2 and Llama 3 and DeepSeek add one, Qwen does not */
+    CHECK(tok_tokenize(spm, "Hi", 2, t, 64, true, false) >= 1 && t[0] == 1, "llama-spm: BOS first");
+    CHECK(tok_tokenize(l3, "Hi", 2, t, 64, true, false) == 2 && t[0] == 128000, "llama-bpe: <|begin_of_text|> first");
+    CHECK(tok_tokenize(ds, "Hi", 2, t, 64, true, false) == 2 && t[0] == 100000, "deepseek-llm: BOS first");
+    CHECK(tok_tokenize(qw, "Hi", 2, t, 64, true, false) == 1 && t[0] != 151643, "qwen2: no BOS");
+    /* control tokens only when asked */
+    const char *chat = "<|im_start|>user\nhi<|im_end|>\n";
+    int n = tok_tokenize(qw, chat, strlen(chat), t, 64, false, true);
+    CHECK(n > 3 && t[0] == 151644 && count_id(t, n, 151645) == 1, "qwen2: <|im_start|> and <|im_end|> parsed (%d tokens)", n);
+    n = tok_tokenize(qw, chat, strlen(chat), t, 64, false, false);
+    CHECK(n > 6 && !count_id(t, n, 151644) && !count_id(t, n, 151645), "qwen2: specials not parsed unless asked");
+    const char *l3chat = "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>";
+    n = tok_tokenize(l3, l3chat, strlen(l3chat), t, 64, true, true);
+    CHECK(n == 7 && t[0] == 128000 && t[1] == 128006 && t[3] == 128007 && t[6] == 128009, "llama-bpe: header tokens (%d)", n);
+    /* user-defined tokens match without parse_special (DeepSeek's "ø" is one) */
+    n = tok_tokenize(ds, "xøx", 4, t, 64, false, false);
+    CHECK(count_id(t, n, 100002) == 1, "deepseek-llm: user-defined 'ø' matched");
+    /* longest first: "<|im_end|>" inside a longer text, overlapping candidates */
+    n = tok_tokenize(qw, "<|im_end|><|im_end|>x<|im_end|", 30, t, 64, false, true);
+    CHECK(n >= 3 && t[0] == 151645 && t[1] == 151645 && count_id(t, n, 151645) == 2, "qwen2: adjacent specials");
+    /* end of generation */
+    CHECK(tok_is_eog(l3, 128009) && tok_is_eog(l3, 128001) && !tok_is_eog(l3, 128000) && l3->n_eog == 2, "llama-bpe: EOG set");
+    CHECK(l3->eot == 128009 && l3->eom == -1, "llama-bpe: eot %d eom %d (Llama 3.0 has no <|eom_id|>)", l3->eot, l3->eom);
+    CHECK(tok_is_eog(qw, 151643) && tok_is_eog(qw, 151645) && !tok_is_eog(qw, 151644), "qwen2: EOG set");
+    CHECK(tok_is_eog(ds, 100001) && !tok_is_eog(ds, 100000), "deepseek-llm: EOG set");
+    CHECK(tok_is_eog(spm, 2) && !tok_is_eog(spm, 1), "llama-spm: EOG set");
+    /* pieces: control tokens hidden unless asked; byte-level characters decoded */
+    char p[64];
+    CHECK(tok_piece(l3, 128009, p, sizeof p, false, false) == 0, "llama-bpe: <|eot_id|> hidden");
+    CHECK(tok_piece(l3, 128009, p, sizeof p, true, false) == 10 && !memcmp(p, "<|eot_id|>", 10), "llama-bpe: <|eot_id|> shown");
+    CHECK(tok_piece(l3, 220, p, sizeof p, false, false) == 1 && p[0] == ' ', "llama-bpe: 'Ġ' is a space");
+    CHECK(tok_piece(l3, 198, p, sizeof p, false, false) == 1 && p[0] == '\n', "llama-bpe: 'Ċ' is a newline");
+    CHECK(tok_piece(l3, -1, p, sizeof p, false, false) == -1 && tok_piece(l3, l3->n, p, sizeof p, false, false) == -1, "bad ids refused");
+    /* too little room: the count says how much is needed, and the prefix is the same */
+    const char *txt = "The quick brown fox jumps over the lazy dog";
+    int32_t full[64], part[4];
+    int nf = tok_tokenize(l3, txt, strlen(txt), full, 64, false, false);
+    int r = tok_tokenize(l3, txt, strlen(txt), part, 4, false, false);
+    CHECK(nf == 9 && r == -nf - 1 && !memcmp(part, full, sizeof part), "short output buffer: %d, %d", nf, r);
+    char small[8];
+    long need = tok_detokenize(l3, full, nf, small, sizeof small, false);
+    CHECK(need == (long)strlen(txt), "detokenize reports the length needed (%ld)", need);
+}
+
+/* Loading refuses what it cannot tokenize, by name.  The GGUF is built in memory. */
+static void test_refusals(void)
+{
+    static const char *const toks[] = {"a", "b", "ab", "c"};
+    static const char *const merges[] = {"a b"};
+    const char *pres[] = {"falcon", NULL, "qwen2"};
+    for (int i = 0; i < 3; i++) {
+        gguf_writer w = {0};
+        gguf_writer_str(&w, "tokenizer.ggml.model", "gpt2");
+        if (pres[i]) gguf_writer_str(&w, "tokenizer.ggml.pre", pres[i]);
+        gguf_writer_arr_str(&w, "tokenizer.ggml.tokens", toks, 4);
+        gguf_writer_arr_str(&w, "tokenizer.ggml.merges", merges, 1);
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/halda-tok-%d-%d.gguf", (int)getpid(), i);
+        herr e = {{0}};
+        int rc = gguf_writer_save(&w, path, &e);
+        gguf_writer_free(&w);
+        tok_vocab *v = rc == 0 ? tok_vocab_open(path, &e) : NULL;
+        if (i == 0) CHECK(!v && strstr(e.msg, "'falcon'"), "unknown pre-tokenizer refused by name: %s", e.msg);
+        if (i == 1) CHECK(!v && strstr(e.msg, "pre-tokenizer"), "missing pre-tokenizer refused: %s", e.msg);
+        if (i == 2) { /* a tiny vocabulary with one merge: "ab" from "a" "b", the byte tokens absent */
+            int32_t t[8];
+            int n = v ? tok_tokenize(v, "abab", 4, t, 8, false, false) : -1;
+            CHECK(n == 2 && t[0] == 2 && t[1] == 2, "tiny vocabulary: 'abab' -> %d tokens", n);
+            n = v ? tok_tokenize(v, "cax", 3, t, 8, false, false) : -1;
+            CHECK(n == 2 && t[0] == 3 && t[1] == 0, "tiny vocabulary: a byte missing from the vocabulary is dropped (%d)", n);
+        }
+        tok_vocab_free(v);
+        remove(path);
+    }
+}
+
+/* Every allocation of a tokenize call may fail: the call reports it and leaks nothing. */
+static void test_allocation_failures(void)
+{
+    const char *txt = "Hello <|im_end|> world, 1234567 café 🦙 \xff!";
+    for (int vi = 0; vi < N_VOCABS; vi++) {
+        int32_t t[128];
+        int ok = tok_tokenize(vocabs[vi], txt, strlen(txt), t, 128, true, true), failures = 0;
+        for (long k = 0; k < 64; k++) {
+            halda_alloc_count = 0, halda_alloc_fail_at = k;
+            int r = tok_tokenize(vocabs[vi], txt, strlen(txt), t, 128, true, true);
+            halda_alloc_fail_at = -1;
+            if (r == ok) break;
+            failures += r == -1;
+        }
+        CHECK(ok > 0 && failures > 0, "%s: failing allocations are reported (%d)", vocab_names[vi], failures);
+    }
+}
+
+/* ---- 4. Random input -------------------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 11);
+}
+
+/* Text-like input: fragments that exercise every branch, with stray bytes between them. */
+static size_t random_text(char *buf, size_t cap)
+{
+    static const char *const frag[] = {" ", "  ", "\n", "\r\n", "\t", "a", "Hello", " world", "'s", "'LL", "123", "4567",
+                                       "٣٤", "é", "ſ", "中文", "가", "🦙", "😶‍🌫️", "\xc2\xa0", "\xe3\x80\x80", "...", "!?",
+                                       "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<s>", "</s>", "ø", "[PAD100015]",
+                                       "\xff", "\xc3", "\xe2\x82", "\x80", "\xed\xa0\x80", "\xc0\xaf", "\0", "“", "ｚ"};
+    size_t n = 0, want = rnd() % cap;
+    while (n < want) {
+        const char *f = frag[rnd() % (sizeof frag / sizeof frag[0])];
+        size_t l = f[0] ? strlen(f) : 1;
+        if (n + l > cap) break;
+        memcpy(buf + n, f, l);
+        n += l;
+    }
+    return n;
+}
+
+static void test_random(int rounds)
+{
+    char buf[512], out[4096];
+    int32_t t[600];
+    for (int vi = 0; vi < N_VOCABS; vi++) {
+        const tok_vocab *v = vocabs[vi];
+        int errors = 0, bad_trip = 0;
+        for (int r = 0; r < rounds; r++) {
+            size_t n;
+            if (r & 1) {
+                n = random_text(buf, sizeof buf);
+            } else {
+                n = rnd() % sizeof buf;
+                for (size_t i = 0; i < n; i++) buf[i] = (char)rnd();
+            }
+            bool special = r % 4 >= 2;
+            int k = tok_tokenize(v, buf, n, t, 600, r % 3 == 0, special);
+            if (k < 0) {
+                errors++;
+                continue;
+            }
+            int first = r % 3 == 0 && v->add_bos ? 1 : 0; /* the BOS, when added */
+            if (v->kind == TOK_BPE) { /* the pieces (specials shown) are the input */
+                size_t np = pieces_all(v, t + first, k - first, out, sizeof out);
+                bad_trip += !(np == n && !memcmp(out, buf, n)) && !has_user_byte(v, buf, n);
+            } else if (!special && !memmem(buf, n, "\xe2\x96\x81", 3)) { /* SPM: unless ▁ was in the text */
+                long nt = tok_detokenize(v, t + first, k - first, out, sizeof out, false);
+                bad_trip += !(nt == (long)n && !memcmp(out, buf, n));
+            }
+        }
+        CHECK(errors == 0, "%s: %d random inputs failed to tokenize", vocab_names[vi], errors);
+        CHECK(bad_trip == 0, "%s: %d random inputs did not round-trip", vocab_names[vi], bad_trip);
+    }
+}
+
+/* ---- 5. Chat templates ------------------------------------------------------------------------
+ * The expected strings are what the published Jinja templates produce for this conversation
+ * (worked out by hand from the templates quoted in halda.c's "Chat templates" section). */
+
+static const halda_chat_message chat_two_turns[] = {
+    {"system", "You are terse."},
+    {"user", "Hello!"},
+    {"assistant", "Hi. How can I help?"},
+    {"user", "What is 2+2?"},
+};
+
+static void check_render(const tok_vocab *v, const char *name, const halda_chat_message *m, int n, bool add, const char *want)
+{
+    char out[2048];
+    long r = chat_render(v, name, m, n, add, out, sizeof out);
+    CHECK(r == (long)strlen(want) && !strcmp(out, want), "chat %s:\n got '%s'\nwant '%s'", name ? name : "(model's)", r >= 0 ? out : "",
+          want);
+}
+
+static void test_chat(void)
+{
+    /* detection by markers, on excerpts of the real templates */
+    static const char llama2[] =
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}"
+        "{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+        "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + "
+        "message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+        "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+        "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+    static const char llama3[] =
+        "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + "
+        "'<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + "
+        "content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+    static const char qwen25[] =
+        "{%- else %}\n        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}\n"
+        "    {%- endif %}\n{%- for message in messages %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}";
+    static const char r1[] =
+        "{{ bos_token }}{{ ns.system_prompt }}{%- for message in messages %}{%- if message['role'] == 'user' %}{%- set ns.is_tool = false -%}"
+        "{{'<\357\275\234User\357\275\234>' + message['content']}}{%- endif %}{% if add_generation_prompt and not ns.is_tool %}"
+        "{{'<\357\275\234Assistant\357\275\234><think>\\n'}}{% endif %}";
+    CHECK(chat_detect(llama2, strlen(llama2)) == CHAT_LLAMA2, "Llama 2 template detected");
+    CHECK(chat_detect(llama3, strlen(llama3)) == CHAT_LLAMA3, "Llama 3 template detected");
+    CHECK(chat_detect(qwen25, strlen(qwen25)) == CHAT_CHATML, "Qwen 2.5 template detected");
+    CHECK(chat_detect(r1, strlen(r1)) == CHAT_DEEPSEEK_R1, "DeepSeek-R1 template detected");
+    CHECK(chat_detect("{{ messages }}", 14) == CHAT_NONE, "unknown template");
+    const char *s;
+    size_t sl = chat_default_system(qwen25, strlen(qwen25), &s);
+    CHECK(sl == 68 && !memcmp(s, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", sl), "Qwen 2.5 default system prompt");
+    const tok_vocab *qw = vocabs[2];
+    CHECK(qw->chat == CHAT_CHATML && qw->chat_system && !strcmp(qw->chat_system, "You are a helpful assistant"),
+          "qwen2 vocabulary: ChatML with the default system prompt '%s'", qw->chat_system ? qw->chat_system : "");
+
+    check_render(vocabs[0], "llama2", chat_two_turns, 4, true,
+                 "<s>[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHello! [/INST] Hi. How can I help? </s><s>[INST] What is 2+2? [/INST]");
+    check_render(vocabs[1], "llama3", chat_two_turns, 4, true,
+                 "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
+                 "<|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+                 "Hi. How can I help?<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
+                 "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    check_render(qw, NULL, chat_two_turns, 4, true,
+                 "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n"
+                 "Hi. How can I help?<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
+    check_render(vocabs[3], "deepseek-r1", chat_two_turns, 4, true,
+                 "<\357\275\234begin\342\226\201of\342\226\201sentence\357\275\234>You are terse.<\357\275\234User\357\275\234>Hello!"
+                 "<\357\275\234Assistant\357\275\234>Hi. How can I help?<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>"
+                 "<\357\275\234User\357\275\234>What is 2+2?<\357\275\234Assistant\357\275\234><think>\n");
+    /* without a system message: ChatML adds the template's default; trimming and reasoning */
+    static const halda_chat_message plain[] = {{"user", "  Hi \n"}, {"assistant", "<think>\nhmm\n</think>\n\nHello."}, {"user", "Bye"}};
+    check_render(qw, NULL, plain, 3, false,
+                 "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\n  Hi \n<|im_end|>\n"
+                 "<|im_start|>assistant\n<think>\nhmm\n</think>\n\nHello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n");
+    tok_vocab qwq = *qw; /* QwQ: no default system prompt, reasoning dropped, <think> opens the answer */
+    qwq.chat_system = NULL, qwq.chat_think = true;
+    check_render(&qwq, NULL, plain, 3, true,
+                 "<|im_start|>user\n  Hi \n<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
+                 "<|im_start|>assistant\n<think>\n");
+    check_render(vocabs[1], "llama3", plain, 3, false,
+                 "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+                 "<think>\nhmm\n</think>\n\nHello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>");
+    check_render(vocabs[0], "llama2", plain, 3, false, "<s>[INST] Hi [/INST] <think>\nhmm\n</think>\n\nHello. </s><s>[INST] Bye [/INST]");
+    check_render(vocabs[3], "deepseek-r1", plain, 3, false,
+                 "<\357\275\234begin\342\226\201of\342\226\201sentence\357\275\234><\357\275\234User\357\275\234>  Hi \n"
+                 "<\357\275\234Assistant\357\275\234>\n\nHello.<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>"
+                 "<\357\275\234User\357\275\234>Bye");
+    /* Llama 3.1: the system header with the template's dates */
+    static const char llama31[] =
+        "{{- bos_token }}\n{%- if not date_string is defined %}\n    {%- set date_string = \"26 Jul 2024\" %}\n{%- endif %}\n"
+        "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n{{- \"Cutting Knowledge Date: December 2023\\n\" }}";
+    static const char llama32[] = "{%- if strftime_now is defined %}{%- set date_string = strftime_now(\"%d %b %Y\") %}{%- else %}"
+                                  "{%- set date_string = \"26 Jul 2024\" %}{%- endif %} Cutting Knowledge Date <|start_header_id|><|end_header_id|>";
+    char *d31 = chat_llama3_date(llama31, strlen(llama31)), *d32 = chat_llama3_date(llama32, strlen(llama32));
+    CHECK(chat_detect(llama31, strlen(llama31)) == CHAT_LLAMA3 && d31 && !strcmp(d31, "26 Jul 2024") && d32 && !d32[0],
+          "Llama 3.1/3.2 dates: '%s' '%s'", d31 ? d31 : "", d32 ? d32 : "");
+    tok_vocab l31 = *vocabs[1];
+    l31.chat = CHAT_LLAMA3, l31.chat_date = d31;
+    if (d31)
+        check_render(&l31, NULL, chat_two_turns, 4, true,
+                     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                     "Today Date: 26 Jul 2024\n\nYou are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|>"
+                     "<|start_header_id|>assistant<|end_header_id|>\n\nHi. How can I help?<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+                     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (d31)
+        check_render(&l31, NULL, chat_two_turns + 1, 1, true,
+                     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                     "Today Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|>"
+                     "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    free(d31), free(d32);
+    char small[8];
+    CHECK(chat_render(vocabs[1], "nonsense", chat_two_turns, 4, true, small, sizeof small) == -1, "unknown family refused");
+    CHECK(chat_render(vocabs[1], "llama3", chat_two_turns, 4, true, small, sizeof small) > 8, "short buffer: length reported");
+    /* the rendered Llama 3 prompt tokenizes to one BOS and its header tokens */
+    char out[2048];
+    long r = chat_render(vocabs[1], "llama3", chat_two_turns, 4, true, out, sizeof out);
+    int32_t t[256];
+    int n = r > 0 ? tok_tokenize(vocabs[1], out, (size_t)r, t, 256, false, true) : -1;
+    CHECK(n > 10 && t[0] == 128000 && count_id(t, n, 128000) == 1 && count_id(t, n, 128009) == 4 && t[n - 1] == 271,
+          "Llama 3 chat prompt tokens (%d)", n);
+}
+
 int main(void)
 {
     const char *shared = test_shared_dir();
@@ -166,8 +552,17 @@ int main(void)
         vocabs[i] = tok_vocab_open(path, &e);
         CHECK(vocabs[i] != NULL, "%s", e.msg);
     }
+    test_pretokenizer_cases();
+    test_refusals();
     for (int i = 0; i < N_VOCABS; i++)
-        if (vocabs[i]) test_vectors(shared, i);
+        if (!vocabs[i]) return test_summary("tokenizer");
+    for (int i = 0; i < N_VOCABS; i++) test_vectors(shared, i);
+    test_bpe_cases();
+    test_round_trip();
+    test_specials();
+    test_allocation_failures();
+    test_random(getenv("HALDA_SANITIZE") ? 1000 : 4000);
+    test_chat();
     for (int i = 0; i < N_VOCABS; i++) tok_vocab_free(vocabs[i]);
     return test_summary("tokenizer");
 }
