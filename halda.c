@@ -815,11 +815,11 @@ static float vec_dot_q4_1(int64_t n, const void *w, const void *a)
     const block_q4_1 *x = w;
     const block_q8_1 *y = a;
     lane_acc acc = {{0}};
-    float mins = 0; /* Σ m·s, added after the lanes */
+    float mins = 0; /* Σ m·s, added after the lanes; fused, as llama.cpp's build compiles it */
     int q[QK];
     for (int64_t b = 0; b < n / QK; b++) {
         for (int j = 0; j < QK / 2; j++) q[j] = x[b].qs[j] & 15, q[j + QK / 2] = x[b].qs[j] >> 4;
-        mins += f16_to_f32(x[b].m) * f16_to_f32(y[b].s);
+        mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
         lane_acc_block(&acc, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), q, y[b].qs);
     }
     return lane_acc_sum(&acc) + mins;
@@ -922,7 +922,7 @@ static float vec_dot_q5_1(int64_t n, const void *w, const void *a)
             q[j] = (x[b].qs[j] & 15) | (int)((qh >> j) & 1) << 4;
             q[j + QK / 2] = (x[b].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
         }
-        mins += f16_to_f32(x[b].m) * f16_to_f32(y[b].s);
+        mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
         lane_acc_block(&acc, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), q, y[b].qs);
     }
     return lane_acc_sum(&acc) + mins;
@@ -1119,8 +1119,8 @@ static void dequantize_q8_K(const void *src, float *dst, int64_t n)
  * Each type has an `unpack` that writes the 256 integers q of a super-block (the layouts of
  * section 3 in code), and the dot products work on those integers: the per-group integer sums
  * are exact, and only the final F32 steps need to follow llama.cpp's order (see each kernel).
- * The dequantizers compute (d·sc)·q − dmin·m in the order llama.cpp's reference does, with the
- * product and the difference as separate statements so that no compiler fuses them. */
+ * The dequantizers compute (d·sc)·q − dmin·m as llama.cpp's do; both products are exact (an
+ * F16 times small integers), so only the subtraction rounds, fused into an FMA or not. */
 
 /* Byte and bit of element i in the 2-bit planes (Q2_K, Q3_K): plane i%128/32 of byte
  * 32·(i/128) + i%32; and in the nibble planes (Q4_K, Q5_K): nibble i%64/32 of byte 32·(i/64) + i%32. */
@@ -1213,8 +1213,7 @@ static void dequantize_q2_K(const void *src, float *dst, int64_t n)
         q2_K_unpack(&x[b], q);
         for (int i = 0; i < QK_K; i++) {
             float dl = d * (float)(x[b].scales[i / 16] & 15), ml = dmin * (float)(x[b].scales[i / 16] >> 4);
-            float v = dl * (float)q[i];
-            dst[i] = v - ml;
+            dst[i] = dl * (float)q[i] - ml;
         }
     }
 }
@@ -1336,10 +1335,7 @@ static void dequantize_k_scale_min(float d, float dmin, const uint8_t scales[12]
         int sc, m;
         k_scale_min(scales, j, &sc, &m);
         float dl = d * (float)sc, ml = dmin * (float)m;
-        for (int i = 32 * j; i < 32 * j + 32; i++) {
-            float v = dl * (float)q[i];
-            dst[i] = v - ml;
-        }
+        for (int i = 32 * j; i < 32 * j + 32; i++) dst[i] = dl * (float)q[i] - ml;
     }
 }
 
