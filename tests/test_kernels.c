@@ -26,7 +26,8 @@ static bool has_kernels(const type_traits *t) { return t && t->quantize && t->de
 
 /* Round-trip bounds: the RMS error relative to the RMS of the data (normal-ish data), and the
  * largest error of one element relative to the largest |x| of its block.  Measured values for
- * normal data are about 0.27/0.14/0.072/0.036/0.019 (Q2_K..Q6_K), 0.075 (IQ4_NL), 0.086 (Q4_0);
+ * normal data are about 0.27/0.14/0.072/0.036/0.019 (Q2_K..Q6_K), 0.075 (IQ4_NL), 0.086 (Q4_0),
+ * 0.46 (IQ1_S) and 0.42 (IQ1_M);
  * the bounds leave room for short rows, where the RMS is noisier. */
 static void rt_bounds(int type, double *rel_rms, double *rel_max)
 {
@@ -40,6 +41,7 @@ static void rt_bounds(int type, double *rel_rms, double *rel_max)
     case TYPE_Q4_0: case TYPE_Q4_1: case TYPE_Q4_K: case TYPE_IQ4_NL: *rel_rms = 0.12, *rel_max = 0.2; break;
     case TYPE_Q3_K: *rel_rms = 0.2, *rel_max = 0.4; break;
     case TYPE_Q2_K: *rel_rms = 0.36, *rel_max = 0.6; break;
+    case TYPE_IQ1_M: case TYPE_IQ1_S: *rel_rms = 0.6, *rel_max = 1.0; break; /* measured 0.42 and 0.46 */
     default: *rel_rms = 0, *rel_max = 0;
     }
 }
@@ -376,6 +378,91 @@ static void test_hand_dot(void)
     CHECK(vec_dot_q4_K_r8(QK_K, &b4, &a) == (float)want, "q4_k r8 dot by hand: %.9g vs %.9g", vec_dot_q4_K_r8(QK_K, &b4, &a), want);
 }
 
+/* IQ1: the grid expanded from halda's bitmap must be llama.cpp's iq1s_grid.  The checksum is
+ * FNV-1a (64-bit) over its 2048×8 values as bytes, in order, computed from llama.cpp's
+ * ggml-common.h; the samples are entries of that table as written there (value j in byte j). */
+static const struct {
+    int index;
+    uint64_t bytes;
+} iq1_samples[] = {{0, 0xffffffffffffffffull}, {1, 0xffffffffffffff01ull}, {2, 0xffffffffffff0000ull},
+                   {1000, 0x00000000ffff00ffull}, {2047, 0x0101010101010101ull}};
+
+static void iq1_sample_values(int k, int8_t v[8])
+{
+    for (size_t i = 0; i < sizeof iq1_samples / sizeof *iq1_samples; i++)
+        if (iq1_samples[i].index == k)
+            for (int j = 0; j < 8; j++) v[j] = (int8_t)(iq1_samples[i].bytes >> (8 * j));
+}
+
+static void test_iq1_grid(void)
+{
+    const int8_t(*grid)[8] = iq1_grid_get();
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int k = 0; k < 2048; k++)
+        for (int j = 0; j < 8; j++) h = (h ^ (uint8_t)grid[k][j]) * 0x100000001b3ull;
+    CHECK(h == 0x6703ed863501ae2eull, "iq1 grid checksum %016llx differs from llama.cpp's table", (unsigned long long)h);
+    for (size_t i = 0; i < sizeof iq1_samples / sizeof *iq1_samples; i++) {
+        int8_t v[8];
+        iq1_sample_values(iq1_samples[i].index, v);
+        CHECK(!memcmp(v, grid[iq1_samples[i].index], 8), "iq1 grid entry %d", iq1_samples[i].index);
+    }
+}
+
+/* IQ1 blocks built from the sample entries only, so the expected values do not depend on the
+ * bitmap expansion.  Also an exact round trip: the values of a block are exactly representable,
+ * so quantizing them must find a block that dequantizes to the very same values. */
+static void test_hand_iq1(void)
+{
+    static const int use[5] = {0, 1, 2, 1000, 2047};
+    float got[QK_K], want[QK_K], again[QK_K];
+    int8_t v[8];
+    /* IQ1_S: sub-block ib has scale s = ib (2s+1 = 1..15), δ = −1/8 for odd ib */
+    block_iq1_s b;
+    b.d = F16_0_5;
+    for (int ib = 0; ib < 8; ib++) {
+        int qh = ib << 12 | (ib & 1) << 15;
+        for (int l = 0; l < 4; l++) {
+            int k = use[(ib + l) % 5];
+            b.qs[4 * ib + l] = (uint8_t)k, qh |= (k >> 8) << (3 * l);
+            iq1_sample_values(k, v);
+            for (int j = 0; j < 8; j++) want[32 * ib + 8 * l + j] = 0.5f * (float)(2 * ib + 1) * ((float)v[j] + (ib & 1 ? -0.125f : 0.125f));
+        }
+        b.qh[ib] = (uint16_t)qh;
+    }
+    dequantize_iq1_s(&b, got, QK_K);
+    expect_block("iq1_s", got, want, QK_K);
+    /* by hand: sub-block 1 (2s+1 = 3, δ = −1/8), group 0 is entry 1 = {+1, −1 ×7} */
+    CHECK(got[32] == 0.5f * 3 * 0.875f && got[33] == 0.5f * 3 * -1.125f, "iq1_s by hand: %g %g", got[32], got[33]);
+    block_iq1_s bq;
+    quantize_iq1_s(got, &bq, QK_K);
+    dequantize_iq1_s(&bq, again, QK_K);
+    expect_block("iq1_s exact round trip", again, got, QK_K);
+
+    /* IQ1_M: d = 0.25 (F16 0x3400: nibbles 0, 0, 4, 3 in the top of sc[0..3]); half h of the
+     * super-block has scale s = h % 8; group l has δ = −1/8 when l is odd */
+    block_iq1_m m;
+    memset(&m, 0, sizeof m);
+    int sc[4] = {0, 0, 4 << 12, 3 << 12};
+    for (int ib = 0; ib < 8; ib++) {
+        for (int l = 0; l < 4; l++) {
+            int k = use[(2 * ib + l) % 5], h = 2 * ib + l / 2;
+            m.qs[4 * ib + l] = (uint8_t)k;
+            m.qh[2 * ib + l / 2] |= (uint8_t)(((k >> 8) | (l & 1) << 3) << (4 * (l % 2)));
+            iq1_sample_values(k, v);
+            for (int j = 0; j < 8; j++) want[32 * ib + 8 * l + j] = 0.25f * (float)(2 * (h % 8) + 1) * ((float)v[j] + (l & 1 ? -0.125f : 0.125f));
+        }
+        sc[ib / 2] |= ((2 * ib) % 8) << (6 * (ib % 2)) | ((2 * ib + 1) % 8) << (6 * (ib % 2) + 3);
+    }
+    for (int k = 0; k < 4; k++) m.scales[2 * k] = (uint8_t)sc[k], m.scales[2 * k + 1] = (uint8_t)(sc[k] >> 8);
+    CHECK(iq1_m_d(&m) == F16_0_25, "iq1_m: d gathered from the scale nibbles: %04x", iq1_m_d(&m));
+    dequantize_iq1_m(&m, got, QK_K);
+    expect_block("iq1_m", got, want, QK_K);
+    block_iq1_m mq;
+    quantize_iq1_m(got, &mq, QK_K);
+    dequantize_iq1_m(&mq, again, QK_K);
+    expect_block("iq1_m exact round trip", again, got, QK_K);
+}
+
 int main(void)
 {
     test_round_trips();
@@ -386,5 +473,7 @@ int main(void)
     test_hand_iq4_nl();
     test_hand_legacy();
     test_hand_dot();
+    test_iq1_grid();
+    test_hand_iq1();
     return test_summary("kernels");
 }
