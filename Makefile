@@ -5,13 +5,14 @@
 #   make sanitize the tests again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo     write a synthetic model and run it
 #   make bench    speed figures (see bench/README.md)
+#   make bench-kernels  single-thread dot-product speed, scalar vs SIMD (bench/kernels.c)
 CC      ?= cc
 OPT     ?= -O3 -march=native
 WARN    := -std=c11 -Wall -Wextra -Wshadow
 LDLIBS  := -lm
 TESTS   := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all portable test sanitize demo bench clean
+.PHONY: all portable test sanitize demo bench bench-kernels clean
 all: halda
 
 halda: halda.c halda.h
@@ -43,6 +44,12 @@ demo: halda
 
 bench: halda
 	@sh bench/bench.sh
+
+build/bench-kernels: bench/kernels.c halda.c halda.h
+	@mkdir -p build
+	$(CC) $(OPT) $(TWARN) -pthread bench/kernels.c -o $@ $(LDLIBS)
+bench-kernels: build/bench-kernels
+	@build/bench-kernels
 
 clean:
 	rm -rf halda halda-portable tests/bin tests/bin-san build

@@ -762,6 +762,46 @@ static inline int32_t k_dot(const int8_t *qw, const int *gscale, const int8_t *q
     return s;
 }
 
+/* ---- AVX2 ------------------------------------------------------------------------------------
+ * The AVX2 dot products (Q8_0, Q4_0, Q4_K, Q6_K) sit right below their scalar twins and replace
+ * them in the table on builds with AVX2 and FMA.  They compute the same exact integer lane
+ * sums and the same F32 operations in the same order, so they are bit-identical to the scalar
+ * functions (tests/test_kernels.c checks it).  The one caveat is the byte product: maddubs
+ * adds two products into 16 bits, which cannot saturate while the signed bytes stay in
+ * [−127, 127] — every quantizer here and in llama.cpp keeps them there, and llama.cpp's own
+ * kernels make the same assumption.  The scalar twins stay compiled as the specification
+ * (marked unused where the table no longer names them). */
+#if HALDA_AVX2
+/* lane l = Σ_{i=4l..4l+3} x_i·y_i over 32 signed bytes: |x| times y with x's sign, paired into
+ * 16 bits, then paired again into 32. */
+static inline __m256i avx2_dot_i8_lanes(__m256i x, __m256i y)
+{
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+/* The same for unsigned x (k-quant weights), each 16-element half weighted by its own 16-bit scale. */
+static inline __m256i avx2_dot_u8_lanes(__m256i x, __m256i y, int scale_lo, int scale_hi)
+{
+    __m256i sc = _mm256_set_m128i(_mm_set1_epi16((int16_t)scale_hi), _mm_set1_epi16((int16_t)scale_lo));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), sc);
+}
+/* lane_acc_sum's order, on a vector of 8 lanes */
+static inline float avx2_lane_sum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline int32_t avx2_sum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_extracti128_si256(v, 1), _mm256_castsi256_si128(v));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+#endif
+
 /* ---- Q8_0 and Q8_1 (weights and activations) ------------------------------------------------ */
 
 /* d = max|x| / 127, q = round(x · 127 / max|x|), ties to even. */
@@ -784,7 +824,7 @@ static void dequantize_q8_0(const void *src, float *dst, int64_t n)
         for (int j = 0; j < QK; j++) dst[b * QK + j] = d * x[b].qs[j];
     }
 }
-static float vec_dot_q8_0(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q8_0(int64_t n, const void *w, const void *a)
 {
     const block_q8_0 *x = w, *y = a;
     lane_acc acc = {{0}};
@@ -795,6 +835,18 @@ static float vec_dot_q8_0(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc);
 }
+#if HALDA_AVX2
+static float vec_dot_q8_0_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q8_0 *x = w, *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i lanes = avx2_dot_i8_lanes(_mm256_loadu_si256((const __m256i *)x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+#endif
 
 static void quantize_q8_1(const float *src, void *dst, int64_t n)
 {
@@ -844,7 +896,7 @@ static void dequantize_q4_0(const void *src, float *dst, int64_t n)
         }
     }
 }
-static float vec_dot_q4_0(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_0(int64_t n, const void *w, const void *a)
 {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
@@ -858,7 +910,7 @@ static float vec_dot_q4_0(int64_t n, const void *w, const void *a)
 }
 /* The repacked order: one F32 accumulator, one fused multiply-add of the block's exact integer
  * sum per block (it took the tiny Q4_0 references from 4e-3 to 3e-7 worst logit error). */
-static float vec_dot_q4_0_r8(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_0_r8(int64_t n, const void *w, const void *a)
 {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
@@ -870,6 +922,39 @@ static float vec_dot_q4_0_r8(int64_t n, const void *w, const void *a)
     }
     return acc;
 }
+#if HALDA_AVX2
+/* The 32 weights of a Q4_0 block as signed bytes in element order (low nibbles, then high). */
+static inline __m256i avx2_q4_0_bytes(const block_q4_0 *x)
+{
+    __m128i raw = _mm_loadu_si128((const __m128i *)x->qs);
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
+    return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+}
+static float vec_dot_q4_0_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i lanes = avx2_dot_i8_lanes(avx2_q4_0_bytes(&x[b]), _mm256_loadu_si256((const __m256i *)y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+/* The repacked order's one accumulator is a chain of scalar FMAs; SIMD finds each block's
+ * exact integer sum. */
+static float vec_dot_q4_0_r8_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32_t s = avx2_sum_i32(avx2_dot_i8_lanes(avx2_q4_0_bytes(&x[b]), _mm256_loadu_si256((const __m256i *)y[b].qs)));
+        acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+#endif
 
 static void quantize_q4_1(const float *src, void *dst, int64_t n)
 {
@@ -1463,7 +1548,7 @@ static void k_scale_min_dot(const int8_t *q, const uint8_t scales[12], f16_t d, 
     *acc = fmaf((float)k_dot(q, sc, y->qs), f16_to_f32(d) * y->d, *acc);
     *acc_min = fmaf((float)mins, f16_to_f32(dmin) * y->d, *acc_min);
 }
-static float vec_dot_q4_K_r8(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_K_r8(int64_t n, const void *w, const void *a)
 {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
@@ -1479,7 +1564,7 @@ static float vec_dot_q4_K_r8(int64_t n, const void *w, const void *a)
  * (times d_act·d); the minimums in 4 more F32 lanes, lane k getting the products of sub-blocks
  * 2k and 2k+1 (times −d_act·dmin); at the end the 8 lanes as lane_acc_sum, plus the 4 as
  * (m0 + m2) + (m1 + m3). */
-static float vec_dot_q4_K(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_K(int64_t n, const void *w, const void *a)
 {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
@@ -1502,6 +1587,54 @@ static float vec_dot_q4_K(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
 }
+#if HALDA_AVX2
+/* k_lane_sums of a Q4_K super-block: each 32-byte run of qs holds two sub-blocks, one per nibble. */
+static inline __m256i avx2_q4_K_lanes(const block_q4_K *x, const block_q8_K *y, const int sc[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i sum = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+        __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        __m256i plo = avx2_dot_u8_lanes(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
+        __m256i phi = avx2_dot_u8_lanes(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
+        sum = _mm256_add_epi32(sum, _mm256_add_epi32(plo, phi));
+    }
+    return sum;
+}
+static float vec_dot_q4_K_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    float acc_m[4] = {0};
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]);
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        for (int k = 0; k < 4; k++) {
+            int32_t mk = m[2 * k] * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) + m[2 * k + 1] * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
+            acc_m[k] = fmaf(dmin, (float)mk, acc_m[k]);
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(avx2_q4_K_lanes(&x[b], &y[b], sc)), acc);
+    }
+    return avx2_lane_sum(acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+}
+static float vec_dot_q4_K_r8_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        acc = fmaf((float)avx2_sum_i32(avx2_q4_K_lanes(&x[b], &y[b], sc)), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+#endif
 
 static void quantize_q5_K(const float *src, void *dst, int64_t n)
 {
@@ -1626,7 +1759,7 @@ static void quantize_q6_K(const float *src, void *dst, int64_t n)
 
 /* Summation order of llama.cpp's x86 ggml_vec_dot_q6_K_q8_K (Q6_K is not repacked): the 8
  * lanes of k_lane_sums with the signed group scales, fused multiply-add by d_act·d. */
-static float vec_dot_q6_K(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q6_K(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
@@ -1643,6 +1776,39 @@ static float vec_dot_q6_K(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc);
 }
+#if HALDA_AVX2
+static float vec_dot_q6_K_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), m32 = _mm256_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) { /* the quarters of each half, as in the layout of section 3 */
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h));
+            __m256i l2 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h + 32));
+            __m256i hb = _mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h));
+            __m256i q[4] = {
+                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
+            };
+            for (int k = 0; k < 4; k++) {
+                __m256i a8 = _mm256_loadu_si256((const __m256i *)(y[b].qs + 128 * h + 32 * k));
+                /* (q − 32)·a in 16-bit pairs: q·a − 32·a, each unsigned × signed */
+                __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], a8), _mm256_maddubs_epi16(m32, a8));
+                int g = 8 * h + 2 * k;
+                __m256i sc = _mm256_set_m128i(_mm_set1_epi16(x[b].scales[g + 1]), _mm_set1_epi16(x[b].scales[g]));
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p16, sc));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(sum), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+#endif
 
 /* ---- IQ1_S, IQ1_M --------------------------------------------------------------------------- */
 
@@ -1920,22 +2086,40 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 
 /* ---- The table ------------------------------------------------------------------------------ */
 
+/* The dot products the table names: the SIMD twin where this build has one, chosen once at
+ * compile time; the scalar function otherwise. */
+#if HALDA_AVX2
+#define VEC_DOT_Q8_0 vec_dot_q8_0_avx2
+#define VEC_DOT_Q4_0 vec_dot_q4_0_avx2
+#define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8_avx2
+#define VEC_DOT_Q4_K vec_dot_q4_K_avx2
+#define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx2
+#define VEC_DOT_Q6_K vec_dot_q6_K_avx2
+#else
+#define VEC_DOT_Q8_0 vec_dot_q8_0
+#define VEC_DOT_Q4_0 vec_dot_q4_0
+#define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8
+#define VEC_DOT_Q4_K vec_dot_q4_K
+#define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8
+#define VEC_DOT_Q6_K vec_dot_q6_K
+#endif
+
 static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, vec_dot_f32, NULL},
     [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, vec_dot_f16, NULL},
     [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, vec_dot_bf16, NULL},
-    [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, vec_dot_q4_0, vec_dot_q4_0_r8},
+    [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8},
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, vec_dot_q4_1, NULL},
     [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, vec_dot_q5_0, NULL},
     [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, vec_dot_q5_1, NULL},
-    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, vec_dot_q8_0, NULL},
+    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, VEC_DOT_Q8_0, NULL},
     [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, quantize_q8_1, NULL, NULL},
     [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, quantize_q8_K, NULL, NULL},
     [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, vec_dot_q2_K, vec_dot_q2_K_r8},
     [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, vec_dot_q3_K, NULL},
-    [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, vec_dot_q4_K, vec_dot_q4_K_r8},
+    [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8},
     [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, vec_dot_q5_K, vec_dot_q5_K_r8},
-    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, vec_dot_q6_K, NULL},
+    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, NULL},
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL},
     [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m, NULL},
     [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, vec_dot_iq4_nl, vec_dot_iq4_nl_r8},

@@ -6,7 +6,9 @@
  *      integer parts are exact, so only F32 rounding separates them;
  *   3. hand-made blocks: bytes written from the format description in halda.c (not with its
  *      quantizers), dequantized values checked exactly, including literal values worked out
- *      by hand for the packed scales of Q3_K and Q4_K/Q5_K. */
+ *      by hand for the packed scales of Q3_K and Q4_K/Q5_K;
+ *   4. SIMD twins: every AVX2 dot product equals its scalar specification bit for bit, on
+ *      random and extreme blocks at awkward lengths. */
 #define HALDA_NO_MAIN
 #include "../halda.c"
 #include "test.h"
@@ -142,7 +144,7 @@ static void check_dot(int type, int64_t n, bool r8)
     const type_traits *t = type_info(type), *at = type_info(t->act_type);
     vec_dot_fn dot = r8 ? t->vec_dot_r8 : t->vec_dot;
     if (!dot) return;
-    float *w = malloc((size_t)n * 4), *a = malloc((size_t)n * 4), *wd = malloc((size_t)n * 4), *ad = malloc((size_t)n * 4);
+    float *w = calloc((size_t)n, 4), *a = calloc((size_t)n, 4), *wd = calloc((size_t)n, 4), *ad = calloc((size_t)n, 4);
     uint8_t *wq = malloc(type_row_bytes(type, n) + 64), *aq = malloc(type_row_bytes(t->act_type, n) + 64);
     float s[1024];
     for (int64_t i = 0; i < n; i++) w[i] = normalish(), a[i] = normalish() * 3;
@@ -463,6 +465,55 @@ static void test_hand_iq1(void)
     expect_block("iq1_m exact round trip", again, got, QK_K);
 }
 
+/* ---- 4. SIMD twins ------------------------------------------------------------------------- */
+
+#if HALDA_AVX2
+typedef struct {
+    const char *name;
+    int type;
+    vec_dot_fn scalar, simd;
+} simd_twin;
+
+static void check_twin(const simd_twin *tw, int64_t n, int mode)
+{
+    const type_traits *t = type_info(tw->type);
+    float *w = malloc((size_t)n * 4), *a = malloc((size_t)n * 4);
+    uint8_t *wq = malloc(type_row_bytes(tw->type, n) + 64), *aq = malloc(type_row_bytes(t->act_type, n) + 64);
+    for (int64_t i = 0; i < n; i++) {
+        w[i] = normalish(), a[i] = normalish();
+        if (mode == 1) w[i] = i % 2 ? 1e4f : -1e4f, a[i] = i % 3 ? -1e4f : 1e4f; /* every byte at ±127 */
+        if (mode == 2 && i % 64 == 0) w[i] *= 1e3f, a[i] *= 1e3f;             /* outliers: skewed scales */
+    }
+    t->quantize(w, wq, n);
+    type_info(t->act_type)->quantize(a, aq, n);
+    float s1 = tw->scalar(n, wq, aq), s2 = tw->simd(n, wq, aq);
+    CHECK(!memcmp(&s1, &s2, sizeof s1), "%s n=%lld mode %d: SIMD %.9g != scalar %.9g", tw->name, (long long)n, mode, s2, s1);
+    free(w), free(a), free(wq), free(aq);
+}
+
+static void test_simd_twins(void)
+{
+    static const simd_twin twins[] = {
+        {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_avx2},
+        {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_avx2},
+        {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_avx2},
+        {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_avx2},
+        {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx2},
+        {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx2},
+    };
+    static const int blocks[] = {1, 2, 3, 5, 7, 8, 13, 33, 128};
+    for (size_t k = 0; k < sizeof twins / sizeof *twins; k++) {
+        CHECK(type_vec_dot(type_info(twins[k].type), strstr(twins[k].name, "r8") ? 8 : 7) == twins[k].simd,
+              "%s: the table uses the AVX2 twin", twins[k].name);
+        for (size_t b = 0; b < sizeof blocks / sizeof *blocks; b++)
+            for (int mode = 0; mode < 3; mode++)
+                for (int rep = 0; rep < 3; rep++) check_twin(&twins[k], (int64_t)blocks[b] * type_info(twins[k].type)->block_elems, mode);
+    }
+}
+#else
+static void test_simd_twins(void) { SKIP("no AVX2 in this build: SIMD twins not compared"); }
+#endif
+
 int main(void)
 {
     test_round_trips();
@@ -475,5 +526,6 @@ int main(void)
     test_hand_dot();
     test_iq1_grid();
     test_hand_iq1();
+    test_simd_twins();
     return test_summary("kernels");
 }
