@@ -6,13 +6,14 @@
 #   make demo     write a synthetic model and run it
 #   make bench    speed figures (see bench/README.md)
 #   make bench-tokenizer   tokenization speed (MB/s) for each vocabulary in ../shared/models
+#   make bench-kernels     single-thread dot-product speed, scalar vs SIMD (bench/kernels.c)
 CC      ?= cc
 OPT     ?= -O3 -march=native
 WARN    := -std=c11 -Wall -Wextra -Wshadow
 LDLIBS  := -lm
 TESTS   := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all portable test sanitize fuzz demo bench bench-tokenizer clean
+.PHONY: all portable test sanitize fuzz demo bench bench-tokenizer bench-kernels clean
 all: halda
 
 halda: halda.c halda.h
@@ -68,6 +69,12 @@ demo: halda
 
 bench: halda
 	@sh bench/bench.sh
+
+build/bench-kernels: bench/kernels.c halda.c halda.h
+	@mkdir -p build
+	$(CC) $(OPT) $(TWARN) -pthread bench/kernels.c -o $@ $(LDLIBS)
+bench-kernels: build/bench-kernels
+	@build/bench-kernels
 
 clean:
 	rm -rf halda halda-portable tests/bin tests/bin-san build

@@ -859,6 +859,94 @@ static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl layout");
 /* The codebook is part of the format (llama.cpp's kvalues_iq4nl): sorted, in [-127, 113]. */
 static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
+/* ---- IQ1_S and IQ1_M: 1.56 and 1.75 bits per weight ----------------------------------------
+ * Groups of 8 weights are not quantized element by element but picked whole from a fixed grid
+ * of 2048 patterns of 8 values in {−1, 0, +1} (an 11-bit index per group: 1.375 bits per
+ * weight), then scaled and shifted: w = d·(2s+1)·(g_j + δ) with a 3-bit scale s and a shift
+ * δ = ±1/8.  The shift lets a group lean positive or negative; the grid keeps the patterns
+ * that trained weights actually show. */
+
+/* IQ1_S: 8 sub-blocks ib of 32 weights, each 4 groups l of 8.  qs[4·ib + l] holds the low 8
+ * bits of group l's grid index; qh[ib] (a little-endian u16) holds its high 3 bits in bits
+ * 3l..3l+2, the sub-block's scale s in bits 12..14 and the sign of δ in bit 15 (set: δ = −1/8).
+ * 1.5625 bits per weight. */
+typedef struct {
+    f16_t d;
+    uint8_t qs[QK_K / 8];
+    uint16_t qh[QK_K / 32];
+} block_iq1_s;
+static_assert(sizeof(block_iq1_s) == 50, "block_iq1_s layout");
+
+/* IQ1_M: the same groups, with a scale per 16 weights and a shift per group of 8, and no F16
+ * field: d's 16 bits ride in the top nibbles of the scales.  qs as IQ1_S; qh[2·ib + l/2] holds
+ * group l's high 3 index bits and then its δ sign (set: −1/8) in its low nibble for even l, its
+ * high nibble for odd l.  Read scales as four little-endian u16 sc[0..3]: bits 6·(ib%2)..+2 of
+ * sc[ib/2] are the scale s of the first 16 weights of sub-block ib, the next 3 bits that of the
+ * second 16; bits 12..15 of sc[k] are bits 4k..4k+3 of d.  1.75 bits per weight. */
+typedef struct {
+    uint8_t qs[QK_K / 8];
+    uint8_t qh[QK_K / 16];
+    uint8_t scales[QK_K / 32];
+} block_iq1_m;
+static_assert(sizeof(block_iq1_m) == 56, "block_iq1_m layout");
+
+/* The grid is llama.cpp's iq1s_grid (ggml-common.h); it defines the format, so its values are
+ * taken as they are.  That table lists its 2048 patterns in increasing order of the base-3
+ * number p = Σ_j (g_j + 1)·3^j, so the grid is fully described by which of the 3^8 = 6561
+ * patterns belong to it: bit p%32 of word p/32 below is set for a member.  iq1_grid_get()
+ * expands it once into index -> 8 values; tests/test_kernels.c checks the expansion against
+ * a checksum and sample entries of llama.cpp's table. */
+static const uint32_t iq1_grid_bitmap[206] = {
+    0x85142555, 0x514202a0, 0xa8314508, 0xa28a2086, 0x202a081a, 0x14508514, 0x45442082, 0xa0051525,
+    0x88208202, 0x82080018, 0xa02a03a0, 0x0aaabb88, 0x000baa90, 0xaa0a0022, 0x08a0828c, 0x45085140,
+    0x50808821, 0x08514214, 0x9808308a, 0x2a8008a0, 0x14214508, 0x42482085, 0x01450855, 0x20a0c22c,
+    0x2a00268a, 0xa2aaa824, 0x08afe208, 0x00282808, 0x284202a0, 0xa82028aa, 0x9b0a2080, 0xa8bab908,
+    0x89aeca20, 0x3aaaaea2, 0xbaeaeb7c, 0xb80e82bb, 0xd3caba22, 0x2202920e, 0xa8202200, 0x820aba8a,
+    0x2a000802, 0x3ba2e04a, 0xa22b2022, 0x81408100, 0x08288aaa, 0x85140122, 0x20821550, 0x54214509,
+    0x0208a085, 0x203aa823, 0x54208284, 0xa2085142, 0x50950820, 0x082a0214, 0x8082a8b8, 0x200248a0,
+    0x68a28208, 0xab2802a2, 0x2085082a, 0x08308208, 0x45004045, 0xa0851421, 0x00514200, 0x82290145,
+    0x2a828a00, 0x1430a108, 0x82145005, 0x21450828, 0x02208514, 0x2aaa2002, 0xb1122000, 0xa828ae8a,
+    0xa8aaa1ba, 0x0a820070, 0x22280208, 0x82008402, 0xa0804800, 0xaa2ab0ea, 0xba8b20c2, 0xa7daea22,
+    0xa86e8b8b, 0xaa2ab092, 0x448a8b72, 0x48202a0c, 0x8a284084, 0x20aa082a, 0x22a2ccc8, 0xa09aafa2,
+    0x0002a8e8, 0xa82a0002, 0x80200088, 0xa2a28ba0, 0x80a0ba28, 0xba0a3282, 0xfebab8be, 0x2ba0a2eb,
+    0x0a8a08a2, 0x00a2ea28, 0x0c0232a1, 0xdeeaa4fa, 0x2ea82bef, 0xeb7ebe8d, 0xbf7ff7fa, 0xdeba7de6,
+    0xff27fb69, 0x12fa26bf, 0x228ae1e9, 0x0ebeaa10, 0xb208aa84, 0xae820ba8, 0xe924baff, 0x62048083,
+    0xa8f2682c, 0x002ba40a, 0x08082a02, 0x0012aae2, 0x0a2a8202, 0x82c920a6, 0x28829089, 0x8c00a200,
+    0x82001380, 0x6c000808, 0xbbaaaa8a, 0x8abea602, 0x8002caa0, 0xd02e976b, 0x8210e9b2, 0xdeaa2e10,
+    0xa5d11528, 0x820a0004, 0x20828a00, 0x20a10108, 0xba39aa82, 0xa0843222, 0x00188009, 0x0262a28a,
+    0x51441481, 0xac214500, 0x42145082, 0x20aa0851, 0x0a87aa28, 0x45082a12, 0xa0051421, 0x08514208,
+    0x02200145, 0x22a240a0, 0x08008800, 0x8a6a08a2, 0xaaaab86e, 0x0a200080, 0x22c8e282, 0x50440821,
+    0x09514214, 0x8515208a, 0x0a861450, 0x2a2aaa08, 0x420a0080, 0x21450851, 0x145000a8, 0xe2085142,
+    0x0a828820, 0x082a8218, 0x8aaaa2aa, 0x0a028bb0, 0x2820aa2a, 0x0aaa8082, 0x00280828, 0x220288a9,
+    0x280bbea0, 0xba8a08b8, 0xffaeb24b, 0xaef8a4ba, 0x285220aa, 0x30a0b668, 0x020a80e6, 0x6a220828,
+    0x0a208062, 0x2baaaa02, 0xa9a2eaaa, 0x0808a2a0, 0x8aa02010, 0x0e820022, 0x14214500, 0x400aa085,
+    0x21450851, 0x4a0006a9, 0xa50802aa, 0x440d1000, 0x08288214, 0x05142145, 0x82820800, 0x0020f2ac,
+    0x0aaa0000, 0x20ba0a28, 0x0002a2ea, 0x28094882, 0x110014e9, 0x0051454b, 0x02a80145, 0x51421450,
+    0x08248808, 0x400a2888, 0x01450008, 0x02a00514, 0x45085140, 0x00000001,
+};
+
+static int8_t iq1_grid[2048][8];  /* grid index -> its 8 values */
+static int16_t iq1_grid_index[6561]; /* pattern p -> grid index, −1 for non-members (quantizer) */
+
+static void iq1_grid_build(void)
+{
+    int k = 0;
+    for (int p = 0; p < 6561; p++) {
+        iq1_grid_index[p] = -1;
+        if (!(iq1_grid_bitmap[p / 32] >> (p % 32) & 1) || k == 2048) continue;
+        for (int j = 0, r = p; j < 8; j++, r /= 3) iq1_grid[k][j] = (int8_t)(r % 3 - 1);
+        iq1_grid_index[p] = (int16_t)k++;
+    }
+}
+static pthread_once_t iq1_grid_once = PTHREAD_ONCE_INIT;
+static const int8_t (*iq1_grid_get(void))[8]
+{
+    pthread_once(&iq1_grid_once, iq1_grid_build);
+    return (const int8_t (*)[8])iq1_grid;
+}
+
+#define IQ1_DELTA 0.125f /* |δ| */
+
 /* ---- The k-quants ----------------------------------------------------------------------------
  * A super-block of 256 weights carries one or two F16 scales (d, and dmin where there is an
  * offset) and small integer scales per group of 16 or 32 weights, so a weight is
@@ -1132,6 +1220,46 @@ static inline int32_t k_dot(const int8_t *qw, const int *gscale, const int8_t *q
     return s;
 }
 
+/* ---- AVX2 ------------------------------------------------------------------------------------
+ * The AVX2 dot products (Q8_0, Q4_0, Q4_K, Q6_K) sit right below their scalar twins and replace
+ * them in the table on builds with AVX2 and FMA.  They compute the same exact integer lane
+ * sums and the same F32 operations in the same order, so they are bit-identical to the scalar
+ * functions (tests/test_kernels.c checks it).  The one caveat is the byte product: maddubs
+ * adds two products into 16 bits, which cannot saturate while the signed bytes stay in
+ * [−127, 127] — every quantizer here and in llama.cpp keeps them there, and llama.cpp's own
+ * kernels make the same assumption.  The scalar twins stay compiled as the specification
+ * (marked unused where the table no longer names them). */
+#if HALDA_AVX2
+/* lane l = Σ_{i=4l..4l+3} x_i·y_i over 32 signed bytes: |x| times y with x's sign, paired into
+ * 16 bits, then paired again into 32. */
+static inline __m256i avx2_dot_i8_lanes(__m256i x, __m256i y)
+{
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+/* The same for unsigned x (k-quant weights), each 16-element half weighted by its own 16-bit scale. */
+static inline __m256i avx2_dot_u8_lanes(__m256i x, __m256i y, int scale_lo, int scale_hi)
+{
+    __m256i sc = _mm256_set_m128i(_mm_set1_epi16((int16_t)scale_hi), _mm_set1_epi16((int16_t)scale_lo));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), sc);
+}
+/* lane_acc_sum's order, on a vector of 8 lanes */
+static inline float avx2_lane_sum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline int32_t avx2_sum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_extracti128_si256(v, 1), _mm256_castsi256_si128(v));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+#endif
+
 /* ---- Q8_0 and Q8_1 (weights and activations) ------------------------------------------------ */
 
 /* d = max|x| / 127, q = round(x · 127 / max|x|), ties to even. */
@@ -1154,7 +1282,7 @@ static void dequantize_q8_0(const void *src, float *dst, int64_t n)
         for (int j = 0; j < QK; j++) dst[b * QK + j] = d * x[b].qs[j];
     }
 }
-static float vec_dot_q8_0(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q8_0(int64_t n, const void *w, const void *a)
 {
     const block_q8_0 *x = w, *y = a;
     lane_acc acc = {{0}};
@@ -1165,6 +1293,18 @@ static float vec_dot_q8_0(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc);
 }
+#if HALDA_AVX2
+static float vec_dot_q8_0_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q8_0 *x = w, *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i lanes = avx2_dot_i8_lanes(_mm256_loadu_si256((const __m256i *)x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+#endif
 
 static void quantize_q8_1(const float *src, void *dst, int64_t n)
 {
@@ -1214,7 +1354,7 @@ static void dequantize_q4_0(const void *src, float *dst, int64_t n)
         }
     }
 }
-static float vec_dot_q4_0(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_0(int64_t n, const void *w, const void *a)
 {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
@@ -1228,7 +1368,7 @@ static float vec_dot_q4_0(int64_t n, const void *w, const void *a)
 }
 /* The repacked order: one F32 accumulator, one fused multiply-add of the block's exact integer
  * sum per block (it took the tiny Q4_0 references from 4e-3 to 3e-7 worst logit error). */
-static float vec_dot_q4_0_r8(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_0_r8(int64_t n, const void *w, const void *a)
 {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
@@ -1240,6 +1380,39 @@ static float vec_dot_q4_0_r8(int64_t n, const void *w, const void *a)
     }
     return acc;
 }
+#if HALDA_AVX2
+/* The 32 weights of a Q4_0 block as signed bytes in element order (low nibbles, then high). */
+static inline __m256i avx2_q4_0_bytes(const block_q4_0 *x)
+{
+    __m128i raw = _mm_loadu_si128((const __m128i *)x->qs);
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
+    return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+}
+static float vec_dot_q4_0_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i lanes = avx2_dot_i8_lanes(avx2_q4_0_bytes(&x[b]), _mm256_loadu_si256((const __m256i *)y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+/* The repacked order's one accumulator is a chain of scalar FMAs; SIMD finds each block's
+ * exact integer sum. */
+static float vec_dot_q4_0_r8_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32_t s = avx2_sum_i32(avx2_dot_i8_lanes(avx2_q4_0_bytes(&x[b]), _mm256_loadu_si256((const __m256i *)y[b].qs)));
+        acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+#endif
 
 static void quantize_q4_1(const float *src, void *dst, int64_t n)
 {
@@ -1273,11 +1446,11 @@ static float vec_dot_q4_1(int64_t n, const void *w, const void *a)
     const block_q4_1 *x = w;
     const block_q8_1 *y = a;
     lane_acc acc = {{0}};
-    float mins = 0; /* Σ m·s, added after the lanes */
+    float mins = 0; /* Σ m·s, added after the lanes; fused, as llama.cpp's build compiles it */
     int q[QK];
     for (int64_t b = 0; b < n / QK; b++) {
         for (int j = 0; j < QK / 2; j++) q[j] = x[b].qs[j] & 15, q[j + QK / 2] = x[b].qs[j] >> 4;
-        mins += f16_to_f32(x[b].m) * f16_to_f32(y[b].s);
+        mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
         lane_acc_block(&acc, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), q, y[b].qs);
     }
     return lane_acc_sum(&acc) + mins;
@@ -1380,7 +1553,7 @@ static float vec_dot_q5_1(int64_t n, const void *w, const void *a)
             q[j] = (x[b].qs[j] & 15) | (int)((qh >> j) & 1) << 4;
             q[j + QK / 2] = (x[b].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
         }
-        mins += f16_to_f32(x[b].m) * f16_to_f32(y[b].s);
+        mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
         lane_acc_block(&acc, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), q, y[b].qs);
     }
     return lane_acc_sum(&acc) + mins;
@@ -1403,7 +1576,7 @@ static float fit_scale(const float *x, int n, int qmin, int qmax, int8_t *L)
     float amax = 0, max = 0;
     for (int i = 0; i < n; i++)
         if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
-    memset(L, 0, (size_t)n);
+    for (int i = 0; i < n; i++) L[i] = 0;
     if (amax == 0) return 0;
     double best_gain = -1;
     float best = 0;
@@ -1431,7 +1604,7 @@ static void fit_scale_min(const float *x, int n, int nmax, uint8_t *L, float *sc
 {
     float lo = 0, hi = -FLT_MAX;
     for (int i = 0; i < n; i++) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
-    memset(L, 0, (size_t)n);
+    for (int i = 0; i < n; i++) L[i] = 0;
     *scale = 0, *min = -lo;
     if (!(hi > lo)) return; /* all values equal (and <= 0): the minimum alone represents them */
     double best_err = DBL_MAX;
@@ -1577,8 +1750,8 @@ static void dequantize_q8_K(const void *src, float *dst, int64_t n)
  * Each type has an `unpack` that writes the 256 integers q of a super-block (the layouts of
  * section 3 in code), and the dot products work on those integers: the per-group integer sums
  * are exact, and only the final F32 steps need to follow llama.cpp's order (see each kernel).
- * The dequantizers compute (d·sc)·q − dmin·m in the order llama.cpp's reference does, with the
- * product and the difference as separate statements so that no compiler fuses them. */
+ * The dequantizers compute (d·sc)·q − dmin·m as llama.cpp's do; both products are exact (an
+ * F16 times small integers), so only the subtraction rounds, fused into an FMA or not. */
 
 /* Byte and bit of element i in the 2-bit planes (Q2_K, Q3_K): plane i%128/32 of byte
  * 32·(i/128) + i%32; and in the nibble planes (Q4_K, Q5_K): nibble i%64/32 of byte 32·(i/64) + i%32. */
@@ -1671,8 +1844,7 @@ static void dequantize_q2_K(const void *src, float *dst, int64_t n)
         q2_K_unpack(&x[b], q);
         for (int i = 0; i < QK_K; i++) {
             float dl = d * (float)(x[b].scales[i / 16] & 15), ml = dmin * (float)(x[b].scales[i / 16] >> 4);
-            float v = dl * (float)q[i];
-            dst[i] = v - ml;
+            dst[i] = dl * (float)q[i] - ml;
         }
     }
 }
@@ -1794,10 +1966,7 @@ static void dequantize_k_scale_min(float d, float dmin, const uint8_t scales[12]
         int sc, m;
         k_scale_min(scales, j, &sc, &m);
         float dl = d * (float)sc, ml = dmin * (float)m;
-        for (int i = 32 * j; i < 32 * j + 32; i++) {
-            float v = dl * (float)q[i];
-            dst[i] = v - ml;
-        }
+        for (int i = 32 * j; i < 32 * j + 32; i++) dst[i] = dl * (float)q[i] - ml;
     }
 }
 
@@ -1837,7 +2006,7 @@ static void k_scale_min_dot(const int8_t *q, const uint8_t scales[12], f16_t d, 
     *acc = fmaf((float)k_dot(q, sc, y->qs), f16_to_f32(d) * y->d, *acc);
     *acc_min = fmaf((float)mins, f16_to_f32(dmin) * y->d, *acc_min);
 }
-static float vec_dot_q4_K_r8(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_K_r8(int64_t n, const void *w, const void *a)
 {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
@@ -1853,7 +2022,7 @@ static float vec_dot_q4_K_r8(int64_t n, const void *w, const void *a)
  * (times d_act·d); the minimums in 4 more F32 lanes, lane k getting the products of sub-blocks
  * 2k and 2k+1 (times −d_act·dmin); at the end the 8 lanes as lane_acc_sum, plus the 4 as
  * (m0 + m2) + (m1 + m3). */
-static float vec_dot_q4_K(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_K(int64_t n, const void *w, const void *a)
 {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
@@ -1876,6 +2045,54 @@ static float vec_dot_q4_K(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
 }
+#if HALDA_AVX2
+/* k_lane_sums of a Q4_K super-block: each 32-byte run of qs holds two sub-blocks, one per nibble. */
+static inline __m256i avx2_q4_K_lanes(const block_q4_K *x, const block_q8_K *y, const int sc[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i sum = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+        __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        __m256i plo = avx2_dot_u8_lanes(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
+        __m256i phi = avx2_dot_u8_lanes(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
+        sum = _mm256_add_epi32(sum, _mm256_add_epi32(plo, phi));
+    }
+    return sum;
+}
+static float vec_dot_q4_K_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    float acc_m[4] = {0};
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]);
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        for (int k = 0; k < 4; k++) {
+            int32_t mk = m[2 * k] * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) + m[2 * k + 1] * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
+            acc_m[k] = fmaf(dmin, (float)mk, acc_m[k]);
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(avx2_q4_K_lanes(&x[b], &y[b], sc)), acc);
+    }
+    return avx2_lane_sum(acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+}
+static float vec_dot_q4_K_r8_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        acc = fmaf((float)avx2_sum_i32(avx2_q4_K_lanes(&x[b], &y[b], sc)), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+#endif
 
 static void quantize_q5_K(const float *src, void *dst, int64_t n)
 {
@@ -2000,7 +2217,7 @@ static void quantize_q6_K(const float *src, void *dst, int64_t n)
 
 /* Summation order of llama.cpp's x86 ggml_vec_dot_q6_K_q8_K (Q6_K is not repacked): the 8
  * lanes of k_lane_sums with the signed group scales, fused multiply-add by d_act·d. */
-static float vec_dot_q6_K(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q6_K(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
@@ -2017,32 +2234,358 @@ static float vec_dot_q6_K(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc);
 }
+#if HALDA_AVX2
+static float vec_dot_q6_K_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), m32 = _mm256_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) { /* the quarters of each half, as in the layout of section 3 */
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h));
+            __m256i l2 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h + 32));
+            __m256i hb = _mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h));
+            __m256i q[4] = {
+                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
+            };
+            for (int k = 0; k < 4; k++) {
+                __m256i a8 = _mm256_loadu_si256((const __m256i *)(y[b].qs + 128 * h + 32 * k));
+                /* (q − 32)·a in 16-bit pairs: q·a − 32·a, each unsigned × signed */
+                __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], a8), _mm256_maddubs_epi16(m32, a8));
+                int g = 8 * h + 2 * k;
+                __m256i sc = _mm256_set_m128i(_mm_set1_epi16(x[b].scales[g + 1]), _mm_set1_epi16(x[b].scales[g]));
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p16, sc));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(sum), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+#endif
+
+/* ---- IQ1_S, IQ1_M --------------------------------------------------------------------------- */
+
+/* One super-block of either type, unpacked: the grid value of every weight, the sign of its
+ * shift δ, and the odd scale 2s+1 of every 16 weights (IQ1_S repeats its per-32 scale). */
+typedef struct {
+    int8_t g[QK_K];
+    int8_t shift[QK_K]; /* +1: δ = +1/8, −1: δ = −1/8 */
+    int scale[QK_K / 16];
+} iq1_unpacked;
+
+static void iq1_s_unpack(const block_iq1_s *x, iq1_unpacked *u)
+{
+    const int8_t(*grid)[8] = iq1_grid_get();
+    for (int ib = 0; ib < QK_K / 32; ib++) {
+        int qh = x->qh[ib];
+        u->scale[2 * ib] = u->scale[2 * ib + 1] = 2 * ((qh >> 12) & 7) + 1;
+        for (int l = 0; l < 4; l++) {
+            const int8_t *g = grid[x->qs[4 * ib + l] | ((qh >> (3 * l)) & 7) << 8];
+            for (int j = 0; j < 8; j++) u->g[32 * ib + 8 * l + j] = g[j], u->shift[32 * ib + 8 * l + j] = qh & 0x8000 ? -1 : 1;
+        }
+    }
+}
+
+static inline int iq1_m_sc(const block_iq1_m *x, int k) { return x->scales[2 * k] | x->scales[2 * k + 1] << 8; }
+/* d, gathered from the top nibbles of the four scale words */
+static inline f16_t iq1_m_d(const block_iq1_m *x)
+{
+    return (f16_t)((iq1_m_sc(x, 0) >> 12) | (iq1_m_sc(x, 1) >> 8 & 0x00f0) | (iq1_m_sc(x, 2) >> 4 & 0x0f00) | (iq1_m_sc(x, 3) & 0xf000));
+}
+static void iq1_m_unpack(const block_iq1_m *x, iq1_unpacked *u)
+{
+    const int8_t(*grid)[8] = iq1_grid_get();
+    for (int ib = 0; ib < QK_K / 32; ib++) {
+        int sc = iq1_m_sc(x, ib / 2) >> (6 * (ib % 2));
+        u->scale[2 * ib] = 2 * (sc & 7) + 1, u->scale[2 * ib + 1] = 2 * ((sc >> 3) & 7) + 1;
+        for (int l = 0; l < 4; l++) {
+            int h = (x->qh[2 * ib + l / 2] >> (4 * (l % 2))) & 15;
+            const int8_t *g = grid[x->qs[4 * ib + l] | (h & 7) << 8];
+            for (int j = 0; j < 8; j++) u->g[32 * ib + 8 * l + j] = g[j], u->shift[32 * ib + 8 * l + j] = h & 8 ? -1 : 1;
+        }
+    }
+}
+
+/* w = (d·(2s+1))·(g + δ), as llama.cpp computes it */
+static void iq1_dequantize(float d, const iq1_unpacked *u, float *dst)
+{
+    for (int i = 0; i < QK_K; i++) dst[i] = d * (float)u->scale[i / 16] * ((float)u->g[i] + IQ1_DELTA * (float)u->shift[i]);
+}
+static void dequantize_iq1_s(const void *src, float *dst, int64_t n)
+{
+    const block_iq1_s *x = src;
+    iq1_unpacked u;
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) iq1_s_unpack(&x[b], &u), iq1_dequantize(f16_to_f32(x[b].d), &u, dst);
+}
+static void dequantize_iq1_m(const void *src, float *dst, int64_t n)
+{
+    const block_iq1_m *x = src;
+    iq1_unpacked u;
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) iq1_m_unpack(&x[b], &u), iq1_dequantize(f16_to_f32(iq1_m_d(&x[b])), &u, dst);
+}
+
+/* Summation order of llama.cpp's x86 ggml_vec_dot_iq1_s_q8_K: the grid products (times 2s+1) in
+ * the 8 lanes, fused multiply-add by d_act·d; the shifts' exact integer sum per super-block
+ * (Σ over sub-blocks of ±(2s+1)·Σa, from bsums) into one F32 sum with a fused multiply-add;
+ * at the end lanes + 1/8 · that sum. */
+static float vec_dot_iq1_s(int64_t n, const void *w, const void *a)
+{
+    const block_iq1_s *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}};
+    float acc_shift = 0;
+    iq1_unpacked u;
+    int32_t lane[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        iq1_s_unpack(&x[b], &u);
+        k_lane_sums(u.g, u.scale, y[b].qs, lane);
+        int32_t shifts = 0;
+        for (int ib = 0; ib < QK_K / 32; ib++) shifts += (y[b].bsums[2 * ib] + y[b].bsums[2 * ib + 1]) * u.shift[32 * ib] * u.scale[2 * ib];
+        float d = y[b].d * f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; l++) acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+        acc_shift = fmaf(d, (float)shifts, acc_shift);
+    }
+    return lane_acc_sum(&acc) + IQ1_DELTA * acc_shift;
+}
+/* Summation order of llama.cpp's x86 ggml_vec_dot_iq1_m_q8_K: the grid products and the shifts
+ * (±1 per weight, times the scale of its 16) each in 8 lanes of their own, fused multiply-add
+ * by d_act·d; at the end lanes + 1/8 · shift lanes. */
+static float vec_dot_iq1_m(int64_t n, const void *w, const void *a)
+{
+    const block_iq1_m *x = w;
+    const block_q8_K *y = a;
+    lane_acc acc = {{0}}, acc_shift = {{0}};
+    iq1_unpacked u;
+    int32_t lane[8], lane_shift[8];
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        iq1_m_unpack(&x[b], &u);
+        k_lane_sums(u.g, u.scale, y[b].qs, lane);
+        k_lane_sums(u.shift, u.scale, y[b].qs, lane_shift);
+        float d = y[b].d * f16_to_f32(iq1_m_d(&x[b]));
+        for (int l = 0; l < 8; l++) {
+            acc.lane[l] = fmaf(d, (float)lane[l], acc.lane[l]);
+            acc_shift.lane[l] = fmaf(d, (float)lane_shift[l], acc_shift.lane[l]);
+        }
+    }
+    return lane_acc_sum(&acc) + IQ1_DELTA * lane_acc_sum(&acc_shift);
+}
+
+/* The IQ1 quantizer.  For a given scale and shift, each group of 8 wants the grid pattern
+ * nearest to its targets t = x/scale − δ.  The nearest pattern of {−1,0,+1}^8 is often not in
+ * the grid (2048 of 6561 are), so iq1_nearest looks among the patterns that give each element
+ * its nearest or its second-nearest value: first those that differ from the nearest in at most
+ * two elements (the grid is dense enough that one of them nearly always is a member), and
+ * only if none is, all 256 of them.  Returns the grid index and writes the squared error. */
+static int iq1_nearest(const float *t, double *err)
+{
+    static const int pow3[8] = {1, 3, 9, 27, 81, 243, 729, 2187};
+    int p1 = 0, step[8];
+    double c1 = 0, dc[8]; /* the nearest pattern's error, and what switching element j adds */
+    for (int j = 0; j < 8; j++) {
+        float tj = fminf(fmaxf(t[j], -2.0f), 2.0f);
+        int v1 = tj < -0.5f ? -1 : tj > 0.5f ? 1 : 0;
+        int v2 = tj > (float)v1 ? (v1 < 1 ? v1 + 1 : 0) : (v1 > -1 ? v1 - 1 : 0);
+        p1 += (v1 + 1) * pow3[j], step[j] = (v2 - v1) * pow3[j];
+        c1 += ((double)t[j] - v1) * ((double)t[j] - v1);
+        dc[j] = ((double)t[j] - v2) * ((double)t[j] - v2) - ((double)t[j] - v1) * ((double)t[j] - v1);
+    }
+    int best = iq1_grid_index[p1];
+    *err = c1;
+    if (best >= 0) return best;
+    *err = DBL_MAX;
+    for (int a = 0; a < 8; a++)
+        for (int b = a; b < 8; b++) { /* b == a: one element switched */
+            int p = p1 + step[a] + (b != a ? step[b] : 0);
+            double e = c1 + dc[a] + (b != a ? dc[b] : 0);
+            if (e < *err && iq1_grid_index[p] >= 0) *err = e, best = iq1_grid_index[p];
+        }
+    for (int mask = 0; best < 0 && mask < 256; mask++) {
+        int p = p1;
+        double e = c1;
+        for (int j = 0; j < 8; j++)
+            if (mask >> j & 1) p += step[j], e += dc[j];
+        if (e < *err && iq1_grid_index[p] >= 0) *err = e, best = iq1_grid_index[p];
+    }
+    if (best >= 0) return best;
+    for (int k = 0; k < 2048; k++) { /* no such member at all: every grid entry */
+        double e = 0;
+        for (int j = 0; j < 8; j++) e += ((double)t[j] - iq1_grid[k][j]) * ((double)t[j] - iq1_grid[k][j]);
+        if (e < *err) *err = e, best = k;
+    }
+    return best;
+}
+
+/* Grid entries and shifts for n_groups groups of 8 weights x with one scale dl: the shift
+ * chosen per group, or (shared) one for all of them as IQ1_S has it.  Returns the squared
+ * error. */
+static double iq1_assign(const float *x, int n_groups, bool shared, float dl, int *idx, int *shift)
+{
+    double err_total[2] = {0, 0}, err_best = 0;
+    int idx_s[2][4];
+    for (int l = 0; l < n_groups; l++) {
+        double e[2];
+        for (int si = 0; si < 2; si++) {
+            float t[8], delta = si ? -IQ1_DELTA : IQ1_DELTA;
+            for (int j = 0; j < 8; j++) t[j] = dl > 0 ? x[8 * l + j] / dl - delta : 0;
+            idx_s[si][l] = iq1_nearest(t, &e[si]);
+            e[si] *= (double)dl * dl;
+            err_total[si] += e[si];
+        }
+        if (!shared) idx[l] = idx_s[e[1] < e[0]][l], shift[l] = e[1] < e[0] ? -1 : 1, err_best += fmin(e[0], e[1]);
+    }
+    if (shared) {
+        int si = err_total[1] < err_total[0];
+        for (int l = 0; l < n_groups; l++) idx[l] = idx_s[si][l], shift[l] = si ? -1 : 1;
+        err_best = err_total[si];
+    }
+    return err_best;
+}
+
+/* The best scale for such a run: scales that put max|x| exactly on each magnitude a weight can
+ * have (1 ± 1/8, 1/8) and a sweep between, each refined by least squares for the entries it
+ * chose.  Writes the entries and shifts of the best.  Candidates go from small scales to large
+ * and only a strictly better one replaces the best: a run of equal values is represented
+ * exactly both as ±1 + δ and as 0 + δ with a scale 9 times larger, and the smaller scale is
+ * the one that leaves the super-block's shared d fine enough for the other runs. */
+static float iq1_fit(const float *x, int n_groups, bool shared, int *idx, int *shift)
+{
+    float amax = 0;
+    for (int i = 0; i < 8 * n_groups; i++) amax = fmaxf(amax, fabsf(x[i]));
+    for (int l = 0; l < n_groups; l++) idx[l] = 0, shift[l] = 1;
+    if (amax == 0) return 0;
+    const int8_t(*grid)[8] = iq1_grid_get();
+    double best_err = DBL_MAX;
+    float best = 0;
+    for (int c = 0; c < 12; c++) {
+        float dl = amax / (c == 0 ? 1.125f : c == 10 ? 0.875f : c == 11 ? 0.125f : 1.45f - 0.1f * (float)(c - 1));
+        int ci[4], cs[4];
+        iq1_assign(x, n_groups, shared, dl, ci, cs);
+        double sxv = 0, svv = 0;
+        for (int l = 0; l < n_groups; l++)
+            for (int j = 0; j < 8; j++) {
+                double v = grid[ci[l]][j] + IQ1_DELTA * cs[l];
+                sxv += x[8 * l + j] * v, svv += v * v;
+            }
+        if (svv <= 0 || sxv <= 0) continue;
+        double fit = sxv / svv, err = 0;
+        for (int l = 0; l < n_groups; l++)
+            for (int j = 0; j < 8; j++) {
+                double e = x[8 * l + j] - fit * (grid[ci[l]][j] + IQ1_DELTA * cs[l]);
+                err += e * e;
+            }
+        if (err < best_err) {
+            best_err = err, best = (float)fit;
+            memcpy(idx, ci, (size_t)n_groups * sizeof *ci), memcpy(shift, cs, (size_t)n_groups * sizeof *cs);
+        }
+    }
+    return best;
+}
+
+/* The odd scales 2s+1 of n runs against one d = max(fit)/15, as F16; returns d and writes s. */
+static f16_t iq1_super_scale(const float *fit, int n, int *s)
+{
+    float max = 0;
+    for (int k = 0; k < n; k++) max = fmaxf(max, fit[k]);
+    f16_t d16 = f32_to_f16(max / 15.0f);
+    float d = f16_to_f32(d16);
+    for (int k = 0; k < n; k++) s[k] = d > 0 ? clampi(round_even((fit[k] / d - 1.0f) / 2.0f), 0, 7) : 0;
+    return d16;
+}
+
+static void quantize_iq1_s(const float *src, void *dst, int64_t n)
+{
+    block_iq1_s *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float fit[8];
+        int s[8], idx[4], shift[4];
+        for (int ib = 0; ib < 8; ib++) fit[ib] = iq1_fit(src + 32 * ib, 4, true, idx, shift);
+        y[b].d = iq1_super_scale(fit, 8, s);
+        float d = f16_to_f32(y[b].d);
+        for (int ib = 0; ib < 8; ib++) { /* the entries again, for the scale as stored */
+            iq1_assign(src + 32 * ib, 4, true, d * (float)(2 * s[ib] + 1), idx, shift);
+            int qh = s[ib] << 12 | (shift[0] < 0) << 15;
+            for (int l = 0; l < 4; l++) y[b].qs[4 * ib + l] = (uint8_t)idx[l], qh |= (idx[l] >> 8) << (3 * l);
+            y[b].qh[ib] = (uint16_t)qh;
+        }
+    }
+}
+static void quantize_iq1_m(const float *src, void *dst, int64_t n)
+{
+    block_iq1_m *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float fit[16];
+        int s[16], idx[2], shift[2];
+        for (int h = 0; h < 16; h++) fit[h] = iq1_fit(src + 16 * h, 2, false, idx, shift);
+        f16_t d16 = iq1_super_scale(fit, 16, s);
+        float d = f16_to_f32(d16);
+        memset(&y[b], 0, sizeof y[b]);
+        int sc[4] = {0};
+        for (int h = 0; h < 16; h++) {
+            int ib = h / 2;
+            iq1_assign(src + 16 * h, 2, false, d * (float)(2 * s[h] + 1), idx, shift);
+            for (int l2 = 0; l2 < 2; l2++) {
+                int l = 2 * (h % 2) + l2; /* group within the sub-block */
+                y[b].qs[4 * ib + l] = (uint8_t)idx[l2];
+                y[b].qh[2 * ib + l / 2] |= (uint8_t)(((idx[l2] >> 8) | (shift[l2] < 0) << 3) << (4 * (l % 2)));
+            }
+            sc[ib / 2] |= s[h] << (6 * (ib % 2) + 3 * (h % 2));
+        }
+        for (int k = 0; k < 4; k++) {
+            sc[k] |= (d16 >> (4 * k) & 15) << 12;
+            y[b].scales[2 * k] = (uint8_t)sc[k], y[b].scales[2 * k + 1] = (uint8_t)(sc[k] >> 8);
+        }
+    }
+}
 
 /* ---- The table ------------------------------------------------------------------------------ */
+
+/* The dot products the table names: the SIMD twin where this build has one, chosen once at
+ * compile time; the scalar function otherwise. */
+#if HALDA_AVX2
+#define VEC_DOT_Q8_0 vec_dot_q8_0_avx2
+#define VEC_DOT_Q4_0 vec_dot_q4_0_avx2
+#define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8_avx2
+#define VEC_DOT_Q4_K vec_dot_q4_K_avx2
+#define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx2
+#define VEC_DOT_Q6_K vec_dot_q6_K_avx2
+#else
+#define VEC_DOT_Q8_0 vec_dot_q8_0
+#define VEC_DOT_Q4_0 vec_dot_q4_0
+#define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8
+#define VEC_DOT_Q4_K vec_dot_q4_K
+#define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8
+#define VEC_DOT_Q6_K vec_dot_q6_K
+#endif
 
 static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, vec_dot_f32, NULL},
     [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, vec_dot_f16, NULL},
     [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, vec_dot_bf16, NULL},
-    [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, vec_dot_q4_0, vec_dot_q4_0_r8},
+    [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8},
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, vec_dot_q4_1, NULL},
     [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, vec_dot_q5_0, NULL},
     [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, vec_dot_q5_1, NULL},
-    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, vec_dot_q8_0, NULL},
+    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, VEC_DOT_Q8_0, NULL},
     [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, quantize_q8_1, NULL, NULL},
     [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, quantize_q8_K, NULL, NULL},
     [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, vec_dot_q2_K, vec_dot_q2_K_r8},
     [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, vec_dot_q3_K, NULL},
-    [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, vec_dot_q4_K, vec_dot_q4_K_r8},
+    [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8},
     [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, vec_dot_q5_K, vec_dot_q5_K_r8},
-    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, vec_dot_q6_K, NULL},
+    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, NULL},
+    [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL},
+    [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m, NULL},
     [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, vec_dot_iq4_nl, vec_dot_iq4_nl_r8},
     /* Known to GGUF; geometry recorded so files parse and are refused by name, not garbled. */
     [TYPE_IQ2_XXS] = {"iq2_xxs", QK_K, 66, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_IQ2_XS] = {"iq2_xs", QK_K, 74, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_IQ3_XXS] = {"iq3_xxs", QK_K, 98, TYPE_Q8_K, NULL, NULL, NULL, NULL},
-    [TYPE_IQ1_S] = {"iq1_s", QK_K, 50, TYPE_Q8_K, NULL, NULL, NULL, NULL},
-    [TYPE_IQ3_S] = {"iq3_s", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+        [TYPE_IQ3_S] = {"iq3_s", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_IQ2_S] = {"iq2_s", QK_K, 82, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_IQ4_XS] = {"iq4_xs", QK_K, 136, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_I8] = {"i8", 1, 1, TYPE_I8, NULL, NULL, NULL, NULL},
@@ -2050,8 +2593,7 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_I32] = {"i32", 1, 4, TYPE_I32, NULL, NULL, NULL, NULL},
     [TYPE_I64] = {"i64", 1, 8, TYPE_I64, NULL, NULL, NULL, NULL},
     [TYPE_F64] = {"f64", 1, 8, TYPE_F64, NULL, NULL, NULL, NULL},
-    [TYPE_IQ1_M] = {"iq1_m", QK_K, 56, TYPE_Q8_K, NULL, NULL, NULL, NULL},
-};
+    };
 
 /* The table row of a type id, or NULL for ids that are unknown (gaps 4, 5 and beyond). */
 static const type_traits *type_info(int type)
@@ -8586,7 +9128,8 @@ static const char *const usage_tokenize =
 static const char *const usage_gen =
     "usage: halda gen-model -o PATH [--arch llama|qwen2] [--type TYPE] [--out-type TYPE] [--layers N] [--embd N]\n"
     "                       [--ff N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--tied] [--seed S]\n"
-    "Write a synthetic model with deterministic random weights (types: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q6_k).\n";
+    "Write a synthetic model with deterministic random weights (types: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
+    "q2_k q3_k q4_k q5_k q6_k iq4_nl iq1_s iq1_m).\n";
 
 /* Parse flags for a subcommand; `allowed` lists the flags it takes, space-separated. */
 static void cli_parse(int argc, char **argv, const char *cmd, const char *allowed, const char *usage, cli_opts *o)

@@ -259,7 +259,7 @@ static void run_logits(halda_model *m, const int32_t *t, int n, int threads, int
 static void test_synthetic(void)
 {
     static const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1, TYPE_Q5_0, TYPE_Q5_1,
-                                TYPE_Q2_K, TYPE_Q3_K, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K, TYPE_IQ4_NL};
+                                TYPE_Q2_K, TYPE_Q3_K, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K, TYPE_IQ4_NL, TYPE_IQ1_S, TYPE_IQ1_M};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         for (int arch = ARCH_LLAMA; arch <= ARCH_QWEN2; arch++) {
             synth_params sp = {arch, types[ti], -1, 2, 256, 512, 4, 2, 512, 256, arch == ARCH_QWEN2, 7 + ti};

@@ -6,7 +6,9 @@
  *      integer parts are exact, so only F32 rounding separates them;
  *   3. hand-made blocks: bytes written from the format description in halda.c (not with its
  *      quantizers), dequantized values checked exactly, including literal values worked out
- *      by hand for the packed scales of Q3_K and Q4_K/Q5_K. */
+ *      by hand for the packed scales of Q3_K and Q4_K/Q5_K;
+ *   4. SIMD twins: every AVX2 dot product equals its scalar specification bit for bit, on
+ *      random and extreme blocks at awkward lengths. */
 #define HALDA_NO_MAIN
 #include "../halda.c"
 #include "test.h"
@@ -26,7 +28,8 @@ static bool has_kernels(const type_traits *t) { return t && t->quantize && t->de
 
 /* Round-trip bounds: the RMS error relative to the RMS of the data (normal-ish data), and the
  * largest error of one element relative to the largest |x| of its block.  Measured values for
- * normal data are about 0.27/0.14/0.072/0.036/0.019 (Q2_K..Q6_K), 0.075 (IQ4_NL), 0.086 (Q4_0);
+ * normal data are about 0.27/0.14/0.072/0.036/0.019 (Q2_K..Q6_K), 0.075 (IQ4_NL), 0.086 (Q4_0),
+ * 0.46 (IQ1_S) and 0.42 (IQ1_M);
  * the bounds leave room for short rows, where the RMS is noisier. */
 static void rt_bounds(int type, double *rel_rms, double *rel_max)
 {
@@ -40,6 +43,7 @@ static void rt_bounds(int type, double *rel_rms, double *rel_max)
     case TYPE_Q4_0: case TYPE_Q4_1: case TYPE_Q4_K: case TYPE_IQ4_NL: *rel_rms = 0.12, *rel_max = 0.2; break;
     case TYPE_Q3_K: *rel_rms = 0.2, *rel_max = 0.4; break;
     case TYPE_Q2_K: *rel_rms = 0.36, *rel_max = 0.6; break;
+    case TYPE_IQ1_M: case TYPE_IQ1_S: *rel_rms = 0.6, *rel_max = 1.0; break; /* measured 0.42 and 0.46 */
     default: *rel_rms = 0, *rel_max = 0;
     }
 }
@@ -140,7 +144,7 @@ static void check_dot(int type, int64_t n, bool r8)
     const type_traits *t = type_info(type), *at = type_info(t->act_type);
     vec_dot_fn dot = r8 ? t->vec_dot_r8 : t->vec_dot;
     if (!dot) return;
-    float *w = malloc((size_t)n * 4), *a = malloc((size_t)n * 4), *wd = malloc((size_t)n * 4), *ad = malloc((size_t)n * 4);
+    float *w = calloc((size_t)n, 4), *a = calloc((size_t)n, 4), *wd = calloc((size_t)n, 4), *ad = calloc((size_t)n, 4);
     uint8_t *wq = malloc(type_row_bytes(type, n) + 64), *aq = malloc(type_row_bytes(t->act_type, n) + 64);
     float s[1024];
     for (int64_t i = 0; i < n; i++) w[i] = normalish(), a[i] = normalish() * 3;
@@ -376,6 +380,140 @@ static void test_hand_dot(void)
     CHECK(vec_dot_q4_K_r8(QK_K, &b4, &a) == (float)want, "q4_k r8 dot by hand: %.9g vs %.9g", vec_dot_q4_K_r8(QK_K, &b4, &a), want);
 }
 
+/* IQ1: the grid expanded from halda's bitmap must be llama.cpp's iq1s_grid.  The checksum is
+ * FNV-1a (64-bit) over its 2048×8 values as bytes, in order, computed from llama.cpp's
+ * ggml-common.h; the samples are entries of that table as written there (value j in byte j). */
+static const struct {
+    int index;
+    uint64_t bytes;
+} iq1_samples[] = {{0, 0xffffffffffffffffull}, {1, 0xffffffffffffff01ull}, {2, 0xffffffffffff0000ull},
+                   {1000, 0x00000000ffff00ffull}, {2047, 0x0101010101010101ull}};
+
+static void iq1_sample_values(int k, int8_t v[8])
+{
+    for (size_t i = 0; i < sizeof iq1_samples / sizeof *iq1_samples; i++)
+        if (iq1_samples[i].index == k)
+            for (int j = 0; j < 8; j++) v[j] = (int8_t)(iq1_samples[i].bytes >> (8 * j));
+}
+
+static void test_iq1_grid(void)
+{
+    const int8_t(*grid)[8] = iq1_grid_get();
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int k = 0; k < 2048; k++)
+        for (int j = 0; j < 8; j++) h = (h ^ (uint8_t)grid[k][j]) * 0x100000001b3ull;
+    CHECK(h == 0x6703ed863501ae2eull, "iq1 grid checksum %016llx differs from llama.cpp's table", (unsigned long long)h);
+    for (size_t i = 0; i < sizeof iq1_samples / sizeof *iq1_samples; i++) {
+        int8_t v[8];
+        iq1_sample_values(iq1_samples[i].index, v);
+        CHECK(!memcmp(v, grid[iq1_samples[i].index], 8), "iq1 grid entry %d", iq1_samples[i].index);
+    }
+}
+
+/* IQ1 blocks built from the sample entries only, so the expected values do not depend on the
+ * bitmap expansion.  Also an exact round trip: the values of a block are exactly representable,
+ * so quantizing them must find a block that dequantizes to the very same values. */
+static void test_hand_iq1(void)
+{
+    static const int use[5] = {0, 1, 2, 1000, 2047};
+    float got[QK_K], want[QK_K], again[QK_K];
+    int8_t v[8];
+    /* IQ1_S: sub-block ib has scale s = ib (2s+1 = 1..15), δ = −1/8 for odd ib */
+    block_iq1_s b;
+    b.d = F16_0_5;
+    for (int ib = 0; ib < 8; ib++) {
+        int qh = ib << 12 | (ib & 1) << 15;
+        for (int l = 0; l < 4; l++) {
+            int k = use[(ib + l) % 5];
+            b.qs[4 * ib + l] = (uint8_t)k, qh |= (k >> 8) << (3 * l);
+            iq1_sample_values(k, v);
+            for (int j = 0; j < 8; j++) want[32 * ib + 8 * l + j] = 0.5f * (float)(2 * ib + 1) * ((float)v[j] + (ib & 1 ? -0.125f : 0.125f));
+        }
+        b.qh[ib] = (uint16_t)qh;
+    }
+    dequantize_iq1_s(&b, got, QK_K);
+    expect_block("iq1_s", got, want, QK_K);
+    /* by hand: sub-block 1 (2s+1 = 3, δ = −1/8), group 0 is entry 1 = {+1, −1 ×7} */
+    CHECK(got[32] == 0.5f * 3 * 0.875f && got[33] == 0.5f * 3 * -1.125f, "iq1_s by hand: %g %g", got[32], got[33]);
+    block_iq1_s bq;
+    quantize_iq1_s(got, &bq, QK_K);
+    dequantize_iq1_s(&bq, again, QK_K);
+    expect_block("iq1_s exact round trip", again, got, QK_K);
+
+    /* IQ1_M: d = 0.25 (F16 0x3400: nibbles 0, 0, 4, 3 in the top of sc[0..3]); half h of the
+     * super-block has scale s = h % 8; group l has δ = −1/8 when l is odd */
+    block_iq1_m m;
+    memset(&m, 0, sizeof m);
+    int sc[4] = {0, 0, 4 << 12, 3 << 12};
+    for (int ib = 0; ib < 8; ib++) {
+        for (int l = 0; l < 4; l++) {
+            int k = use[(2 * ib + l) % 5], h = 2 * ib + l / 2;
+            m.qs[4 * ib + l] = (uint8_t)k;
+            m.qh[2 * ib + l / 2] |= (uint8_t)(((k >> 8) | (l & 1) << 3) << (4 * (l % 2)));
+            iq1_sample_values(k, v);
+            for (int j = 0; j < 8; j++) want[32 * ib + 8 * l + j] = 0.25f * (float)(2 * (h % 8) + 1) * ((float)v[j] + (l & 1 ? -0.125f : 0.125f));
+        }
+        sc[ib / 2] |= ((2 * ib) % 8) << (6 * (ib % 2)) | ((2 * ib + 1) % 8) << (6 * (ib % 2) + 3);
+    }
+    for (int k = 0; k < 4; k++) m.scales[2 * k] = (uint8_t)sc[k], m.scales[2 * k + 1] = (uint8_t)(sc[k] >> 8);
+    CHECK(iq1_m_d(&m) == F16_0_25, "iq1_m: d gathered from the scale nibbles: %04x", iq1_m_d(&m));
+    dequantize_iq1_m(&m, got, QK_K);
+    expect_block("iq1_m", got, want, QK_K);
+    block_iq1_m mq;
+    quantize_iq1_m(got, &mq, QK_K);
+    dequantize_iq1_m(&mq, again, QK_K);
+    expect_block("iq1_m exact round trip", again, got, QK_K);
+}
+
+/* ---- 4. SIMD twins ------------------------------------------------------------------------- */
+
+#if HALDA_AVX2
+typedef struct {
+    const char *name;
+    int type;
+    vec_dot_fn scalar, simd;
+} simd_twin;
+
+static void check_twin(const simd_twin *tw, int64_t n, int mode)
+{
+    const type_traits *t = type_info(tw->type);
+    float *w = malloc((size_t)n * 4), *a = malloc((size_t)n * 4);
+    uint8_t *wq = malloc(type_row_bytes(tw->type, n) + 64), *aq = malloc(type_row_bytes(t->act_type, n) + 64);
+    for (int64_t i = 0; i < n; i++) {
+        w[i] = normalish(), a[i] = normalish();
+        if (mode == 1) w[i] = i % 2 ? 1e4f : -1e4f, a[i] = i % 3 ? -1e4f : 1e4f; /* every byte at ±127 */
+        if (mode == 2 && i % 64 == 0) w[i] *= 1e3f, a[i] *= 1e3f;             /* outliers: skewed scales */
+    }
+    t->quantize(w, wq, n);
+    type_info(t->act_type)->quantize(a, aq, n);
+    float s1 = tw->scalar(n, wq, aq), s2 = tw->simd(n, wq, aq);
+    CHECK(!memcmp(&s1, &s2, sizeof s1), "%s n=%lld mode %d: SIMD %.9g != scalar %.9g", tw->name, (long long)n, mode, s2, s1);
+    free(w), free(a), free(wq), free(aq);
+}
+
+static void test_simd_twins(void)
+{
+    static const simd_twin twins[] = {
+        {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_avx2},
+        {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_avx2},
+        {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_avx2},
+        {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_avx2},
+        {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx2},
+        {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx2},
+    };
+    static const int blocks[] = {1, 2, 3, 5, 7, 8, 13, 33, 128};
+    for (size_t k = 0; k < sizeof twins / sizeof *twins; k++) {
+        CHECK(type_vec_dot(type_info(twins[k].type), strstr(twins[k].name, "r8") ? 8 : 7) == twins[k].simd,
+              "%s: the table uses the AVX2 twin", twins[k].name);
+        for (size_t b = 0; b < sizeof blocks / sizeof *blocks; b++)
+            for (int mode = 0; mode < 3; mode++)
+                for (int rep = 0; rep < 3; rep++) check_twin(&twins[k], (int64_t)blocks[b] * type_info(twins[k].type)->block_elems, mode);
+    }
+}
+#else
+static void test_simd_twins(void) { SKIP("no AVX2 in this build: SIMD twins not compared"); }
+#endif
+
 int main(void)
 {
     test_round_trips();
@@ -386,5 +524,8 @@ int main(void)
     test_hand_iq4_nl();
     test_hand_legacy();
     test_hand_dot();
+    test_iq1_grid();
+    test_hand_iq1();
+    test_simd_twins();
     return test_summary("kernels");
 }

@@ -1,0 +1,91 @@
+/* bench/kernels.c — single-thread speed of the dot products, scalar specification vs the
+ * table's kernel (the AVX2 twin where this build has one).
+ *
+ *     make bench-kernels            (or: cc -O3 -march=native -pthread bench/kernels.c -lm)
+ *
+ * For each type: a matrix of ROWS rows of N weights times one activation row, the way a
+ * token-by-token matrix-vector product calls vec_dot.  Reported: nanoseconds per row, weight
+ * bytes per second, and the speed-up of the table's kernel over the scalar one.  Two sizes:
+ * one that stays in the L2 cache (compute-bound) and one of ~64 MiB that streams from memory.
+ * Each figure is the best of several timed repetitions, to stay robust on a shared machine. */
+#define HALDA_NO_MAIN
+#include "../halda.c"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static volatile float sink;
+
+/* Best seconds per full matrix-vector product. */
+static double time_matvec(vec_dot_fn dot, const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n, const void *act)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 7; rep++) {
+        int iters = 0;
+        double t0 = now_s(), t;
+        do {
+            float s = 0;
+            for (int64_t r = 0; r < rows; r++) s += dot(n, w + (size_t)r * row_bytes, act);
+            sink = s;
+            iters++;
+        } while ((t = now_s() - t0) < 0.05);
+        best = fmin(best, t / iters);
+    }
+    return best;
+}
+
+typedef struct {
+    int type;
+    vec_dot_fn scalar; /* the specification */
+    bool r8;           /* time the repacked order (vec_dot_r8) instead of vec_dot */
+} bench_case;
+
+int main(void)
+{
+    const bench_case cases[] = {
+        {TYPE_Q8_0, vec_dot_q8_0, false},  {TYPE_Q4_0, vec_dot_q4_0, false}, {TYPE_Q4_0, vec_dot_q4_0_r8, true},
+        {TYPE_Q4_K, vec_dot_q4_K, false},  {TYPE_Q4_K, vec_dot_q4_K_r8, true}, {TYPE_Q6_K, vec_dot_q6_K, false},
+        {TYPE_Q2_K, vec_dot_q2_K, false},  {TYPE_Q3_K, vec_dot_q3_K, false}, {TYPE_Q5_K, vec_dot_q5_K, false},
+        {TYPE_IQ4_NL, vec_dot_iq4_nl, false}, {TYPE_IQ1_S, vec_dot_iq1_s, false},
+    };
+    const struct {
+        const char *what;
+        int64_t rows, n;
+    } shapes[] = {{"in cache (256 x 4096)", 256, 4096}, {"from memory (~64 MiB of weights)", 0, 4096}};
+    uint64_t rng = 1;
+    printf("halda kernels, 1 thread, %s build\n", HALDA_AVX2 ? "AVX2" : "scalar-only");
+    for (size_t si = 0; si < 2; si++) {
+        printf("\n%s\n%-12s %12s %12s %10s %10s %8s\n", shapes[si].what, "type", "scalar ns/row", "table ns/row", "scalar GB/s",
+               "table GB/s", "speed-up");
+        for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+            const bench_case *bc = &cases[ci];
+            const type_traits *t = type_info(bc->type);
+            int64_t n = shapes[si].n;
+            size_t row_bytes = type_row_bytes(bc->type, n);
+            int64_t rows = shapes[si].rows ? shapes[si].rows : (int64_t)((64u << 20) / row_bytes);
+            float *x = malloc((size_t)n * 4);
+            uint8_t *w = malloc(row_bytes * (size_t)rows), *act = malloc(type_row_bytes(t->act_type, n));
+            for (int64_t r = 0; r < rows; r++) {
+                synth_fill(x, n, 1.0f, &rng);
+                if (r < 64 || si == 0) t->quantize(x, w + (size_t)r * row_bytes, n);
+                else memcpy(w + (size_t)r * row_bytes, w + (size_t)(r % 64) * row_bytes, row_bytes); /* fast setup */
+            }
+            synth_fill(x, n, 1.0f, &rng);
+            type_info(t->act_type)->quantize(x, act, n);
+            vec_dot_fn table = bc->r8 ? t->vec_dot_r8 : t->vec_dot;
+            double ts = time_matvec(bc->scalar, w, row_bytes, rows, n, act);
+            double tt = table == bc->scalar ? ts : time_matvec(table, w, row_bytes, rows, n, act);
+            double bytes = (double)row_bytes * (double)rows;
+            char name[32];
+            snprintf(name, sizeof name, "%s%s", t->name, bc->r8 ? " r8" : "");
+            printf("%-12s %12.1f %12.1f %10.2f %10.2f %7.2fx%s\n", name, 1e9 * ts / (double)rows, 1e9 * tt / (double)rows,
+                   bytes / ts / 1e9, bytes / tt / 1e9, ts / tt, table == bc->scalar ? "  (no SIMD twin)" : "");
+            free(x), free(w), free(act);
+        }
+    }
+    return 0;
+}
