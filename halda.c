@@ -3918,6 +3918,12 @@ static void rope_cache(const halda_model *m, int pos, float *cs)
     }
 }
 
+/* GCC 12 at -O3 turns this pair rotation into fused multiply-add/subtract instructions even
+ * with -ffp-contract=off (its vectorizer's addsub pattern ignores the flag), which rounds
+ * differently from the reference; so the rotation is kept out of vectorization. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
 static void rope_apply(const model_hparams *hp, float *head, const float *cs)
 {
     int half = hp->n_rot / 2;

@@ -74,6 +74,12 @@ if [ -d "$SHARED/ref" ] && command -v python3 >/dev/null; then
         "$H" eval -m "$SHARED/models/$m" -p "$p" -n 32 >"$T/ref.out" 2>&1
         if python3 "$SHARED/tools/cmp_ref.py" "$SHARED/ref/$r.ref" "$T/ref.out" >/dev/null 2>&1; then ok; else bad "cmp_ref $r"; fi
     done
+    # the optimised binary must round like the test builds: GCC -O3 once fused RoPE's rotation
+    # into vfmaddsub (8.5e-3 here instead of 2.8e-7)
+    r=tiny-llama-q2_k.lily
+    "$H" eval -m "$SHARED/models/tiny-llama-q2_k.gguf" -p "$(sed -n 's/^# prompt //p' "$SHARED/ref/$r.ref")" -n 32 >"$T/ref.out" 2>&1
+    worst=$(python3 "$SHARED/tools/cmp_ref.py" "$SHARED/ref/$r.ref" "$T/ref.out" 2>&1 | sed -n 's/^ok, worst logit error //p')
+    if [ -n "$worst" ] && awk -v w="$worst" 'BEGIN{exit w < 1e-5 ? 0 : 1}'; then ok; else bad "$r through $H: worst logit error '$worst' (want < 1e-5)"; fi
 else
     skip=$((skip + 1)); echo "SKIP: ../shared or python3 absent: CLI reference comparison not run"
 fi
