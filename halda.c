@@ -6313,7 +6313,17 @@ typedef struct {
     int n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, n_ctx;
     bool tied;      /* no output.weight: reuse token_embd */
     uint64_t seed;
+    int mix;        /* SYNTH_MIX_*: per-tensor types like llama-quantize's presets */
 } synth_params;
+
+/* Q4_K_M as llama-quantize lays it out: Q4_K everywhere, but Q6_K for attn_v and ffn_down in the
+ * first and last eighth of the layers and every third layer between, and for the output. */
+enum { SYNTH_MIX_NONE = 0, SYNTH_MIX_Q4_K_M = 1 };
+
+static bool synth_more_bits(int l, int n_layer)
+{
+    return l < n_layer / 8 || l >= 7 * n_layer / 8 || (l - n_layer / 8) % 3 == 2;
+}
 
 static const char *const synth_words[] = {
     "the", "and", "to", "of", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as", "I",
@@ -6449,7 +6459,11 @@ static int synth_write(const char *path, const synth_params *sp, herr *e)
                 for (int j = 0; j < t[i].cols; j++) buf[j] = 1.0f + 0.1f * (2.0f * rand_unit(&rng) - 1.0f);
             else
                 synth_fill(buf, t[i].cols * (t[i].vec ? 1 : t[i].rows), t[i].vec ? 0.1f : 1.0f / sqrtf((float)t[i].cols), &rng);
-            if (gguf_writer_tensor_f32(&w, name, t[i].vec ? TYPE_F32 : sp->type, t[i].vec ? 1 : 2, tne, buf, e)) goto done;
+            int type = t[i].vec ? TYPE_F32 : sp->type;
+            if (sp->mix == SYNTH_MIX_Q4_K_M && !t[i].vec && (strstr(t[i].name, "attn_v") || strstr(t[i].name, "ffn_down")) &&
+                synth_more_bits(l, sp->n_layer))
+                type = TYPE_Q6_K;
+            if (gguf_writer_tensor_f32(&w, name, type, t[i].vec ? 1 : 2, tne, buf, e)) goto done;
         }
     }
     rc = gguf_writer_save(&w, path, e);
@@ -9133,7 +9147,8 @@ static const char *const usage_tokenize =
     "tokens such as <|im_start|> in the text.\n";
 static const char *const usage_gen =
     "usage: halda gen-model -o PATH [--arch llama|qwen2] [--type TYPE] [--out-type TYPE] [--layers N] [--embd N]\n"
-    "                       [--ff N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--tied] [--seed S]\n"
+    "                       [--ff N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--tied] [--seed-weights S]\n"
+    "                       [--mix q4_k_m]\n"
     "Write a synthetic model with deterministic random weights (types: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
     "q2_k q3_k q4_k q5_k q6_k iq4_nl iq1_s iq1_m).\n";
 
@@ -9144,7 +9159,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
     o->n_predict = -1, o->n_threads = 0, o->n_ctx = 0, o->top = 5, o->kv_type = HALDA_KV_F16;
     o->sp = halda_sampler_default_params();
     o->prefetch = PREFETCH_AUTO;
-    o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 1024, 2048, false, 1};
+    o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 1024, 2048, false, 1, SYNTH_MIX_NONE};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -9209,6 +9224,10 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--vocab")) o->synth.n_vocab = (int)cli_int(f, v, 400, 1 << 20);
         else if (!strcmp(f, "--ctx")) o->synth.n_ctx = (int)cli_int(f, v, 16, 1 << 24);
         else if (!strcmp(f, "--seed-weights")) o->synth.seed = (uint64_t)cli_int(f, v, 0, LLONG_MAX);
+        else if (!strcmp(f, "--mix")) {
+            if (strcmp(v, "q4_k_m")) cli_die("--mix takes q4_k_m, got '%s'", v);
+            o->synth.mix = SYNTH_MIX_Q4_K_M, o->synth.type = TYPE_Q4_K, o->synth.out_type = TYPE_Q6_K;
+        }
         else if (!strcmp(f, "--workers")) o->workers = v;
         else if (!strcmp(f, "--plan")) o->plan = v;
         else if (!strcmp(f, "--print-instance")) o->print_instance = true;
@@ -9564,7 +9583,7 @@ static int cmd_gen_model(int argc, char **argv)
 {
     cli_opts o;
     cli_parse(argc, argv, "gen-model",
-              "-o --arch --type --out-type --layers --embd --ff --heads --kv-heads --vocab --ctx --tied --seed-weights", usage_gen, &o);
+              "-o --arch --type --out-type --mix --layers --embd --ff --heads --kv-heads --vocab --ctx --tied --seed-weights", usage_gen, &o);
     if (!o.out) cli_die("gen-model needs -o PATH");
     synth_params *sp = &o.synth;
     if (sp->n_embd % sp->n_head || sp->n_head % sp->n_head_kv || (sp->n_embd / sp->n_head) % 2)
