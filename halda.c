@@ -6335,27 +6335,37 @@ static const char *const synth_words[] = {
     "may", "down", "side", "been", "now", "find", "Once", "upon", "little", "girl", "boy", "dog", "cat", "ball",
     "park", "happy", "play", "big", "red", "Lily", "Tom", "friend", "tree", "sun", "mom", "dad", "home", "went"};
 
+/* Append a piece unless the vocabulary already has it (a GGUF vocabulary must not repeat a
+ * text: llama.cpp refuses such files, and lookups by text would be ambiguous). */
+static void synth_piece(char **text, float *score, int32_t *type, int *n, int cap, const char *piece, float sc, int ty)
+{
+    if (*n >= cap) return;
+    for (int i = 0; i < *n; i++)
+        if (!strcmp(text[i], piece)) return;
+    text[*n] = strdup(piece), score[*n] = sc, type[*n] = ty, (*n)++;
+}
+
 /* Build the vocabulary arrays; returns the number of tokens written (<= cap). */
 static int synth_vocab(char **text, float *score, int32_t *type, int cap)
 {
     int n = 0;
     const char *fixed[3] = {"<unk>", "<s>", "</s>"};
-    for (int i = 0; i < 3; i++) text[n] = strdup(fixed[i]), score[n] = 0, type[n] = i == 0 ? TOKT_UNKNOWN : TOKT_CONTROL, n++;
+    for (int i = 0; i < 3; i++) synth_piece(text, score, type, &n, cap, fixed[i], 0, i == 0 ? TOKT_UNKNOWN : TOKT_CONTROL);
     for (int b = 0; b < 256; b++) {
         char buf[8];
         snprintf(buf, sizeof buf, "<0x%02X>", b);
-        text[n] = strdup(buf), score[n] = 0, type[n] = TOKT_BYTE, n++;
+        synth_piece(text, score, type, &n, cap, buf, 0, TOKT_BYTE);
     }
-    for (int c = 33; c < 127 && n < cap; c++) {
+    for (int c = 33; c < 127; c++) {
         char buf[2] = {(char)c, 0};
-        text[n] = strdup(buf), score[n] = -1000.0f - (float)n, type[n] = TOKT_NORMAL, n++;
+        synth_piece(text, score, type, &n, cap, buf, -1000.0f - (float)n, TOKT_NORMAL);
     }
-    text[n] = strdup("\xe2\x96\x81"), score[n] = -1000.0f - (float)n, type[n] = TOKT_NORMAL, n++;
-    for (size_t w = 0; w < sizeof synth_words / sizeof synth_words[0] && n + 2 <= cap; w++) {
+    synth_piece(text, score, type, &n, cap, "\xe2\x96\x81", -1000.0f - (float)n, TOKT_NORMAL);
+    for (size_t w = 0; w < sizeof synth_words / sizeof synth_words[0]; w++) {
         char buf[64];
         snprintf(buf, sizeof buf, "\xe2\x96\x81%s", synth_words[w]);
-        text[n] = strdup(buf), score[n] = -(float)w, type[n] = TOKT_NORMAL, n++;
-        text[n] = strdup(synth_words[w]), score[n] = -100.0f - (float)w, type[n] = TOKT_NORMAL, n++;
+        synth_piece(text, score, type, &n, cap, buf, -(float)w, TOKT_NORMAL);
+        synth_piece(text, score, type, &n, cap, synth_words[w], -100.0f - (float)w, TOKT_NORMAL);
     }
     /* prefixes of the words, so that merging can build them pair by pair */
     for (size_t w = 0; w < sizeof synth_words / sizeof synth_words[0]; w++) {
@@ -6363,13 +6373,10 @@ static int synth_vocab(char **text, float *score, int32_t *type, int cap)
         int wl = (int)strlen(synth_words[w]);
         for (int l = 1; l < wl; l++) {
             snprintf(buf, sizeof buf, "\xe2\x96\x81%.*s", l, synth_words[w]);
-            bool dup = false;
-            for (int i = 0; i < n && !dup; i++) dup = !strcmp(text[i], buf);
-            if (dup || n >= cap) continue;
-            text[n] = strdup(buf), score[n] = -200.0f - (float)n, type[n] = TOKT_NORMAL, n++;
+            synth_piece(text, score, type, &n, cap, buf, -200.0f - (float)n, TOKT_NORMAL);
         }
     }
-    while (n < cap) { /* pad to the requested size with unused filler pieces */
+    while (n < cap) { /* pad to the requested size with unused filler pieces (unique by their number) */
         char buf[32];
         snprintf(buf, sizeof buf, "<unused%d>", n);
         text[n] = strdup(buf), score[n] = -1e9f, type[n] = TOKT_UNUSED, n++;

@@ -311,6 +311,10 @@ static void test_mix(void)
         right &= m->layers[l].wv.type == want && m->layers[l].w_down.type == want && m->layers[l].wq.type == TYPE_Q4_K;
     }
     CHECK(right, "q4_k_m mix: Q6_K for attn_v/ffn_down in layers 0, 3, 6, 7 and the output, Q4_K elsewhere");
+    const tok_vocab *v = m->vocab;
+    int dups = 0;
+    for (int i = 0; i < v->n; i++) dups += tok_find(v, v->text[i], v->len[i]) != i;
+    CHECK(dups == 0, "the synthetic vocabulary repeats %d pieces", dups);
     halda_model_free(m);
 }
 
