@@ -21,18 +21,20 @@
  *
  * SECTIONS, in reading order
  *   1. Configuration          compile-time switches
- *   2. Platform & utilities   errors, allocation, checked arithmetic, timers, file mapping
+ *   2. Platform & utilities   errors, allocation, checked arithmetic, timers, file mapping, memory
  *   3. Numeric formats        f16/bf16, quantized block layouts
- *   4. Kernels                the weight-type table: dequantize, quantize, dot products
+ *   4. Kernels                the weight-type table: dequantize, quantize, dot products (scalar + SIMD)
  *   5. Thread pool            rows of a matrix product split across persistent threads
  *   6. GGUF                   reading (untrusted bytes, all checked) and writing
  *   7. Model & forward pass   hyper-parameters, weights, KV cache, the windowed forward pass
- *   8. Tokenizer              SentencePiece (SPM) and byte-level BPE, pre-tokenizers, chat templates
+ *   8. Tokenizer              SentencePiece and byte-level BPE, special tokens, chat templates
  *   9. Sampler                greedy, temperature, top-k, top-p, min-p, repetition penalty
  *  10. Synthetic models       deterministic random llama/qwen2 GGUFs for tests and the demo
  *  11. Profiler               t_cpu, kappa, memory, disk of a device; model sizes; profile records
- *  12. Halda solver           (see its section)
- *  13. CLI                    `halda run | eval | tokenize | gen-model | bench | profile | solve`, and main()
+ *  12. Halda solver           the exact layer assignment: k cycles, windows w, GPU layers n
+ *  13. Crypto                 SHA-256 and HMAC-SHA256 for the cluster handshake
+ *  14. Network & ring runtime frames, handshake, workers, the head, prefetch
+ *  15. CLI                    `halda run | eval | tokenize | chat | gen-model | bench | profile | solve | worker`
  */
 
 /* =============================================================================================
@@ -9078,7 +9080,7 @@ fail:
 }
 
 /* =============================================================================================
- * 12. CLI
+ * 15. CLI
  *
  * `halda SUBCOMMAND [flags]`.  Flags follow llama.cpp where one exists (-m, -p, -n, -t, -c,
  * --temp ...).  A usage error prints one line `halda: <what>` and exits 2; a runtime failure
