@@ -7,13 +7,14 @@
 #   make bench    speed figures (see bench/README.md)
 #   make bench-tokenizer   tokenization speed (MB/s) for each vocabulary in ../shared/models
 #   make bench-kernels     single-thread dot-product speed, scalar vs SIMD (bench/kernels.c)
+#   make bench-solve       Halda solver time and nodes: shared instances, 16x80 and 64x128 clusters
 CC      ?= cc
 OPT     ?= -O3 -march=native
 WARN    := -std=c11 -Wall -Wextra -Wshadow
 LDLIBS  := -lm
 TESTS   := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
 
-.PHONY: all portable test sanitize fuzz demo bench bench-tokenizer bench-kernels clean
+.PHONY: all portable test sanitize fuzz demo bench bench-tokenizer bench-kernels bench-solve clean
 all: halda
 
 halda: halda.c halda.h
@@ -73,6 +74,12 @@ bench: halda
 build/bench-kernels: bench/kernels.c halda.c halda.h
 	@mkdir -p build
 	$(CC) $(OPT) $(TWARN) -pthread bench/kernels.c -o $@ $(LDLIBS)
+build/bench-solve: bench/solve.c halda.c halda.h
+	@mkdir -p build
+	$(CC) -O2 $(TWARN) -pthread bench/solve.c -o $@ $(LDLIBS)
+bench-solve: build/bench-solve
+	@build/bench-solve
+
 bench-kernels: build/bench-kernels
 	@build/bench-kernels
 

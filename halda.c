@@ -7613,6 +7613,1468 @@ static void prof_print_report(FILE *out, const device_profile *d, const model_pr
 
 /* HALDA_SECTION_END profiler */
 
+/* ============================================================================================
+ * 12. Halda solver: which device runs which layers, proven optimal
+ *
+ * The cost model (../shared/halda/MODEL.md, version 1) predicts the time T to decode one token on
+ * a ring of devices for a plan (k, w, n): k cycles around the ring per token, device m runs a
+ * window of w[m] layers per cycle, the last n[m] of them on its GPU. This section parses an
+ * instance, evaluates a plan exactly as the model defines it (solve_plan_latency is the
+ * specification everything else is checked against), and finds the plan with the smallest T by
+ * branch and bound, or says which memory constraint makes every plan infeasible.
+ *
+ * The one idea to hold: for a fixed k, T = kappa + sigma + sum over devices of a term that
+ * depends on the device's own choice, where sigma = k*C is the cycle time summed over the k
+ * cycles. Only devices whose window fits while overloaded ("window fits": they prefetch the next
+ * window while the others compute) look at sigma, through max(0, y - sigma). So T is a sum of
+ * per-device costs plus one scalar coupling, and a dynamic program over (device, layers used)
+ * gives exact answers when nothing couples and strong lower bounds when something does; a depth
+ * first search over the devices' (w, n) choices closes the gap. Headers used (halda.c includes
+ * them): stdio.h, stdlib.h, string.h, math.h, stdint.h, errno.h, limits.h, stdarg.h.
+ * ============================================================================================ */
+
+/* ---- Limits. Hard caps keep every loop and allocation bounded whatever the input says. ------ */
+enum {
+    SOLVE_MAX_DEVICES = 64,   /* devices in a ring (the cap) */
+    SOLVE_MAX_LAYERS = 512,   /* transformer layers; real models have at most a few hundred */
+    SOLVE_NAME_MAX = 64,      /* bytes of a device name, including the terminating NUL */
+    SOLVE_LINE_MAX = 4096,    /* bytes of one instance line */
+    SOLVE_FILE_MAX = 1 << 20  /* bytes of an instance file */
+};
+/* Every number in an instance must be <= this: 1e15 bytes is a petabyte, 1e15 ms 30,000 years.
+ * Below 2^53, so byte counts given as integers are exact doubles. */
+static const double solve_number_max = 1e15;
+/* A disk slower than this (bytes/s) must never be paged from (MODEL.md). */
+static const double solve_slow_disk = 0.1e9;
+
+typedef enum { SOLVE_OS_LINUX, SOLVE_OS_ANDROID, SOLVE_OS_MACOS } solve_os;
+typedef enum { SOLVE_GPU_NONE, SOLVE_GPU_CUDA, SOLVE_GPU_METAL } solve_gpu;
+
+/* One device of the ring, as profiled. Times are per token and per layer, in ms. */
+typedef struct {
+    char name[SOLVE_NAME_MAX];
+    solve_os os;
+    solve_gpu gpu;
+    double t_cpu_ms;          /* one layer on the CPU */
+    double t_gpu_ms;          /* one layer on the GPU (unused without a GPU) */
+    double t_comm_ms;         /* handing one token's activations to the next active device */
+    double ram_bytes;         /* what this program may keep resident */
+    double vram_bytes;        /* free GPU memory; for metal the working-set limit */
+    double disk_bytes_per_s;  /* model-file read speed (random on macos, sequential elsewhere) */
+    double fixed_ram_bytes;   /* buffers that do not scale with layers */
+    double fixed_vram_bytes;  /* GPU buffers that do not scale with layers (CUDA context, ...) */
+} solve_device;
+
+typedef struct {
+    int n_layer;              /* L */
+    double layer_bytes;       /* b: weights of one layer */
+    double kv_bytes;          /* K+V cache of one layer; b' = b + kv_bytes */
+    double kappa_ms;          /* fixed head time: embedding, output layer, sampling */
+} solve_model;
+
+typedef struct {
+    solve_model model;
+    int kmax;                 /* largest k allowed; 0 means L (the default) */
+    int n_device;             /* 1..SOLVE_MAX_DEVICES; device[0] is the head */
+    solve_device device[SOLVE_MAX_DEVICES];
+} solve_instance;
+
+/* A plan: k cycles, window w[m] and GPU layers n[m] per device, and its predicted T. */
+typedef struct {
+    int k;
+    int w[SOLVE_MAX_DEVICES];
+    int n[SOLVE_MAX_DEVICES];
+    double latency_ms;
+} solve_plan;
+
+/* What the search did, for benchmarks and curious users. */
+typedef struct {
+    long long nodes;          /* depth-first search nodes expanded, over every k */
+    long long intervals;      /* sigma intervals searched (more than k_searched when split) */
+    long long options;        /* (w, n) choices kept after dominance, summed over k and devices */
+    int k_feasible;           /* values of k with at least one feasible plan */
+    int k_searched;           /* values of k whose search was not pruned at the root */
+} solve_stats;
+
+/* Writes a printf-style message into a caller's buffer (never a global). */
+static void solve_msg(char *buf, size_t len, const char *fmt, ...)
+{
+    if (!buf || len == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- The instance format -------------------------------------------------------------------
+ * TRUST BOUNDARY: the instance text is untrusted (a file, or bytes from a peer). Every field is
+ * checked here: record and key names against fixed lists, numbers for syntax, finiteness, sign
+ * and the caps above, integers for integrality, names for length and characters, and the
+ * record counts (one model, at most one options, 1..64 devices). Lines are copied into a
+ * bounded buffer before they are looked at, so embedded NUL bytes or a missing final newline
+ * cannot make us read past `len`. Errors say "line N: what" with N counted from 1.
+ *
+ * Format: `#` starts a comment; each line is a record type followed by key=value fields:
+ *     model layers=L layer_bytes=B kv_bytes=B kappa_ms=T          (exactly once)
+ *     options kmax=K                                               (optional)
+ *     device name=S os=linux|android|macos gpu=none|cuda|metal t_cpu=T t_gpu=T t_comm=T
+ *            ram=B vram=B disk=B/s fixed_ram=B fixed_vram=B        (1..64, head first)
+ * Every model key is required. For a device, t_gpu and vram are required when it has a GPU and
+ * default to 0 without one; fixed_ram and fixed_vram default to 0; the rest are required.
+ * -------------------------------------------------------------------------------------------- */
+
+static int solve_is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Parses a non-negative finite decimal number no larger than solve_number_max. Only the
+ * characters of a decimal literal are accepted, so strtod's "inf", "nan" and hex forms never
+ * get in. Returns 0, or -1 with the reason in why. */
+static int solve_parse_number(const char *s, double *out, const char **why)
+{
+    if (!*s) { *why = "empty value"; return -1; }
+    for (const char *p = s; *p; p++) {
+        if (!((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' || *p == '+' ||
+              *p == '-')) {
+            *why = "not a number";
+            return -1;
+        }
+    }
+    /* strtod follows LC_NUMERIC; halda never calls setlocale, so the point is '.'. */
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0') { *why = "not a number"; return -1; }
+    if (!isfinite(v)) { *why = "not a finite number"; return -1; }
+    if (v < 0) { *why = "must not be negative"; return -1; }
+    if (v > solve_number_max) { *why = "too large (the cap is 1e15)"; return -1; }
+    *out = v;
+    return 0;
+}
+
+/* The keys a record may carry, in the order their values are returned by solve_parse_fields;
+ * `required` says whether the record is incomplete without it. */
+typedef struct {
+    const char *key;
+    int required;
+} solve_key;
+
+static const solve_key solve_model_keys[] = {
+    {"layers", 1}, {"layer_bytes", 1}, {"kv_bytes", 1}, {"kappa_ms", 1},
+};
+static const solve_key solve_options_keys[] = {
+    {"kmax", 1},
+};
+/* Device keys; index 0..2 are the text fields name, os and gpu. */
+static const solve_key solve_device_keys[] = {
+    {"name", 1}, {"os", 1}, {"gpu", 1}, {"t_cpu", 1}, {"t_gpu", 0}, {"t_comm", 1},
+    {"ram", 1}, {"vram", 0}, {"disk", 1}, {"fixed_ram", 0}, {"fixed_vram", 0},
+};
+
+/* Splits one record's fields into values[] by key; reports unknown, duplicate or malformed
+ * fields. `fields` points just past the record type; text values are returned as pointers into
+ * the line buffer, numbers parsed. */
+static int solve_parse_fields(char *fields, int line_no, const char *record,
+                              const solve_key *keys, int n_keys, double *values,
+                              const char **texts, int n_texts, int *seen, char *err,
+                              size_t err_len)
+{
+    for (int i = 0; i < n_keys; i++) seen[i] = 0;
+    char *p = fields;
+    for (;;) {
+        while (solve_is_space(*p)) p++;
+        if (!*p) break;
+        char *tok = p;
+        while (*p && !solve_is_space(*p)) p++;
+        if (*p) *p++ = '\0';
+        char *eq = strchr(tok, '=');
+        if (!eq || eq == tok) {
+            solve_msg(err, err_len, "line %d: '%.60s' in the %s record is not key=value",
+                      line_no, tok, record);
+            return -1;
+        }
+        *eq = '\0';
+        const char *val = eq + 1;
+        int idx = -1;
+        for (int i = 0; i < n_keys; i++)
+            if (strcmp(tok, keys[i].key) == 0) idx = i;
+        if (idx < 0) {
+            solve_msg(err, err_len, "line %d: unknown key '%.60s' in the %s record", line_no,
+                      tok, record);
+            return -1;
+        }
+        if (seen[idx]) {
+            solve_msg(err, err_len, "line %d: key '%s' given twice", line_no, tok);
+            return -1;
+        }
+        seen[idx] = 1;
+        if (idx < n_texts) {
+            texts[idx] = val;
+        } else {
+            const char *why = NULL;
+            if (solve_parse_number(val, &values[idx], &why) != 0) {
+                solve_msg(err, err_len, "line %d: %s=%.60s: %s", line_no, tok, val, why);
+                return -1;
+            }
+        }
+    }
+    for (int i = 0; i < n_keys; i++) {
+        if (keys[i].required && !seen[i]) {
+            solve_msg(err, err_len, "line %d: the %s record lacks %s=", line_no, record,
+                      keys[i].key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Checks that v is a whole number in [lo, hi]. */
+static int solve_parse_int(double v, int lo, int hi, int *out)
+{
+    if (v != floor(v) || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* A name is 1..63 printable ASCII characters other than '=' and '#', so that plan lines
+ * `NAME w=W n=N` always split back into the same fields. */
+static int solve_check_name(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len >= SOLVE_NAME_MAX) return -1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == '=' || c == '#') return -1;
+    }
+    return 0;
+}
+
+static int solve_parse_device(char *fields, int line_no, solve_instance *out, char *err,
+                              size_t err_len)
+{
+    enum { N_KEYS = (int)(sizeof solve_device_keys / sizeof solve_device_keys[0]) };
+    double v[N_KEYS] = {0};
+    const char *text[3] = {NULL, NULL, NULL};
+    int seen[N_KEYS];
+    if (out->n_device >= SOLVE_MAX_DEVICES) {
+        solve_msg(err, err_len, "line %d: more than %d devices", line_no, SOLVE_MAX_DEVICES);
+        return -1;
+    }
+    if (solve_parse_fields(fields, line_no, "device", solve_device_keys, N_KEYS, v, text, 3,
+                           seen, err, err_len) != 0)
+        return -1;
+    solve_device *d = &out->device[out->n_device];
+    memset(d, 0, sizeof *d);
+    if (solve_check_name(text[0]) != 0) {
+        solve_msg(err, err_len,
+                  "line %d: name=%.60s: a name is 1 to %d printable characters without '=' "
+                  "or '#'", line_no, text[0], SOLVE_NAME_MAX - 1);
+        return -1;
+    }
+    for (int i = 0; i < out->n_device; i++) {
+        if (strcmp(out->device[i].name, text[0]) == 0) {
+            solve_msg(err, err_len, "line %d: device name '%s' is used twice", line_no,
+                      text[0]);
+            return -1;
+        }
+    }
+    memcpy(d->name, text[0], strlen(text[0]) + 1);
+    if (strcmp(text[1], "linux") == 0) d->os = SOLVE_OS_LINUX;
+    else if (strcmp(text[1], "android") == 0) d->os = SOLVE_OS_ANDROID;
+    else if (strcmp(text[1], "macos") == 0) d->os = SOLVE_OS_MACOS;
+    else {
+        solve_msg(err, err_len, "line %d: os=%.60s: expected linux, android or macos",
+                  line_no, text[1]);
+        return -1;
+    }
+    if (strcmp(text[2], "none") == 0) d->gpu = SOLVE_GPU_NONE;
+    else if (strcmp(text[2], "cuda") == 0) d->gpu = SOLVE_GPU_CUDA;
+    else if (strcmp(text[2], "metal") == 0) d->gpu = SOLVE_GPU_METAL;
+    else {
+        solve_msg(err, err_len, "line %d: gpu=%.60s: expected none, cuda or metal", line_no,
+                  text[2]);
+        return -1;
+    }
+    if (d->gpu != SOLVE_GPU_NONE && (!seen[4] || !seen[7])) {
+        solve_msg(err, err_len, "line %d: a device with a GPU needs t_gpu= and vram=",
+                  line_no);
+        return -1;
+    }
+    d->t_cpu_ms = v[3];
+    d->t_gpu_ms = v[4];
+    d->t_comm_ms = v[5];
+    d->ram_bytes = v[6];
+    d->vram_bytes = v[7];
+    d->disk_bytes_per_s = v[8];
+    d->fixed_ram_bytes = v[9];
+    d->fixed_vram_bytes = v[10];
+    out->n_device++;
+    return 0;
+}
+
+/* Parses one line (already NUL-terminated, comment stripped) into out. */
+static int solve_parse_line(char *line, int line_no, solve_instance *out, int *have_model,
+                            int *have_options, char *err, size_t err_len)
+{
+    char *p = line;
+    while (solve_is_space(*p)) p++;
+    if (!*p) return 0; /* blank or comment-only line */
+    char *type = p;
+    while (*p && !solve_is_space(*p)) p++;
+    if (*p) *p++ = '\0';
+    if (strcmp(type, "model") == 0) {
+        double v[4] = {0};
+        int seen[4];
+        if (*have_model) {
+            solve_msg(err, err_len, "line %d: a second model record", line_no);
+            return -1;
+        }
+        if (solve_parse_fields(p, line_no, "model", solve_model_keys, 4, v, NULL, 0, seen, err,
+                               err_len) != 0)
+            return -1;
+        if (solve_parse_int(v[0], 1, SOLVE_MAX_LAYERS, &out->model.n_layer) != 0) {
+            solve_msg(err, err_len, "line %d: layers=%g: expected a whole number from 1 to %d",
+                      line_no, v[0], SOLVE_MAX_LAYERS);
+            return -1;
+        }
+        out->model.layer_bytes = v[1];
+        out->model.kv_bytes = v[2];
+        out->model.kappa_ms = v[3];
+        *have_model = 1;
+        return 0;
+    }
+    if (strcmp(type, "options") == 0) {
+        double v[1] = {0};
+        int seen[1];
+        if (*have_options) {
+            solve_msg(err, err_len, "line %d: a second options record", line_no);
+            return -1;
+        }
+        if (solve_parse_fields(p, line_no, "options", solve_options_keys, 1, v, NULL, 0, seen,
+                               err, err_len) != 0)
+            return -1;
+        if (solve_parse_int(v[0], 1, INT_MAX, &out->kmax) != 0) {
+            solve_msg(err, err_len, "line %d: kmax=%g: expected a whole number >= 1", line_no,
+                      v[0]);
+            return -1;
+        }
+        *have_options = 1;
+        return 0;
+    }
+    if (strcmp(type, "device") == 0) return solve_parse_device(p, line_no, out, err, err_len);
+    solve_msg(err, err_len, "line %d: unknown record '%.60s' (expected model, options or device)",
+              line_no, type);
+    return -1;
+}
+
+/* Parses an instance from text[0..len) into *out. Returns 0, or -1 with "line N: ..." in err.
+ * `text` need not be NUL-terminated. *out is fully overwritten; nothing is allocated. */
+static int solve_parse_instance(const char *text, size_t len, solve_instance *out, char *err,
+                                size_t err_len)
+{
+    char line[SOLVE_LINE_MAX + 1];
+    int line_no = 0, have_model = 0, have_options = 0;
+    memset(out, 0, sizeof *out);
+    size_t pos = 0;
+    while (pos < len) {
+        const char *start = text + pos;
+        const char *nl = memchr(start, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - start) : len - pos;
+        pos += n + (nl ? 1 : 0);
+        line_no++;
+        if (n > SOLVE_LINE_MAX) {
+            solve_msg(err, err_len, "line %d: longer than %d bytes", line_no, SOLVE_LINE_MAX);
+            return -1;
+        }
+        memcpy(line, start, n);
+        line[n] = '\0';
+        char *hash = memchr(line, '#', n);
+        size_t effective = hash ? (size_t)(hash - line) : n;
+        if (memchr(line, '\0', effective)) {
+            solve_msg(err, err_len, "line %d: contains a NUL byte", line_no);
+            return -1;
+        }
+        line[effective] = '\0';
+        if (solve_parse_line(line, line_no, out, &have_model, &have_options, err, err_len) != 0)
+            return -1;
+    }
+    /* Missing records are reported at the last line, where the reader noticed them (line 1
+     * of an empty input). */
+    if (line_no == 0) line_no = 1;
+    if (!have_model) {
+        solve_msg(err, err_len, "line %d: end of input without a model record", line_no);
+        return -1;
+    }
+    if (out->n_device == 0) {
+        solve_msg(err, err_len,
+                  "line %d: end of input without a device record (the head device, "
+                  "listed first, is required)", line_no);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads and parses an instance file ("-" is standard input). Returns 0, or -1 with the reason
+ * in err ("line N: ..." for content errors). */
+static int solve_instance_read_file(const char *path, solve_instance *out, char *err,
+                                    size_t err_len)
+{
+    int from_stdin = strcmp(path, "-") == 0;
+    FILE *f = from_stdin ? stdin : fopen(path, "rb");
+    if (!f) {
+        solve_msg(err, err_len, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    char *buf = malloc((size_t)SOLVE_FILE_MAX + 1);
+    if (!buf) {
+        if (!from_stdin) fclose(f);
+        solve_msg(err, err_len, "out of memory");
+        return -1;
+    }
+    size_t n = fread(buf, 1, (size_t)SOLVE_FILE_MAX + 1, f);
+    int read_error = ferror(f);
+    if (!from_stdin) fclose(f);
+    int rc = -1;
+    if (read_error) solve_msg(err, err_len, "read error");
+    else if (n > (size_t)SOLVE_FILE_MAX)
+        solve_msg(err, err_len, "larger than %d bytes", SOLVE_FILE_MAX);
+    else rc = solve_parse_instance(buf, n, out, err, err_len);
+    free(buf);
+    return rc;
+}
+
+/* The same checks as the parser, for instances built in memory from profiled numbers. */
+static int solve_instance_check(const solve_instance *in, char *why, size_t why_len)
+{
+    const solve_model *md = &in->model;
+    if (in->n_device < 1 || in->n_device > SOLVE_MAX_DEVICES) {
+        solve_msg(why, why_len, "n_device=%d: expected 1 to %d", in->n_device,
+                  SOLVE_MAX_DEVICES);
+        return -1;
+    }
+    if (md->n_layer < 1 || md->n_layer > SOLVE_MAX_LAYERS || in->kmax < 0) {
+        solve_msg(why, why_len, "n_layer=%d kmax=%d: out of range", md->n_layer, in->kmax);
+        return -1;
+    }
+    double model_nums[3] = {md->layer_bytes, md->kv_bytes, md->kappa_ms};
+    for (int i = 0; i < 3; i++) {
+        if (!(model_nums[i] >= 0 && model_nums[i] <= solve_number_max)) {
+            solve_msg(why, why_len, "model numbers must be finite, >= 0 and <= 1e15");
+            return -1;
+        }
+    }
+    for (int m = 0; m < in->n_device; m++) {
+        const solve_device *d = &in->device[m];
+        double nums[8] = {d->t_cpu_ms, d->t_gpu_ms, d->t_comm_ms, d->ram_bytes, d->vram_bytes,
+                          d->disk_bytes_per_s, d->fixed_ram_bytes, d->fixed_vram_bytes};
+        for (int i = 0; i < 8; i++) {
+            if (!(nums[i] >= 0 && nums[i] <= solve_number_max)) {
+                solve_msg(why, why_len, "device %d: numbers must be finite, >= 0 and <= 1e15",
+                          m);
+                return -1;
+            }
+        }
+        if ((unsigned)d->os > SOLVE_OS_MACOS || (unsigned)d->gpu > SOLVE_GPU_METAL ||
+            !memchr(d->name, '\0', sizeof d->name)) {
+            solve_msg(why, why_len, "device %d: bad os, gpu or name", m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- The model: one device's use of memory and time --------------------------------------
+ * Everything that decides feasibility and regime lives in solve_device_eval, so the search,
+ * the plan evaluator and --explain can never disagree about a boundary case (R == ram, say):
+ * they all compute the same doubles in the same order. For an active device (w >= 1), with
+ * b' = b + kv_bytes, s = 1 on cuda (its GPU layers live in VRAM) and 0 otherwise, and
+ * fixed = fixed_ram (+ fixed_vram on metal, which shares RAM):
+ *     VRAM use        k*n*b' + fixed_vram          <= vram on cuda and metal (hard)
+ *     R (RAM need)    k*(w - s*n)*b' + fixed       overloaded when R > ram
+ *     window need     2*(w - s*n)*b' + fixed       the window fits when <= ram
+ *     B (bytes/token) k*w*b on macos+metal, else R - ram       (only when overloaded)
+ *     D (ms/token)    1000*B/disk; a disk slower than 0.1e9 B/s may not be overloaded (hard)
+ *     own             (w - n)*t_cpu + n*t_gpu + t_comm          (ms per cycle)
+ * Note that the window test has no k: for k = 1 overloaded implies the window does not fit,
+ * for k = 2 "fits" and "not overloaded" are the same test, so prefetching (the window-fits
+ * regime) only exists for k >= 3. That is what makes k > 1 worth anything.
+ * -------------------------------------------------------------------------------------------- */
+
+typedef enum {
+    SOLVE_INACTIVE = 0,   /* w = 0: left out of the ring, costs nothing */
+    SOLVE_RESIDENT,       /* R <= ram: X = 0 */
+    SOLVE_OVERLOADED,     /* R > ram, window does not fit: X = D, nothing hides the reads */
+    SOLVE_WINDOW_FITS     /* R > ram, window fits: X = max(0, D - k*S), prefetch behind others */
+} solve_regime;
+
+typedef enum {
+    SOLVE_ALLOWED = 0,
+    SOLVE_BAD_SHAPE,      /* n < 0, n > w, w < 0, or n > 0 without a GPU */
+    SOLVE_OVER_VRAM,      /* k*n*b' + fixed_vram > vram */
+    SOLVE_SLOW_DISK       /* overloaded, but the disk is slower than 0.1e9 B/s */
+} solve_violation;
+
+typedef struct {
+    solve_violation violation;
+    solve_regime regime;
+    double own_ms;         /* per cycle; 0 when inactive */
+    double vram_bytes;     /* k*n*b' + fixed_vram on a GPU device, else 0 */
+    double ram_bytes;      /* R */
+    double window_bytes;   /* 2*(w - s*n)*b' + fixed */
+    double disk_bytes;     /* B: re-read per token, 0 unless overloaded */
+    double disk_ms;        /* D = 1000*B/disk, 0 unless overloaded */
+} solve_device_use;
+
+static void solve_device_eval(const solve_instance *in, int m, int k, int w, int n,
+                              solve_device_use *u)
+{
+    const solve_device *d = &in->device[m];
+    double bp = in->model.layer_bytes + in->model.kv_bytes;
+    memset(u, 0, sizeof *u);
+    if (w < 0 || n < 0 || n > w || (d->gpu == SOLVE_GPU_NONE && n > 0)) {
+        u->violation = SOLVE_BAD_SHAPE;
+        return;
+    }
+    if (w == 0) {
+        u->regime = SOLVE_INACTIVE;
+        return;
+    }
+    int s = d->gpu == SOLVE_GPU_CUDA ? 1 : 0;
+    double fixed = d->fixed_ram_bytes + (d->gpu == SOLVE_GPU_METAL ? d->fixed_vram_bytes : 0.0);
+    double resident_layers = (double)(w - s * n);
+    u->own_ms = (double)(w - n) * d->t_cpu_ms + (double)n * d->t_gpu_ms + d->t_comm_ms;
+    if (d->gpu != SOLVE_GPU_NONE) {
+        u->vram_bytes = (double)k * (double)n * bp + d->fixed_vram_bytes;
+        if (u->vram_bytes > d->vram_bytes) u->violation = SOLVE_OVER_VRAM;
+    }
+    u->ram_bytes = (double)k * resident_layers * bp + fixed;
+    u->window_bytes = 2.0 * resident_layers * bp + fixed;
+    if (u->ram_bytes <= d->ram_bytes) {
+        u->regime = SOLVE_RESIDENT;
+        return;
+    }
+    if (d->disk_bytes_per_s < solve_slow_disk) {
+        if (u->violation == SOLVE_ALLOWED) u->violation = SOLVE_SLOW_DISK;
+        u->regime = SOLVE_OVERLOADED;
+        return;
+    }
+    u->regime = u->window_bytes <= d->ram_bytes ? SOLVE_WINDOW_FITS : SOLVE_OVERLOADED;
+    if (d->os == SOLVE_OS_MACOS && d->gpu == SOLVE_GPU_METAL)
+        u->disk_bytes = (double)k * (double)w * in->model.layer_bytes;
+    else
+        u->disk_bytes = u->ram_bytes - d->ram_bytes;
+    u->disk_ms = 1000.0 * u->disk_bytes / d->disk_bytes_per_s;
+}
+
+/* The largest k a plan may use: kmax, or L when kmax is 0 or larger than L. */
+static int solve_kmax(const solve_instance *in)
+{
+    int L = in->model.n_layer;
+    return in->kmax > 0 && in->kmax < L ? in->kmax : L;
+}
+
+/* Exposed disk time X of one device given k*C (sigma): 0 resident, D overloaded, and
+ * max(0, D - k*S) = max(0, D - (sigma - k*own)) when its window fits. */
+static double solve_exposed_ms(const solve_device_use *u, int k, double sigma)
+{
+    if (u->regime == SOLVE_OVERLOADED) return u->disk_ms;
+    if (u->regime != SOLVE_WINDOW_FITS) return 0.0;
+    double hidden = sigma - (double)k * u->own_ms; /* k*S: others' time to prefetch behind */
+    return u->disk_ms > hidden ? u->disk_ms - hidden : 0.0;
+}
+
+/* T of a plan, computed from the definition: T = kappa + k*C + sum X[m]. Returns INFINITY when
+ * the plan breaks a constraint (k not a divisor of L or above kmax, sum w != L/k, w[0] = 0,
+ * n outside [0, w], a GPU layer on a GPU-less device, VRAM, or overloading a slow disk). This
+ * is the specification: the search's own arithmetic is checked against it. */
+static double solve_plan_latency(const solve_instance *in, const solve_plan *plan)
+{
+    int L = in->model.n_layer, k = plan->k, M = in->n_device;
+    if (k < 1 || k > solve_kmax(in) || L % k != 0) return INFINITY;
+    if (plan->w[0] < 1) return INFINITY;
+    solve_device_use use[SOLVE_MAX_DEVICES];
+    long total = 0;
+    double C = 0;
+    for (int m = 0; m < M; m++) {
+        solve_device_eval(in, m, k, plan->w[m], plan->n[m], &use[m]);
+        if (use[m].violation != SOLVE_ALLOWED) return INFINITY;
+        total += plan->w[m];
+        C += use[m].own_ms;
+    }
+    if (total != L / k) return INFINITY;
+    double sigma = (double)k * C;
+    double T = in->model.kappa_ms + sigma;
+    for (int m = 0; m < M; m++) T += solve_exposed_ms(&use[m], k, sigma);
+    return T;
+}
+
+/* ---- The search ------------------------------------------------------------------------------
+ * Formulation. Fix k (a divisor of L, <= kmax) and let W = L/k. Each device m picks an option
+ * o = (w, n) with sum w = W and w[0] >= 1; the option fixes its regime and three numbers:
+ *     a  = k*own          what it adds to sigma = k*C,
+ *     nd = D if overloaded without a fitting window, else 0 (its X, whatever the others do),
+ *     y  = D + a if its window fits, so that X = max(0, D - (sigma - a)) = max(0, y - sigma).
+ * Then, exactly,
+ *     T = kappa + sigma + sum nd + sum over window-fits devices of max(0, y - sigma).   (1)
+ * Without window-fits devices (always the case for k <= 2) T is a sum of per-device costs
+ * a + nd, and "min sum of costs subject to sum w = W" is solved exactly by a dynamic program
+ * over (device, layers used) in O(M W^2 * options per window). The max(0, y - sigma) terms
+ * couple the devices through one scalar, sigma; they are what the branch and bound is for.
+ *
+ * Search. For each k, the plans are split by sigma into intervals [s0, s1] (every plan lies in
+ * one; see solve_search_k), and in each interval devices are fixed one at a time in a depth
+ * first search (those that can prefetch first, since they carry the coupling); a node is a
+ * prefix of devices with chosen options, the layers r left, sigma_a and P = sum nd of the
+ * prefix, and the y values of its window-fits devices. Children are tried best bound first; a
+ * child is pruned when its bound is >= best - tol, tol = 1e-9 * best: the plan returned is
+ * within a relative 1e-9 of the true minimum (float rounding in the bounds is ~1e-14 relative,
+ * far below tol, so a better plan is never pruned away; ties are not re-explored).
+ *
+ * Bound. Split sigma = sigma_a + rho, rho the rest's share. By (1), any completion costs
+ *     T = kappa + P + sigma_a + G(rho) + sum over the rest of [nd + max(0, y - sigma)],
+ *     G(rho) = rho + sum over the prefix's window-fits devices of max(0, z_i - rho),
+ *     z_i = y_i - sigma_a.
+ * (a) Only plans of this interval that beat the incumbent matter. Every plan has T = kappa +
+ *     sigma + (its sum nd + sum X), so such a plan has sigma <= sigma_hi, the least of: s1;
+ *     best - kappa; the largest sigma any plan reaches; and best - kappa - (a lower bound on
+ *     sum nd + sum X), see solve_search_interval. Hence max(0, y - sigma) >= max(0, y -
+ *     sigma_hi) for the rest's own window-fits terms. Likewise rho lies in [rho_lo, rho_hi]:
+ *     rho_lo is the larger of the least sigma the rest can add (a table) and s0 - sigma_a,
+ *     rho_hi the least of the most it can add, best - kappa - P - sigma_a and
+ *     sigma_hi - sigma_a.
+ * (b) G is convex and piecewise linear (slopes 1, 0, -1, ... as more z_i exceed rho), so for
+ *     any slope c it lies above a line of slope c on [rho_lo, rho_hi]:
+ *     G(rho) >= alpha_c + c*rho, alpha_c = min over that interval of G(rho) - c*rho, attained
+ *     where the slope of G crosses c: at the (q+1)-th largest z with q = floor(1 - c),
+ *     clamped into the interval (for c > 1, at rho_hi).
+ * (c) So T >= kappa + P + sigma_a + alpha_c + min over completions of
+ *     sum [c*a + nd + max(0, y - sigma_hi)], and that min is a table lookup: for each c in a
+ *     fixed grid, tab_c[j][r] is the dynamic program over devices j.. with r layers, built per
+ *     interval. The bound is the best over the grid, a Lagrangian dual in one multiplier:
+ *     c = 1 is exact when nothing couples (so a k <= 2 search walks straight to the optimum);
+ *     c < 1 prices the constraint sigma >= s0 (through rho >= rho_lo) and follows G where
+ *     prefetching devices bind: with q devices binding at once T falls by q - 1 ms per ms of
+ *     sigma, so the grid reaches c = -16 (without the steep slopes an instance with ~10
+ *     binding took 100M nodes); c > 1 prices sigma <= sigma_hi (through rho <= rho_hi).
+ * Narrow intervals make both (a) and (c) tight: max(0, y - sigma_hi) is then near the truth,
+ * and a plan cannot be credited with hiding behind more sigma than it has.
+ * Every completion at a leaf is evaluated with solve_plan_latency, so the T reported is the
+ * model's, not the search's arithmetic. The seed incumbent is the best of the tables'
+ * argmin plans over every k (each a feasible plan, usually within a few percent of optimal).
+ *
+ * Dominance. Per device and window, options (different n) are thinned before the search: o1
+ * dominates o2 when T(o1) <= T(o2) for every completion. Changing a by delta moves (1) by
+ * delta*(1 - #others binding), between delta*(1 - F) and delta where F is the number of other
+ * devices that can prefetch at all, and a device's own term is 0, nd, or max(0, D - k*S) with
+ * k*S independent of its own option; the test in solve_dominates bounds T(o1) - T(o2) by the
+ * worst case of both. With F = 0 this keeps exactly the cheapest a + nd per window.
+ * -------------------------------------------------------------------------------------------- */
+
+enum { SOLVE_N_SLOPES = 14, SOLVE_DOMINANCE_SPAN = 8 };
+/* The slopes c of the bound's lines, see (c); c = 1 must come first (the exact table when
+ * nothing couples, and the cheap screen of solve_dfs), and 0 must be present (the sigma cap
+ * of solve_search_interval). */
+static const double solve_slopes[SOLVE_N_SLOPES] = {1.0,  0.75, 0.5,  0.25, 0.0, -0.5, -1.0,
+                                                     -2.0, -4.0, -8.0, -16.0, 1.5, 2.0, 4.0};
+
+typedef struct {
+    int w, n;
+    solve_regime regime;
+    double a;    /* k*own_ms */
+    double nd;   /* D when overloaded without a fitting window, else 0 */
+    double y;    /* D + a when the window fits, else 0 */
+    double D;    /* disk ms when overloaded (either kind), else 0 */
+} solve_option;
+
+/* A child considered at a search node: its option and its bound. */
+typedef struct {
+    int opt;
+    double bound;
+} solve_pick;
+
+typedef struct {
+    const solve_instance *in;
+    int k, W, M;
+    int n_tab;                   /* tables in use: 1 when nothing can prefetch, else N_SLOPES */
+    int order[SOLVE_MAX_DEVICES];/* search depth -> device index */
+    solve_option *opt;           /* options of depth j and window w:                         */
+    int *first;                  /*   opt[first[j*(W+2)+w] .. first[j*(W+2)+w+1])             */
+    long long n_opt;
+    double sigma_lo, sigma_hi;   /* the sigma interval being searched; tables assume sigma_hi */
+    double *tab;                 /* [n_tab+2][M+1][W+1]: bound tables, then min rho, -max rho */
+    double *cheap;               /* W+1 scratch doubles for solve_build_tables */
+    solve_pick *picks;           /* n_opt slots: depth j uses the slots of its own options */
+    /* search state */
+    int chosen[SOLVE_MAX_DEVICES];  /* option index per depth */
+    double fy[SOLVE_MAX_DEVICES];   /* y of the prefix's window-fits devices, descending */
+    int nf;
+    solve_plan *best;
+    double best_T;
+    long long nodes;             /* expanded, over every interval */
+    long long intervals;         /* intervals whose search ran */
+    long long budget;            /* node budget of the current interval's search, 0 = none */
+    long long budget_base;       /* the budget an interval starts with (solve_optimize_budget) */
+    long long interval_nodes;
+    int aborted;                 /* the current interval's search ran out of budget */
+} solve_search;
+
+static size_t solve_tab_index(const solve_search *s, int t, int j, int r)
+{
+    return ((size_t)t * (size_t)(s->M + 1) + (size_t)j) * (size_t)(s->W + 1) + (size_t)r;
+}
+
+/* Worst case of T(o1) - T(o2) over every completion is <= 0 (see "Dominance" above).
+ * n_fit_others: how many other devices have any window-fits option at this k. */
+static int solve_dominates(const solve_option *o1, const solve_option *o2, int n_fit_others)
+{
+    double da = o1->a - o2->a;
+    /* sigma's effect: slope in [1 - F, 1] per unit of a. */
+    double sigma_part = da <= 0 ? (1.0 - n_fit_others) * da : da;
+    /* own term: R -> 0, overloaded -> nd, fits -> max(0, D - x) for an unknown x >= 0. */
+    double hi1 = o1->regime == SOLVE_WINDOW_FITS ? o1->D : o1->nd;
+    double lo2 = o2->regime == SOLVE_WINDOW_FITS ? 0.0 : o2->nd;
+    double own_part = hi1 - lo2;
+    if (o1->regime == SOLVE_WINDOW_FITS && o2->regime == SOLVE_WINDOW_FITS)
+        own_part = o1->D > o2->D ? o1->D - o2->D : 0.0; /* sup of max(0,D1-x) - max(0,D2-x) */
+    return sigma_part + own_part <= 0;
+}
+
+/* Appends one option to the growing array, with overflow-checked growth. */
+static int solve_push_option(solve_search *s, long long *cap, const solve_option *o)
+{
+    if (s->n_opt == *cap) {
+        long long nc = *cap ? *cap * 2 : 256;
+        if ((unsigned long long)nc > SIZE_MAX / sizeof(solve_option)) return -1;
+        solve_option *p = realloc(s->opt, (size_t)nc * sizeof(solve_option));
+        if (!p) return -1;
+        s->opt = p;
+        *cap = nc;
+    }
+    s->opt[s->n_opt++] = *o;
+    return 0;
+}
+
+/* Fills o from the model for device m; returns 0 if the choice is allowed. */
+static int solve_make_option(const solve_instance *in, int m, int k, int w, int n,
+                             solve_option *o)
+{
+    solve_device_use u;
+    solve_device_eval(in, m, k, w, n, &u);
+    if (u.violation != SOLVE_ALLOWED) return -1;
+    o->w = w;
+    o->n = n;
+    o->regime = u.regime;
+    o->a = (double)k * u.own_ms;
+    o->D = u.disk_ms;
+    o->nd = u.regime == SOLVE_OVERLOADED ? u.disk_ms : 0.0;
+    o->y = u.regime == SOLVE_WINDOW_FITS ? u.disk_ms + o->a : 0.0;
+    return 0;
+}
+
+/* Does device m have any window-fits option at this k? */
+static int solve_can_prefetch(const solve_instance *in, int m, int k, int W)
+{
+    if (k < 3) return 0;
+    for (int w = 1; w <= W; w++) {
+        for (int n = 0; n <= w; n++) {
+            solve_option o;
+            if (solve_make_option(in, m, k, w, n, &o) == 0 && o.regime == SOLVE_WINDOW_FITS)
+                return 1;
+            if (in->device[m].gpu == SOLVE_GPU_NONE) break;
+        }
+    }
+    return 0;
+}
+
+static void solve_search_free(solve_search *s)
+{
+    free(s->opt);
+    free(s->first);
+    free(s->tab);
+    free(s->cheap);
+    free(s->picks);
+    memset(s, 0, sizeof *s);
+}
+
+/* Cost of option o in bound table t (see (c) above). */
+static double solve_option_cost(const solve_search *s, int t, const solve_option *o)
+{
+    double c = s->n_tab > t ? solve_slopes[t] : 1.0;
+    double cost = c * o->a + o->nd;
+    if (o->regime == SOLVE_WINDOW_FITS && o->y > s->sigma_hi) cost += o->y - s->sigma_hi;
+    return cost;
+}
+
+/* Builds tables t0..t1. Table t in [0, n_tab) is the bound table of slope solve_slopes[t];
+ * table n_tab is min sum a (the least rho), table n_tab + 1 is -(max sum a) (minus the most
+ * rho). Suffix dynamic program: tab[j][r] = min over options o of depth j with o.w <= r of
+ * cost(o) + tab[j+1][r - o.w], and tab[M][r] = 0 for r = 0, +inf otherwise. Only the cheapest
+ * option of each window matters, so that is found first (cheap[w]): O(options + M W^2). */
+static void solve_build_tables(solve_search *s, int t0, int t1)
+{
+    int M = s->M, W = s->W;
+    double *cheap = s->cheap;
+    for (int t = t0; t <= t1; t++) {
+        for (int r = 0; r <= W; r++) s->tab[solve_tab_index(s, t, M, r)] = r == 0 ? 0 : INFINITY;
+        for (int j = M - 1; j >= 0; j--) {
+            for (int w = 0; w <= W; w++) {
+                double c = INFINITY;
+                for (int i = s->first[j * (W + 2) + w]; i < s->first[j * (W + 2) + w + 1]; i++) {
+                    double cost = t == s->n_tab       ? s->opt[i].a
+                                : t == s->n_tab + 1 ? -s->opt[i].a
+                                                    : solve_option_cost(s, t, &s->opt[i]);
+                    if (cost < c) c = cost;
+                }
+                cheap[w] = c;
+            }
+            for (int r = 0; r <= W; r++) {
+                double best = INFINITY;
+                for (int w = 0; w <= r; w++) {
+                    double v = cheap[w] + s->tab[solve_tab_index(s, t, j + 1, r - w)];
+                    if (v < best) best = v;
+                }
+                s->tab[solve_tab_index(s, t, j, r)] = best;
+            }
+        }
+    }
+}
+
+/* Sets up the search of the plans whose sigma = k*C lies in [s0, s1]: sigma_lo = s0, and
+ * sigma_hi, the cap the tables' window-fits terms assume (see (a)), made as tight as can be
+ * proven, then the bound tables for it. A plan better than the incumbent in this interval has
+ * sigma <= sigma_hi, the least of:
+ *   s1; best - kappa; the largest sigma any plan reaches (table n_tab+1); and
+ *   best - kappa - tab_0, where tab_0 (slope 0: sum nd + max(0, y - sigma_hi), no a) bounds
+ *   sum nd + sum X from below for every plan with sigma <= sigma_hi.
+ * The last one improves as sigma_hi falls, so it is iterated a few times. When compute is
+ * cheap against disk reads this is what keeps the bound honest: nothing can hide behind a
+ * sigma that no plan has. */
+static void solve_search_interval(solve_search *s, double s0, double s1)
+{
+    double sigma_max = -s->tab[solve_tab_index(s, s->n_tab + 1, 0, s->W)];
+    double cap = s->best_T - s->in->model.kappa_ms;
+    s->sigma_lo = s0;
+    s->sigma_hi = s1;
+    if (cap < s->sigma_hi) s->sigma_hi = cap;
+    if (sigma_max < s->sigma_hi) s->sigma_hi = sigma_max;
+    s->interval_nodes = 0;
+    s->aborted = 0;
+    /* Rounding: the search adds a plan's a values in its own order, so the interval is widened
+     * by a relative 1e-12 on both sides; a plan on a split point is then searched twice,
+     * never zero times. */
+    s->sigma_lo -= 1e-12 * (1.0 + fabs(s->sigma_lo));
+    s->sigma_hi += 1e-12 * (1.0 + fabs(s->sigma_hi));
+    solve_build_tables(s, 0, s->n_tab - 1);
+    if (s->n_tab == 1) return; /* nothing prefetches: sigma_hi is unused */
+    int slope0 = 0;
+    while (solve_slopes[slope0] != 0.0) slope0++; /* the grid holds 0 */
+    for (int iter = 0; iter < 6; iter++) {
+        double nd_x = s->tab[solve_tab_index(s, slope0, 0, s->W)];
+        double next = cap - nd_x;
+        if (!(next < s->sigma_hi - 1e-6 * fabs(s->sigma_hi) - 1e-9)) break;
+        s->sigma_hi = next + 1e-12 * (1.0 + fabs(next));
+        solve_build_tables(s, 0, s->n_tab - 1);
+    }
+}
+
+/* Appends the options of depth j (device order[j]) to s->opt, thinned by dominance, and fills
+ * s->first for that depth. cand is scratch for W + 1 options. Returns 0, -1 on OOM. */
+static int solve_device_options(solve_search *s, int j, int n_fit_others, solve_option *cand,
+                                long long *cap)
+{
+    const solve_instance *in = s->in;
+    int m = s->order[j], W = s->W;
+    for (int w = 0; w <= W; w++) {
+        s->first[j * (W + 2) + w] = (int)s->n_opt;
+        if (w == 0 && m == 0) continue; /* the head always runs at least one layer */
+        int nc = 0;
+        int nmax = in->device[m].gpu == SOLVE_GPU_NONE ? 0 : w;
+        for (int n = 0; n <= nmax; n++) {
+            solve_option o;
+            if (solve_make_option(in, m, s->k, w, n, &o) != 0) continue;
+            /* Compared with the last few kept candidates only (neighbours in n, the likely
+             * dominators): dropping fewer options is always safe, and this keeps the
+             * thinning linear when many options survive (F >= 2). */
+            int lo = nc > SOLVE_DOMINANCE_SPAN ? nc - SOLVE_DOMINANCE_SPAN : 0;
+            int dominated = 0;
+            for (int i = lo; i < nc && !dominated; i++)
+                dominated = solve_dominates(&cand[i], &o, n_fit_others);
+            if (dominated) continue;
+            int kept = lo; /* drop the kept candidates the newcomer dominates */
+            for (int i = lo; i < nc; i++)
+                if (!solve_dominates(&o, &cand[i], n_fit_others)) cand[kept++] = cand[i];
+            nc = kept;
+            cand[nc++] = o;
+        }
+        for (int i = 0; i < nc; i++)
+            if (solve_push_option(s, cap, &cand[i]) != 0) return -1;
+    }
+    s->first[j * (W + 2) + W + 1] = (int)s->n_opt;
+    return s->n_opt > INT_MAX / 2 ? -1 : 0; /* option indices are ints */
+}
+
+/* Builds the options, the device order and the rho tables for one k (the bound tables come
+ * with each sigma interval, solve_search_interval). Returns 0; -1 on OOM, with s freed. */
+static int solve_search_init(solve_search *s, const solve_instance *in, int k)
+{
+    memset(s, 0, sizeof *s);
+    s->in = in;
+    s->k = k;
+    s->W = in->model.n_layer / k;
+    s->M = in->n_device;
+    int M = s->M, W = s->W;
+    int can_fit[SOLVE_MAX_DEVICES], n_fit = 0;
+    for (int m = 0; m < M; m++) {
+        can_fit[m] = solve_can_prefetch(in, m, k, W);
+        n_fit += can_fit[m];
+    }
+    s->n_tab = n_fit ? SOLVE_N_SLOPES : 1;
+    /* Order: devices that can prefetch first (they carry the coupling, so the bound of (b)
+     * sees them early), each group in ring order. */
+    int depth = 0;
+    for (int pass = 1; pass >= 0; pass--)
+        for (int m = 0; m < M; m++)
+            if (can_fit[m] == pass) s->order[depth++] = m;
+
+    /* Sizes: M <= 64 and W <= 512, so these products cannot overflow size_t. */
+    s->first = malloc((size_t)M * (size_t)(W + 2) * sizeof(int));
+    s->tab = malloc((size_t)(s->n_tab + 2) * (size_t)(M + 1) * (size_t)(W + 1) * sizeof(double));
+    solve_option *cand = malloc((size_t)(W + 1) * sizeof(solve_option));
+    s->cheap = malloc((size_t)(W + 1) * sizeof(double));
+    long long cap = 0;
+    int ok = s->first && s->tab && cand && s->cheap;
+    for (int j = 0; ok && j < M; j++)
+        ok = solve_device_options(s, j, n_fit - can_fit[s->order[j]], cand, &cap) == 0;
+    if (ok) {
+        s->picks = malloc((size_t)(s->n_opt ? s->n_opt : 1) * sizeof(solve_pick));
+        ok = s->picks != NULL;
+    }
+    free(cand);
+    if (!ok) {
+        solve_search_free(s);
+        return -1;
+    }
+    solve_build_tables(s, s->n_tab, s->n_tab + 1); /* min and max rho: fixed for this k */
+    return 0;
+}
+
+/* Turns the options chosen per depth into a plan (device order) and evaluates it. */
+static void solve_leaf(solve_search *s)
+{
+    solve_plan p;
+    memset(&p, 0, sizeof p);
+    p.k = s->k;
+    for (int j = 0; j < s->M; j++) {
+        const solve_option *o = &s->opt[s->chosen[j]];
+        p.w[s->order[j]] = o->w;
+        p.n[s->order[j]] = o->n;
+    }
+    double T = solve_plan_latency(s->in, &p);
+    if (T < s->best_T) {
+        p.latency_ms = T;
+        *s->best = p;
+        s->best_T = T;
+    }
+}
+
+/* Follows table t's argmin from the root to a full plan and offers it as an incumbent. */
+static void solve_table_plan(solve_search *s, int t)
+{
+    int r = s->W;
+    if (s->tab[solve_tab_index(s, t, 0, r)] == INFINITY) return;
+    for (int j = 0; j < s->M; j++) {
+        double best = INFINITY;
+        int pick = -1;
+        for (int w = 0; w <= r; w++) {
+            double rest = s->tab[solve_tab_index(s, t, j + 1, r - w)];
+            if (rest == INFINITY) continue;
+            for (int i = s->first[j * (s->W + 2) + w]; i < s->first[j * (s->W + 2) + w + 1]; i++) {
+                double v = solve_option_cost(s, t, &s->opt[i]) + rest;
+                if (v < best) { best = v; pick = i; }
+            }
+        }
+        if (pick < 0) return;
+        s->chosen[j] = pick;
+        r -= s->opt[pick].w;
+    }
+    solve_leaf(s);
+}
+
+static double solve_tol(double best)
+{
+    return best == INFINITY ? 0.0 : 1e-9 * fabs(best) + 1e-12;
+}
+
+/* The (idx+1)-th largest of the sorted (descending) list fy[0..nf) with `extra` merged in when
+ * has_extra; -infinity past the end. */
+static double solve_kth(const double *fy, int nf, double extra, int has_extra, int idx)
+{
+    if (idx < 0) return INFINITY; /* slopes c > 1: the tangent point is the top of the range */
+    if (!has_extra) return idx < nf ? fy[idx] : -INFINITY;
+    int p = 0; /* where extra goes */
+    while (p < nf && fy[p] >= extra) p++;
+    if (idx < p) return fy[idx];
+    if (idx == p) return extra;
+    return idx - 1 < nf ? fy[idx - 1] : -INFINITY;
+}
+
+/* Lower bound on T over completions of a node at depth j (devices order[j..] unassigned) with
+ * r layers left, prefix totals P (sum nd) and sigma_a, and prefix window-fits values fy plus
+ * `extra` when has_extra. Implements (a)-(c) of the comment above. */
+static double solve_bound(const solve_search *s, int j, int r, double P, double sigma_a,
+                          double extra, int has_extra)
+{
+    double kappa = s->in->model.kappa_ms;
+    double rho_lo = s->tab[solve_tab_index(s, s->n_tab, j, r)];
+    if (rho_lo == INFINITY) return INFINITY;
+    double rho_hi = s->best_T - kappa - P - sigma_a;
+    double rho_max = -s->tab[solve_tab_index(s, s->n_tab + 1, j, r)];
+    if (rho_max < rho_hi) rho_hi = rho_max;
+    if (s->sigma_hi - sigma_a < rho_hi) rho_hi = s->sigma_hi - sigma_a; /* the interval */
+    if (s->sigma_lo - sigma_a > rho_lo) rho_lo = s->sigma_lo - sigma_a;
+    if (rho_hi < rho_lo) return INFINITY; /* no completion in the interval beats best */
+    double base = kappa + P + sigma_a, bound = -INFINITY;
+    for (int t = 0; t < s->n_tab; t++) {
+        double c = solve_slopes[t];
+        int q = (int)floor(1.0 - c);
+        double rho = solve_kth(s->fy, s->nf, extra, has_extra, q) - sigma_a;
+        if (rho < rho_lo) rho = rho_lo;
+        if (rho > rho_hi) rho = rho_hi;
+        if (rho == INFINITY) { /* no incumbent yet: only c = 1 has a finite line (G - rho -> 0) */
+            if (c == 1.0 && base + s->tab[solve_tab_index(s, t, j, r)] > bound)
+                bound = base + s->tab[solve_tab_index(s, t, j, r)];
+            continue;
+        }
+        double G = rho; /* G(rho) - c*rho at the tangent point, see (b) */
+        for (int i = 0; i < s->nf && s->fy[i] - sigma_a > rho; i++) G += s->fy[i] - sigma_a - rho;
+        if (has_extra && extra - sigma_a > rho) G += extra - sigma_a - rho;
+        double v = base + G - c * rho + s->tab[solve_tab_index(s, t, j, r)];
+        if (v > bound) bound = v;
+    }
+    return bound;
+}
+
+static int solve_pick_cmp(const void *pa, const void *pb)
+{
+    const solve_pick *a = pa, *b = pb;
+    if (a->bound < b->bound) return -1;
+    if (a->bound > b->bound) return 1;
+    return a->opt - b->opt; /* deterministic order for equal bounds */
+}
+
+/* Depth-first branch and bound over the options of depth j. */
+static void solve_dfs(solve_search *s, int j, int r, double P, double sigma_a)
+{
+    s->nodes++;
+    if (s->budget && ++s->interval_nodes > s->budget) {
+        s->aborted = 1; /* the caller splits the interval and searches the halves */
+        return;
+    }
+    if (j == s->M) {
+        if (r == 0) solve_leaf(s);
+        return;
+    }
+    int W = s->W;
+    double kappa = s->in->model.kappa_ms;
+    /* Cheap screen: prefix window-fits terms at their least (rho = rho_hi of this node), the
+     * child's own term against the sigma cap, the rest from the exact-when-uncoupled table. */
+    double rho_hi = s->best_T - kappa - P - sigma_a;
+    double rho_max = -s->tab[solve_tab_index(s, s->n_tab + 1, j, r)];
+    if (rho_max < rho_hi) rho_hi = rho_max;
+    if (s->sigma_hi - sigma_a < rho_hi) rho_hi = s->sigma_hi - sigma_a;
+    double g_hi = 0;
+    for (int i = 0; i < s->nf && s->fy[i] - sigma_a > rho_hi; i++) g_hi += s->fy[i] - sigma_a - rho_hi;
+    solve_pick *picks = s->picks + s->first[j * (W + 2)];
+    int np = 0;
+    for (int w = 0; w <= r; w++) {
+        double rest = s->tab[solve_tab_index(s, 0, j + 1, r - w)];
+        if (rest == INFINITY) continue;
+        for (int i = s->first[j * (W + 2) + w]; i < s->first[j * (W + 2) + w + 1]; i++) {
+            const solve_option *o = &s->opt[i];
+            double lim = s->best_T - solve_tol(s->best_T);
+            double own_fit = 0;
+            if (o->regime == SOLVE_WINDOW_FITS) {
+                double cap = s->best_T - kappa - P - o->nd; /* sigma cap for this child */
+                if (sigma_a + rho_hi < cap) cap = sigma_a + rho_hi;
+                if (o->y > cap) own_fit = o->y - cap;
+            }
+            double cheap = kappa + P + o->nd + sigma_a + o->a + g_hi + own_fit + rest;
+            if (!(cheap < lim)) continue;
+            int fits = o->regime == SOLVE_WINDOW_FITS;
+            double b = solve_bound(s, j + 1, r - w, P + o->nd, sigma_a + o->a, o->y, fits);
+            if (b > cheap) cheap = b;
+            if (!(cheap < lim)) continue;
+            picks[np].opt = i;
+            picks[np].bound = cheap;
+            np++;
+        }
+    }
+    qsort(picks, (size_t)np, sizeof *picks, solve_pick_cmp);
+    for (int p = 0; p < np; p++) {
+        if (!(picks[p].bound < s->best_T - solve_tol(s->best_T))) break;
+        const solve_option *o = &s->opt[picks[p].opt];
+        s->chosen[j] = picks[p].opt;
+        int fits = o->regime == SOLVE_WINDOW_FITS;
+        int at = 0;
+        if (fits) { /* insert o->y into the descending list */
+            at = s->nf;
+            while (at > 0 && s->fy[at - 1] < o->y) { s->fy[at] = s->fy[at - 1]; at--; }
+            s->fy[at] = o->y;
+            s->nf++;
+        }
+        solve_dfs(s, j + 1, r - o->w, P + o->nd, sigma_a + o->a);
+        if (fits) {
+            for (int i = at; i < s->nf - 1; i++) s->fy[i] = s->fy[i + 1];
+            s->nf--;
+        }
+        if (s->aborted) return;
+    }
+}
+
+/* Searches every plan of this k: the sigma range [least, most] is searched as a stack of
+ * intervals. An interval whose root bound cannot beat the incumbent is dropped; otherwise its
+ * depth-first search runs with a node budget, and when that runs out the interval is split in
+ * two: narrower intervals give tighter bounds (max(0, y - sigma_hi) is nearer the truth, and
+ * sigma >= sigma_lo prices plans that compute too little). An interval split d times gets
+ * budget * 2^d, so the work thrown away by aborted searches stays within a small factor of
+ * the work kept; past 30 splits, or below a width of 1e-9 of the incumbent's T, the search
+ * runs without a budget. So this always ends, and as every plan lies in some interval,
+ * nothing is skipped. */
+static void solve_search_k(solve_search *s)
+{
+    enum { STACK = 96, MAX_SPLITS = 30 };
+    double lo[STACK], hi[STACK];
+    int depth[STACK];
+    int top = 0;
+    lo[top] = s->tab[solve_tab_index(s, s->n_tab, 0, s->W)];
+    hi[top] = -s->tab[solve_tab_index(s, s->n_tab + 1, 0, s->W)];
+    depth[top] = 0;
+    top++;
+    long long budget = s->budget_base > 0 ? s->budget_base : 2000 + 50LL * s->M * s->W;
+    while (top > 0) {
+        top--;
+        double s0 = lo[top], s1 = hi[top];
+        int d = depth[top];
+        solve_search_interval(s, s0, s1);
+        if (!(solve_bound(s, 0, s->W, 0, 0, 0, 0) < s->best_T - solve_tol(s->best_T))) continue;
+        int can_split = d < MAX_SPLITS && top + 2 <= STACK &&
+                        s1 - s0 > 1e-9 * fabs(s->best_T) + 1e-12;
+        s->budget = can_split ? budget << d : 0;
+        s->intervals++;
+        solve_dfs(s, 0, s->W, 0.0, 0.0);
+        if (!s->aborted) continue;
+        double mid = 0.5 * (s0 + s1);
+        lo[top] = mid; hi[top] = s1; depth[top] = d + 1; top++; /* upper half after lower */
+        lo[top] = s0; hi[top] = mid; depth[top] = d + 1; top++;
+    }
+}
+
+/* ---- Infeasibility: which constraint binds -------------------------------------------------
+ * A device that can be overloaded (fast disk) can take any number of layers, so a feasible k
+ * exists unless the head cannot run a layer at all, or every device that can join is capped
+ * by RAM (slow disk) and VRAM and together they hold fewer than L layers. The reason names the
+ * k that comes closest and how many layers and bytes are missing.
+ * -------------------------------------------------------------------------------------------- */
+
+/* The largest window device m can run at k (0 if it cannot join; W+1 means "unbounded"), and
+ * the constraint that stops the next larger window. */
+static int solve_window_cap(const solve_instance *in, int m, int k, int W,
+                            solve_violation *stop)
+{
+    int cap = 0;
+    *stop = SOLVE_ALLOWED;
+    for (int w = 1; w <= W + 1; w++) {
+        int ok = 0;
+        solve_violation last = SOLVE_ALLOWED;
+        int nmax = in->device[m].gpu == SOLVE_GPU_NONE ? 0 : w;
+        for (int n = 0; n <= nmax && !ok; n++) {
+            solve_device_use u;
+            solve_device_eval(in, m, k, w, n, &u);
+            if (u.violation == SOLVE_ALLOWED) ok = 1;
+            else if (last == SOLVE_ALLOWED || u.violation == SOLVE_SLOW_DISK) last = u.violation;
+        }
+        if (!ok) {
+            *stop = last;
+            break;
+        }
+        cap = w;
+    }
+    return cap;
+}
+
+static void solve_explain_infeasible(const solve_instance *in, char *why, size_t why_len)
+{
+    int L = in->model.n_layer, M = in->n_device, kmax = solve_kmax(in);
+    double bp = in->model.layer_bytes + in->model.kv_bytes;
+    int best_k = 0, best_held = -1;
+    for (int k = 1; k <= kmax; k++) {
+        if (L % k) continue;
+        int W = L / k;
+        solve_violation stop;
+        if (solve_window_cap(in, 0, k, W, &stop) < 1) continue;
+        int held = 0;
+        for (int m = 0; m < M; m++) {
+            int c = solve_window_cap(in, m, k, W, &stop);
+            held += c > W ? W : c;
+        }
+        held *= k;
+        if (held > best_held) { best_held = held; best_k = k; }
+    }
+    if (best_k == 0) {
+        const solve_device *d = &in->device[0];
+        solve_device_use u;
+        solve_device_eval(in, 0, 1, 1, 0, &u);
+        if (u.violation == SOLVE_OVER_VRAM)
+            solve_msg(why, why_len,
+                      "the head device '%s' cannot join the ring: its GPU needs fixed_vram = "
+                      "%.0f bytes but vram is %.0f (short by %.0f bytes)", d->name,
+                      d->fixed_vram_bytes, d->vram_bytes, d->fixed_vram_bytes - d->vram_bytes);
+        else {
+            char gpu_note[256] = "";
+            if (d->gpu == SOLVE_GPU_CUDA) { /* the layer could have gone to VRAM instead */
+                solve_device_use g;
+                solve_device_eval(in, 0, 1, 1, 1, &g);
+                snprintf(gpu_note, sizeof gpu_note, "; on its GPU the layer would need %.0f "
+                         "bytes of VRAM (vram is %.0f) and %.0f of RAM", g.vram_bytes,
+                         d->vram_bytes, g.ram_bytes);
+            }
+            solve_msg(why, why_len,
+                      "the head device '%s' cannot hold even one layer: it needs %.0f bytes of "
+                      "RAM (fixed buffers + one layer of %.0f bytes) but ram is %.0f (short by "
+                      "%.0f bytes), and its disk (%.3g B/s) is slower than 0.1e9 B/s, too slow "
+                      "to page from%s", d->name, u.ram_bytes, bp, d->ram_bytes,
+                      u.ram_bytes - d->ram_bytes, d->disk_bytes_per_s, gpu_note);
+        }
+        return;
+    }
+    int W = L / best_k;
+    size_t used = 0;
+    char list[1024];
+    list[0] = '\0';
+    for (int m = 0; m < M && used < sizeof list; m++) {
+        solve_violation stop;
+        int c = solve_window_cap(in, m, best_k, W, &stop);
+        const char *what = stop == SOLVE_OVER_VRAM ? "VRAM"
+                         : stop == SOLVE_SLOW_DISK ? "RAM, slow disk" : "capped";
+        if (c == 0 && stop == SOLVE_OVER_VRAM) what = "fixed_vram > vram";
+        int wrote = snprintf(list + used, sizeof list - used, "%s%s %d (%s)", m ? ", " : "",
+                             in->device[m].name, c * best_k, what);
+        if (wrote < 0) break;
+        used += (size_t)wrote;
+    }
+    solve_msg(why, why_len,
+              "the model needs %d layers x %.0f bytes (weights + KV cache) = %.2f GB of "
+              "VRAM+RAM+disk-backed memory, but no device may page from disk (disks slower "
+              "than 0.1e9 B/s, or no room) and at best (k=%d) the devices hold %d layers "
+              "(%.2f GB): %s; short by %d layers (%.2f GB)",
+              L, bp, (double)L * bp / 1e9, best_k, best_held, (double)best_held * bp / 1e9,
+              list, L - best_held, (double)(L - best_held) * bp / 1e9);
+}
+
+/* ---- The solver ------------------------------------------------------------------------------ */
+
+/* solve_optimize with the node budget of an interval's search before its sigma interval is
+ * split (0: the default, 2000 + 50 M W). The answer does not depend on it, only the work;
+ * tests set it tiny so that splitting happens on small instances too. Longer than a screen
+ * because its two passes (seed every k, then search them in order) read best together. */
+static int solve_optimize_budget(const solve_instance *in, solve_plan *plan, solve_stats *stats,
+                                 long long node_budget, char *why, size_t why_len)
+{
+    solve_stats st;
+    memset(&st, 0, sizeof st);
+    memset(plan, 0, sizeof *plan);
+    if (stats) *stats = st;
+    if (solve_instance_check(in, why, why_len) != 0) return -1;
+    int L = in->model.n_layer, kmax = solve_kmax(in);
+    int ks[SOLVE_MAX_LAYERS];
+    double root[SOLVE_MAX_LAYERS];
+    int nk = 0;
+    solve_plan best;
+    memset(&best, 0, sizeof best);
+    double best_T = INFINITY;
+
+    /* Pass 1: every k's tables give a root bound and up to N_SLOPES feasible seed plans. */
+    for (int k = 1; k <= kmax; k++) {
+        if (L % k) continue;
+        solve_search s;
+        if (solve_search_init(&s, in, k) != 0) goto oom;
+        st.options += s.n_opt;
+        s.best = &best;
+        s.best_T = best_T;
+        if (s.tab[solve_tab_index(&s, s.n_tab, 0, s.W)] < INFINITY) { /* some plan exists */
+            st.k_feasible++;
+            solve_search_interval(&s, 0, INFINITY);
+            for (int t = 0; t < s.n_tab; t++) solve_table_plan(&s, t);
+            best_T = s.best_T;
+            ks[nk] = k;
+            solve_search_interval(&s, 0, INFINITY); /* again, with the seeds' caps */
+            root[nk] = solve_bound(&s, 0, s.W, 0, 0, 0, 0);
+            nk++;
+        }
+        solve_search_free(&s);
+    }
+    if (nk == 0) {
+        solve_explain_infeasible(in, why, why_len);
+        if (stats) *stats = st;
+        return 1;
+    }
+    /* Pass 2: search each k whose root bound can still beat the incumbent, the most promising
+     * first, interval by interval (solve_search_k). */
+    for (int a = 1; a < nk; a++) { /* insertion sort by root bound */
+        for (int b = a; b > 0 && root[b] < root[b - 1]; b--) {
+            double tr = root[b]; root[b] = root[b - 1]; root[b - 1] = tr;
+            int tk = ks[b]; ks[b] = ks[b - 1]; ks[b - 1] = tk;
+        }
+    }
+    for (int i = 0; i < nk; i++) {
+        if (!(root[i] < best_T - solve_tol(best_T))) continue;
+        solve_search s;
+        if (solve_search_init(&s, in, ks[i]) != 0) goto oom;
+        s.best = &best;
+        s.best_T = best_T;
+        s.budget_base = node_budget;
+        st.k_searched++;
+        solve_search_k(&s);
+        best_T = s.best_T;
+        st.nodes += s.nodes;
+        st.intervals += s.intervals;
+        solve_search_free(&s);
+    }
+    *plan = best;
+    if (stats) *stats = st;
+    return 0;
+oom:
+    solve_msg(why, why_len, "out of memory");
+    if (stats) *stats = st;
+    return -1;
+}
+
+/* Finds a plan of minimum T (within a relative 1e-9, see "Search") over every k.
+ * Returns 0 with *plan filled (plan->latency_ms = solve_plan_latency of it), 1 when no plan is
+ * feasible (reason in why), -1 on a bad instance or out of memory (reason in why). stats may
+ * be NULL. Allocates only temporaries, all freed before it returns; no global state, so
+ * threads may call it concurrently. */
+static int solve_optimize(const solve_instance *in, solve_plan *plan, solve_stats *stats,
+                          char *why, size_t why_len)
+{
+    return solve_optimize_budget(in, plan, stats, 0, why, why_len);
+}
+
+/* ---- Output ------------------------------------------------------------------------------------ */
+
+static const char *solve_regime_name(solve_regime r)
+{
+    switch (r) {
+    case SOLVE_INACTIVE: return "inactive";
+    case SOLVE_RESIDENT: return "resident";
+    case SOLVE_OVERLOADED: return "overloaded";
+    case SOLVE_WINDOW_FITS: return "window fits";
+    }
+    return "?";
+}
+
+/* Prints the plan in MODEL.md's format: `NAME w=W n=N` per device in ring order, then
+ * `k=K latency_ms=T`. With explain, `#` lines come first (so the k= line stays last and every
+ * line a script parses is unchanged): per device its regime, RAM and VRAM use, disk traffic
+ * and its share of T = kappa + sum over devices of (k*own + X). */
+static void solve_print_plan(FILE *f, const solve_instance *in, const solve_plan *plan,
+                             int explain)
+{
+    int k = plan->k, M = in->n_device;
+    if (explain) {
+        solve_device_use use[SOLVE_MAX_DEVICES];
+        double C = 0;
+        for (int m = 0; m < M; m++) {
+            solve_device_eval(in, m, k, plan->w[m], plan->n[m], &use[m]);
+            C += use[m].own_ms;
+        }
+        double sigma = (double)k * C, T = plan->latency_ms;
+        fprintf(f, "# k=%d cycles of %d layers; T = kappa %.3f ms + sum of device shares "
+                   "(k*own + exposed disk)\n", k, in->model.n_layer / k, in->model.kappa_ms);
+        for (int m = 0; m < M; m++) {
+            const solve_device *d = &in->device[m];
+            const solve_device_use *u = &use[m];
+            if (u->regime == SOLVE_INACTIVE) {
+                fprintf(f, "# %s: inactive (left out of the ring)\n", d->name);
+                continue;
+            }
+            double X = solve_exposed_ms(u, k, sigma);
+            double share = (double)k * u->own_ms + X;
+            fprintf(f, "# %s (w=%d n=%d): %s; RAM needs %.3f GB, has %.3f", d->name, plan->w[m],
+                    plan->n[m], solve_regime_name(u->regime), u->ram_bytes / 1e9,
+                    d->ram_bytes / 1e9);
+            if (d->gpu != SOLVE_GPU_NONE)
+                fprintf(f, "; VRAM uses %.3f GB of %.3f", u->vram_bytes / 1e9,
+                        d->vram_bytes / 1e9);
+            if (u->regime != SOLVE_RESIDENT)
+                fprintf(f, "; two windows need %.3f GB (%s); re-reads %.3f GB/token = %.3f ms, "
+                           "%.3f ms hidden, %.3f ms exposed", u->window_bytes / 1e9,
+                        u->regime == SOLVE_WINDOW_FITS ? "fit" : "do not fit",
+                        u->disk_bytes / 1e9, u->disk_ms, u->disk_ms - X, X);
+            fprintf(f, "; compute %.3f ms/cycle x %d = %.3f ms; share of T %.3f ms (%.1f%%)\n",
+                    u->own_ms, k, (double)k * u->own_ms, share, T > 0 ? 100.0 * share / T : 0.0);
+        }
+    }
+    for (int m = 0; m < M; m++)
+        fprintf(f, "%s w=%d n=%d\n", in->device[m].name, plan->w[m], plan->n[m]);
+    fprintf(f, "k=%d latency_ms=%.6f\n", k, plan->latency_ms);
+}
+
+/* `halda solve FILE [--explain] [--help]`; argv[0] is "solve". Returns the exit status:
+ * 0 a plan was printed, 1 the file is unreadable or malformed or no plan is feasible (reason
+ * on stderr), 2 a usage error. */
+static int cmd_solve(int argc, char **argv)
+{
+    const char *path = NULL;
+    int explain = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: halda solve FILE [--explain]\n"
+                   "Finds the layer assignment with the smallest predicted time per token for\n"
+                   "the instance in FILE (\"-\" reads standard input; format: MODEL.md) and\n"
+                   "prints `NAME w=W n=N` per device, then `k=K latency_ms=T`.\n"
+                   "  --explain  first print, as # lines, each device's regime, memory use and\n"
+                   "             share of T\n");
+            return 0;
+        }
+        if (strcmp(argv[i], "--explain") == 0) {
+            explain = 1;
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            fprintf(stderr, "halda: solve: unknown option '%s' (usage: halda solve FILE "
+                            "[--explain])\n", argv[i]);
+            return 2;
+        } else if (path) {
+            fprintf(stderr, "halda: solve: more than one FILE ('%s' and '%s')\n", path, argv[i]);
+            return 2;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "halda: solve: missing FILE (usage: halda solve FILE [--explain])\n");
+        return 2;
+    }
+    solve_instance *in = malloc(sizeof *in);
+    if (!in) {
+        fprintf(stderr, "halda: out of memory\n");
+        return 1;
+    }
+    char err[1536];
+    if (solve_instance_read_file(path, in, err, sizeof err) != 0) {
+        fprintf(stderr, "halda: %s: %s\n", path, err);
+        free(in);
+        return 1;
+    }
+    solve_plan plan;
+    int rc = solve_optimize(in, &plan, NULL, err, sizeof err);
+    if (rc == 0) solve_print_plan(stdout, in, &plan, explain);
+    else fprintf(stderr, "halda: %s: %s%s\n", path, rc == 1 ? "no feasible plan: " : "", err);
+    free(in);
+    return rc == 0 ? 0 : 1;
+}
+
+/* HALDA_SECTION_END solver */
+
 /* =============================================================================================
  * 13. Crypto
  *
@@ -8650,6 +10112,14 @@ static ring_msg *ring_next(ring_head *r, herr *e)
     return m;
 }
 
+/* A send to a worker failed: name the worker and the token, as ring_next does. */
+static int ring_send_failed(ring_head *r, const ring_peer *p, herr *e)
+{
+    char why[sizeof e->msg];
+    snprintf(why, sizeof why, "%s", e->msg);
+    return herr_set(e, "worker %d (%s:%d) failed at token %d: %.150s", p->index, p->host, p->port, r->n_done, why), -1;
+}
+
 /* Evaluate tokens at positions pos0.. around the ring; logits of the last token when asked.
  * The prompt travels as micro-batches one behind the other, so several devices work at once:
  * cycle 0 of every micro-batch is sent first, then each returning frame gets the head's window
@@ -8677,7 +10147,7 @@ static int ring_eval(ring_head *r, const int32_t *tokens, int n, int pos0, float
         for (int i = 0; i < nt; i++) r->pos[i] = pos0 + t0 + i;
         if (model_embed(c, tokens + t0, nt, r->x)) return herr_set(e, "%s", halda_last_error(c)), -1;
         uint32_t len = act_encode(r->buf, 0, nt, r->pos, r->x, E, r->wire);
-        if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return -1;
+        if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return ring_send_failed(r, &r->peers[0], e);
     }
     for (int finished = 0; finished < n_mb;) {
         ring_msg *msg = ring_next(r, e);
@@ -8691,7 +10161,7 @@ static int ring_eval(ring_head *r, const int32_t *tokens, int n, int pos0, float
         prefetcher_done(&r->pf, cycle);
         if (cycle + 1 < r->k) {
             uint32_t len = act_encode(r->buf, cycle + 1, nt, r->pos, r->x, E, r->wire);
-            if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return -1;
+            if (frame_send(&r->peers[0].conn, FRAME_ACT, r->buf, len, e)) return ring_send_failed(r, &r->peers[0], e);
             continue;
         }
         finished++;
@@ -8888,6 +10358,35 @@ static char *ring_cluster_instance(halda_model *m, const char *model_path, ring_
         at += strlen(text + at);
     }
     return text;
+}
+
+/* The automatic plan: the measured instance through the Halda solver (section 12).  GPU layers
+ * (n) are not run yet, so only k and the windows w are taken. */
+static int ring_solve(const char *instance, int *k, int *w, int n_devices, herr *e)
+{
+    solve_instance *in = xmalloc(sizeof *in);
+    solve_plan *plan = xmalloc(sizeof *plan);
+    char why[512] = "";
+    int rc = -1;
+    if (!in || !plan) {
+        herr_set(e, "out of memory");
+    } else if (solve_parse_instance(instance, strlen(instance), in, why, sizeof why)) {
+        herr_set(e, "the measured instance is invalid: %.200s", why);
+    } else if (in->n_device != n_devices) {
+        herr_set(e, "the measured instance has %d devices, expected %d", in->n_device, n_devices);
+    } else {
+        int r = solve_optimize(in, plan, NULL, why, sizeof why);
+        if (r == 1) herr_set(e, "no plan fits this cluster: %.200s", why);
+        else if (r != 0) herr_set(e, "the solver failed: %.200s", why);
+        else {
+            *k = plan->k;
+            for (int i = 0; i < n_devices; i++) w[i] = plan->w[i];
+            fprintf(stderr, "halda: Halda plan k=%d, predicted %.1f ms per token\n", plan->k, plan->latency_ms);
+            rc = 0;
+        }
+    }
+    xfree(in), xfree(plan);
+    return rc;
 }
 
 /* Connect to the workers, check their model, decide the plan, hand out the windows, and wait
@@ -9144,8 +10643,8 @@ static const char *const usage_run =
     "Generate text: the continuation streams to stdout, timings go to stderr.  --chat sends the prompt as a\n"
     "user message laid out by the model's chat template (--chat-template picks the layout; it implies --chat).\n"
     "With --workers the layers are spread over a ring of `halda worker`s: -k cycles per token, W0 layers per\n"
-    "cycle on this head, W1 on the first worker, ... (default: k=1, an even split).  --plan FILE takes k and\n"
-    "the windows from `halda solve`.\n";
+    "cycle on this head, W1 on the first worker, ...  Without -k and --layer-window every device is profiled\n"
+    "(cached) and the Halda solver picks the plan; -k alone splits evenly; --plan FILE takes a `halda solve` plan.\n";
 static const char *const usage_eval =
     "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS] [--workers ... -k K --layer-window ... --wire ...]\n"
     "Print the prompt's token ids, the top K logits at every prompt position, and N greedy tokens,\n"
@@ -9368,8 +10867,9 @@ static cli_engine cli_engine_open(halda_model *m, const cli_opts *o, int kv_type
         }
         o = &po;
     }
+    bool automatic = !o->k && !o->n_windows; /* nothing given: measure the cluster and solve */
     ring_options ro = {o->workers, o->cluster_key, o->k, o->n_windows ? o->windows : NULL, o->n_windows, 0, kv_type, o->wire,
-                       o->n_threads, 0, o->prefetch, o->model, o->print_instance, NULL};
+                       o->n_threads, 0, o->prefetch, o->model, o->print_instance, automatic ? ring_solve : NULL};
     ro.n_ctx = o->n_ctx ? o->n_ctx : (halda_model_n_ctx_train(m) < 4096 ? halda_model_n_ctx_train(m) : 4096);
     herr e = {{0}};
     en.ring = ring_head_open(m, &ro, &e);
@@ -9734,7 +11234,8 @@ static const char *const usage_main =
     "  gen-model  write a synthetic model with random weights (tests, demos, benchmarks)\n"
     "  bench      measure prompt and generation speed against the machine's memory bandwidth\n"
     "  worker     serve layers of a model to a head on the network (run/eval --workers HOST:PORT,...)\n"
-    "  profile    measure this device (and a model on it) for the Halda solver\n";
+    "  profile    measure this device (and a model on it) for the Halda solver\n"
+    "  solve      find the fastest layer assignment for a cluster (a Halda instance file)\n";
 
 int main(int argc, char **argv)
 {
@@ -9750,6 +11251,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
     if (!strcmp(cmd, "profile")) return cmd_profile(argc, argv);
+    if (!strcmp(cmd, "solve")) return cmd_solve(argc - 1, argv + 1);
     cli_die("unknown command '%s' (see halda --help)", cmd);
 }
 #endif /* HALDA_NO_MAIN */

@@ -58,6 +58,9 @@ run_model() { # run_model MODEL: two workers, then every plan given in the remai
 "$H" gen-model -o "$T/q6.gguf" --arch qwen2 --type q4_0 --layers 6 --embd 128 --ff 256 --heads 4 --kv-heads 2 --tied
 "$H" gen-model -o "$T/l6.gguf" --arch llama --type q8_0 --layers 6 --embd 128 --ff 256 --heads 4 --kv-heads 2
 run_model "$T/q6.gguf" "-k 1" "-k 2 --layer-window 1,1,1" "-k 3 --layer-window 1,1,0" "-k 1 --layer-window 4,1,1"
+# no -k, no windows: every device is profiled and the Halda solver picks the plan; still exact
+run_model "$T/q6.gguf" ""
+if grep -q "Halda plan k=" "$T/ring.err"; then ok; else bad "the automatic plan was not announced: $(cat "$T/ring.err")"; fi
 printf '# a plan as halda solve prints it\nhead w=1 n=0\nw1 w=1 n=0\nw2 w=1 n=0\nk=2 latency_ms=12.5\n' >"$T/plan.txt"
 run_model "$T/q6.gguf" "--plan $T/plan.txt"
 run_model "$T/l6.gguf" "-k 2 --layer-window 1,1,1" "-k 1 --layer-window 2,2,2" "-k 3 --layer-window 1,0,1 --prefetch on" "-k 2 --prefetch off --layer-window 1,1,1"
@@ -132,7 +135,7 @@ stop_worker $W1; stop_worker $W2
 for how in KILL STOP; do
     start_worker "$T/slow.gguf"; P1=$WPORT W1=$WPID
     start_worker "$T/slow.gguf"; P2=$WPORT W2=$WPID
-    "$H" run -m "$T/slow.gguf" -p "Once upon a time" -n 100000 -c 16384 --workers "127.0.0.1:$P1,127.0.0.1:$P2" >/dev/null 2>"$T/head.err" &
+    "$H" run -m "$T/slow.gguf" -p "Once upon a time" -n 100000 -c 16384 -k 1 --workers "127.0.0.1:$P1,127.0.0.1:$P2" >/dev/null 2>"$T/head.err" &
     HP=$!; PIDS="$PIDS $HP"
     sleep 2
     kill -$how $W2
@@ -149,7 +152,7 @@ for how in KILL STOP; do
     # worker 1 lost its head: it must wait for and serve a new one (with a fresh worker 2)
     start_worker "$T/slow.gguf"; P2=$WPORT W2=$WPID
     i=0; while ! grep -q "session ended" "$T/w$P1.log" && [ $i -lt 80 ]; do sleep 0.1; i=$((i + 1)); done
-    if "$H" eval -m "$T/slow.gguf" -p "hi" -n 2 --workers "127.0.0.1:$P1,127.0.0.1:$P2" >/dev/null 2>"$T/err"; then ok
+    if "$H" eval -m "$T/slow.gguf" -p "hi" -n 2 -k 1 --workers "127.0.0.1:$P1,127.0.0.1:$P2" >/dev/null 2>"$T/err"; then ok
     else bad "worker did not serve a new head after losing one: $(cat "$T/err")"; fi
     stop_worker $W1; stop_worker $W2
 done
