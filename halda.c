@@ -10599,6 +10599,7 @@ typedef struct {
     const char *disk; /* profile: a file or folder on the file system to time */
     bool reprofile;   /* profile: measure again even when cached */
     bool print_instance; /* run/eval with --workers: print the measured cluster instance */
+    bool ignore_eos;     /* run: never stop at an end-of-generation token (benchmarks, tests) */
     halda_sampler_params sp;
     bool seed_set;
     /* gen-model */
@@ -10637,7 +10638,7 @@ static float cli_float(const char *flag, const char *v, double lo, double hi)
 static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
     "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32|q8_0] [--special]\n"
-    "                 [--chat] [--chat-template llama2|llama3|chatml|deepseek-r1] [--system TEXT]\n"
+    "                 [--chat] [--chat-template llama2|llama3|chatml|deepseek-r1] [--system TEXT] [--ignore-eos]\n"
     "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
     "                  [--plan FILE] [--prefetch on|off|auto] [--print-instance]]\n"
     "Generate text: the continuation streams to stdout, timings go to stderr.  --chat sends the prompt as a\n"
@@ -10680,7 +10681,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         snprintf(list, sizeof list, " %s ", allowed);
         if (f[0] != '-' || !strstr(list, token)) cli_die("unknown argument '%s' for '%s' (see halda %s --help)", f, cmd, cmd);
         bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied") || !strcmp(f, "--reprofile") ||
-                         !strcmp(f, "--print-instance") || !strcmp(f, "--chat");
+                         !strcmp(f, "--print-instance") || !strcmp(f, "--chat") || !strcmp(f, "--ignore-eos");
         if (!strcmp(f, "--cluster-key") && i + 1 >= argc) cli_die("--cluster-key needs a value");
         const char *v = is_switch ? NULL : (i + 1 < argc ? argv[++i] : NULL);
         if (!is_switch && !v) cli_die("%s needs a value", f);
@@ -10739,6 +10740,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--workers")) o->workers = v;
         else if (!strcmp(f, "--plan")) o->plan = v;
         else if (!strcmp(f, "--print-instance")) o->print_instance = true;
+        else if (!strcmp(f, "--ignore-eos")) o->ignore_eos = true;
         else if (!strcmp(f, "--cluster-key")) o->cluster_key = v;
         else if (!strcmp(f, "--host")) o->host = v;
         else if (!strcmp(f, "--port")) o->port = (int)cli_int(f, v, 1, 65535);
@@ -11029,7 +11031,8 @@ static int cmd_run(int argc, char **argv)
     cli_opts o;
     cli_parse(argc, argv, "run",
               "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special "
-              "--chat --chat-template --system --workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance",
+              "--chat --chat-template --system --workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance "
+              "--ignore-eos",
               usage_run, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
@@ -11061,6 +11064,9 @@ static int cmd_run(int argc, char **argv)
     double t2 = now_ms();
     int n_done = 0, pos = n_prompt;
     for (; n_done < n_gen && pos < n_ctx && !cli_interrupted; n_done++) {
+        if (o.ignore_eos)
+            for (int i = 0; i < nv; i++)
+                if (halda_token_is_eog(m, i)) logits[i] = -INFINITY;
         int32_t t = halda_sample(s, logits);
         if (halda_token_is_eog(m, t)) break;
         halda_sampler_accept(s, t);

@@ -72,7 +72,7 @@ if [ -d "$SHARED/models" ]; then
 else
     skip=$((skip + 1)); echo "SKIP: ../shared absent: ring exactness on the shared models not run"
 fi
-if [ -n "$HALDA_RING_BIG" ]; then # a synthetic ~1B model: slow on 2 cores, so opt-in
+if [ -z "$HALDA_SANITIZE" ]; then # a synthetic ~1B model (TinyLlama's shape), ~30 s on 2 cores
     "$H" gen-model -o "$T/big.gguf" --layers 22 --embd 2048 --ff 5632 --heads 32 --kv-heads 4 --vocab 32000 --type q8_0 --out-type q6_k
     run_model "$T/big.gguf" "-k 1" "-k 2 --layer-window 5,3,3"
 fi
@@ -135,7 +135,7 @@ stop_worker $W1; stop_worker $W2
 for how in KILL STOP; do
     start_worker "$T/slow.gguf"; P1=$WPORT W1=$WPID
     start_worker "$T/slow.gguf"; P2=$WPORT W2=$WPID
-    "$H" run -m "$T/slow.gguf" -p "Once upon a time" -n 100000 -c 16384 -k 1 --workers "127.0.0.1:$P1,127.0.0.1:$P2" >/dev/null 2>"$T/head.err" &
+    "$H" run -m "$T/slow.gguf" -p "Once upon a time" -n 100000 -c 16384 -k 1 --ignore-eos --workers "127.0.0.1:$P1,127.0.0.1:$P2" >/dev/null 2>"$T/head.err" &
     HP=$!; PIDS="$PIDS $HP"
     sleep 2
     kill -$how $W2
