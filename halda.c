@@ -95,6 +95,29 @@
 #else
 #define HALDA_F16C 0
 #endif
+/* NEON on 64-bit ARM only: the kernels use A64 intrinsics (across-vector adds, vfmaq_f32)
+ * that 32-bit ARM lacks, so 32-bit ARM runs the scalar kernels.  The dot product extension
+ * (armv8.2-a+dotprod, __ARM_FEATURE_DOTPROD) gives the 4-byte dot product in one instruction;
+ * without it the same integer sums come from widening multiplies. */
+#if !HALDA_NO_SIMD && defined(__ARM_NEON) && defined(__aarch64__)
+#define HALDA_NEON 1
+#include <arm_neon.h>
+#else
+#define HALDA_NEON 0
+#endif
+#if HALDA_NEON && defined(__ARM_FEATURE_DOTPROD)
+#define HALDA_NEON_DOTPROD 1
+#else
+#define HALDA_NEON_DOTPROD 0
+#endif
+/* What this build's kernels use, for reports. */
+#define HALDA_SIMD_NAME                                                                                  \
+    (HALDA_AVX2 && HALDA_F16C ? "avx2 fma f16c"                                                          \
+     : HALDA_AVX2             ? "avx2 fma"                                                               \
+     : HALDA_F16C             ? "f16c"                                                                   \
+     : HALDA_NEON_DOTPROD     ? "neon dotprod"                                                           \
+     : HALDA_NEON             ? "neon"                                                                   \
+                              : "no SIMD")
 
 /* =============================================================================================
  * 2. Platform & utilities
@@ -207,13 +230,26 @@ static int file_map_open(file_map *m, const char *path, herr *e)
         return -1;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) { /* EOVERFLOW: a file over 2 GiB where off_t has 32 bits */
+        herr_set(e, "cannot read the size of %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
         herr_set(e, "%s is not a regular file", path);
         close(fd);
         return -1;
     }
     if (st.st_size == 0) {
         herr_set(e, "%s is empty", path);
+        close(fd);
+        return -1;
+    }
+    /* with 32-bit pointers, a file of 4 GiB or more cannot be mapped whole (and (size_t) would
+     * silently cut its size) */
+    if ((uint64_t)st.st_size >= (uint64_t)SIZE_MAX) {
+        herr_set(e, "%s (%.1f GiB) is too large to map in a %d-bit address space", path, (double)st.st_size / (1u << 30),
+                 (int)(8 * sizeof(void *)));
         close(fd);
         return -1;
     }
@@ -732,8 +768,10 @@ static inline uint32_t f32_bits(float f)
     return u;
 }
 
-/* Half -> float, exact.  Subnormal halves are renormalised by hand. */
-static inline float f16_to_f32_ref(f16_t h)
+/* Half -> float, exact.  Subnormal halves are renormalised by hand.  These two _ref functions
+ * specify the conversions; builds with F16C or NEON convert in hardware (below) and leave them
+ * to the tests. */
+__attribute__((unused)) static inline float f16_to_f32_ref(f16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
@@ -747,7 +785,7 @@ static inline float f16_to_f32_ref(f16_t h)
 }
 
 /* Float -> half, rounding to nearest even; overflow gives inf, NaN stays NaN. */
-static inline f16_t f32_to_f16_ref(float f)
+__attribute__((unused)) static inline f16_t f32_to_f16_ref(float f)
 {
     uint32_t x = f32_bits(f);
     uint32_t sign = (x >> 16) & 0x8000;
@@ -764,9 +802,14 @@ static inline f16_t f32_to_f16_ref(float f)
     return (f16_t)(sign | ((absx - 0x38000000u) >> 13));
 }
 
+/* The hardware conversions give the same bits as the _ref functions for every value but NaN,
+ * whose payload they keep (tests/test_kernels.c checks all halves and a sweep of floats). */
 #if HALDA_F16C
 static inline float f16_to_f32(f16_t h) { return _cvtsh_ss(h); }
 static inline f16_t f32_to_f16(float f) { return (f16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+#elif HALDA_NEON
+static inline float f16_to_f32(f16_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
+static inline f16_t f32_to_f16(float f) { return vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(f))), 0); }
 #else
 static inline float f16_to_f32(f16_t h) { return f16_to_f32_ref(h); }
 static inline f16_t f32_to_f16(float f) { return f32_to_f16_ref(f); }
@@ -1260,6 +1303,41 @@ static inline int32_t avx2_sum_i32(__m256i v)
 }
 #endif
 
+/* ---- NEON (64-bit ARM) -----------------------------------------------------------------------
+ * The same lanes in two 4-lane registers: lanes 0..3 (elements 0..15 of a 32-element run) and
+ * lanes 4..7 (elements 16..31).  A NEON kernel computes the same exact integer lane sums, the
+ * same fused multiply-adds (vfmaq_f32 rounds once, as fmaf does) and lane_acc_sum's final
+ * order, so it too is bit-identical to its scalar twin.  The products are widened to 32 bits
+ * before any sum, so unlike maddubs nothing here can saturate. */
+#if HALDA_NEON
+/* acc + lane i = Σ_{j=4i..4i+3} x_j·y_j, for 16 signed bytes: one SDOT instruction ... */
+#if HALDA_NEON_DOTPROD
+static inline int32x4_t neon_dot_i8(int32x4_t acc, int8x16_t x, int8x16_t y) { return vdotq_s32(acc, x, y); }
+#else
+/* ... or, on plain ARMv8, 16-bit products added pairwise twice. */
+static inline int32x4_t neon_dot_i8(int32x4_t acc, int8x16_t x, int8x16_t y)
+{
+    int32x4_t p_lo = vpaddlq_s16(vmull_s8(vget_low_s8(x), vget_low_s8(y)));
+    int32x4_t p_hi = vpaddlq_s16(vmull_high_s8(x, y));
+    return vaddq_s32(acc, vpaddq_s32(p_lo, p_hi));
+}
+#endif
+/* lane_acc_sum's order on lanes lo = 0..3, hi = 4..7: (l0+l4)+(l2+l6) + (l1+l5)+(l3+l7) */
+static inline float neon_lane_sum(float32x4_t lo, float32x4_t hi)
+{
+    float32x4_t s = vaddq_f32(lo, hi);
+    float32x2_t t = vadd_f32(vget_low_f32(s), vget_high_f32(s));
+    return vget_lane_f32(t, 0) + vget_lane_f32(t, 1);
+}
+/* lo/hi += scale · lanes, the F32 step of every block product */
+static inline void neon_fma_lanes(float32x4_t *lo, float32x4_t *hi, float scale, int32x4_t lanes_lo, int32x4_t lanes_hi)
+{
+    float32x4_t s = vdupq_n_f32(scale);
+    *lo = vfmaq_f32(*lo, vcvtq_f32_s32(lanes_lo), s);
+    *hi = vfmaq_f32(*hi, vcvtq_f32_s32(lanes_hi), s);
+}
+#endif
+
 /* ---- Q8_0 and Q8_1 (weights and activations) ------------------------------------------------ */
 
 /* d = max|x| / 127, q = round(x · 127 / max|x|), ties to even. */
@@ -1303,6 +1381,19 @@ static float vec_dot_q8_0_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc);
+}
+#endif
+#if HALDA_NEON
+static float vec_dot_q8_0_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q8_0 *x = w, *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo = neon_dot_i8(vdupq_n_s32(0), vld1q_s8(x[b].qs), vld1q_s8(y[b].qs));
+        int32x4_t hi = neon_dot_i8(vdupq_n_s32(0), vld1q_s8(x[b].qs + 16), vld1q_s8(y[b].qs + 16));
+        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
 }
 #endif
 
@@ -1409,6 +1500,42 @@ static float vec_dot_q4_0_r8_avx2(int64_t n, const void *w, const void *a)
     for (int64_t b = 0; b < n / QK; b++) {
         int32_t s = avx2_sum_i32(avx2_dot_i8_lanes(avx2_q4_0_bytes(&x[b]), _mm256_loadu_si256((const __m256i *)y[b].qs)));
         acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+#endif
+#if HALDA_NEON
+/* A Q4_0 block's integer lanes against 32 activation bytes: low nibbles are elements 0..15
+ * (lanes 0..3), high nibbles elements 16..31 (lanes 4..7). */
+static inline void neon_q4_0_lanes(const block_q4_0 *x, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+{
+    uint8x16_t raw = vld1q_u8(x->qs);
+    int8x16_t q_lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15))), vdupq_n_s8(8));
+    int8x16_t q_hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8));
+    *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
+    *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
+}
+static float vec_dot_q4_0_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo, hi;
+        neon_q4_0_lanes(&x[b], y[b].qs, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
+}
+static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo, hi;
+        neon_q4_0_lanes(&x[b], y[b].qs, &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
     }
     return acc;
 }
@@ -2093,6 +2220,62 @@ static float vec_dot_q4_K_r8_avx2(int64_t n, const void *w, const void *a)
     return acc - acc_min;
 }
 #endif
+#if HALDA_NEON
+/* k_lane_sums of a Q4_K super-block, lanes 0..3 in *lo and 4..7 in *hi: 32 bytes of qs hold
+ * sub-block 2c in their low nibbles and 2c+1 in their high nibbles. */
+static inline void neon_q4_K_lanes(const block_q4_K *x, const block_q8_K *y, const int sc[8], int32x4_t *lo, int32x4_t *hi)
+{
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    int32x4_t sum_lo = vdupq_n_s32(0), sum_hi = vdupq_n_s32(0);
+    for (int c = 0; c < 4; c++) {
+        uint8x16_t r0 = vld1q_u8(x->qs + 32 * c), r1 = vld1q_u8(x->qs + 32 * c + 16);
+        const int8_t *a = y->qs + 64 * c;
+        int32x4_t p0 = neon_dot_i8(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(r0, m4)), vld1q_s8(a));
+        int32x4_t p1 = neon_dot_i8(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(r1, m4)), vld1q_s8(a + 16));
+        int32x4_t p2 = neon_dot_i8(vdupq_n_s32(0), vreinterpretq_s8_u8(vshrq_n_u8(r0, 4)), vld1q_s8(a + 32));
+        int32x4_t p3 = neon_dot_i8(vdupq_n_s32(0), vreinterpretq_s8_u8(vshrq_n_u8(r1, 4)), vld1q_s8(a + 48));
+        sum_lo = vmlaq_n_s32(vmlaq_n_s32(sum_lo, p0, sc[2 * c]), p2, sc[2 * c + 1]);
+        sum_hi = vmlaq_n_s32(vmlaq_n_s32(sum_hi, p1, sc[2 * c]), p3, sc[2 * c + 1]);
+    }
+    *lo = sum_lo, *hi = sum_hi;
+}
+static float vec_dot_q4_K_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    float acc_m[4] = {0};
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]);
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        for (int k = 0; k < 4; k++) {
+            int32_t mk = m[2 * k] * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) + m[2 * k + 1] * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
+            acc_m[k] = fmaf(dmin, (float)mk, acc_m[k]);
+        }
+        int32x4_t lo, hi;
+        neon_q4_K_lanes(&x[b], &y[b], sc, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, d, lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+}
+static float vec_dot_q4_K_r8_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        int32x4_t lo, hi;
+        neon_q4_K_lanes(&x[b], &y[b], sc, &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+#endif
 
 static void quantize_q5_K(const float *src, void *dst, int64_t n)
 {
@@ -2265,6 +2448,37 @@ static float vec_dot_q6_K_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(sum), acc);
     }
     return avx2_lane_sum(acc);
+}
+#endif
+#if HALDA_NEON
+static float vec_dot_q6_K_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    const uint8x16_t m4 = vdupq_n_u8(15), m2 = vdupq_n_u8(3);
+    const int8x16_t m32 = vdupq_n_s8(32);
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int32x4_t sum[2] = {vdupq_n_s32(0), vdupq_n_s32(0)}; /* lanes 0..3, 4..7 */
+        for (int h = 0; h < 2; h++)     /* the quarters of each half, as in the layout of section 3, */
+            for (int j = 0; j < 2; j++) { /* 16 elements (one group of each quarter) at a time */
+                uint8x16_t l1 = vld1q_u8(x[b].ql + 64 * h + 16 * j), l2 = vld1q_u8(x[b].ql + 64 * h + 32 + 16 * j);
+                uint8x16_t hb = vld1q_u8(x[b].qh + 32 * h + 16 * j);
+                uint8x16_t q[4] = {
+                    vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(hb, m2), 4)),
+                    vorrq_u8(vandq_u8(l2, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 2), m2), 4)),
+                    vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 4), m2), 4)),
+                    vorrq_u8(vshrq_n_u8(l2, 4), vshlq_n_u8(vshrq_n_u8(hb, 6), 4)),
+                };
+                for (int k = 0; k < 4; k++) {
+                    int8x16_t qk = vsubq_s8(vreinterpretq_s8_u8(q[k]), m32);
+                    int32x4_t p = neon_dot_i8(vdupq_n_s32(0), qk, vld1q_s8(y[b].qs + 128 * h + 32 * k + 16 * j));
+                    sum[j] = vmlaq_n_s32(sum[j], p, x[b].scales[8 * h + 2 * k + j]);
+                }
+            }
+        neon_fma_lanes(&acc_lo, &acc_hi, y[b].d * f16_to_f32(x[b].d), sum[0], sum[1]);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
 }
 #endif
 
@@ -2553,6 +2767,13 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q4_K vec_dot_q4_K_avx2
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx2
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx2
+#elif HALDA_NEON
+#define VEC_DOT_Q8_0 vec_dot_q8_0_neon
+#define VEC_DOT_Q4_0 vec_dot_q4_0_neon
+#define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8_neon
+#define VEC_DOT_Q4_K vec_dot_q4_K_neon
+#define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_neon
+#define VEC_DOT_Q6_K vec_dot_q6_K_neon
 #else
 #define VEC_DOT_Q8_0 vec_dot_q8_0
 #define VEC_DOT_Q4_0 vec_dot_q4_0
@@ -3671,9 +3892,10 @@ typedef struct {
 
 static int kv_gtype(int kv_type) { return kv_type == HALDA_KV_F32 ? TYPE_F32 : kv_type == HALDA_KV_Q8_0 ? TYPE_Q8_0 : TYPE_F16; }
 
-static size_t kv_cache_bytes(int n_layers, int n_seq, int n_ctx, int kv_dim, int type)
+/* In 64 bits: on a 32-bit machine a long context's cache can exceed size_t (see kv_cache_init). */
+static uint64_t kv_cache_bytes(int n_layers, int n_seq, int n_ctx, int kv_dim, int type)
 {
-    return 2 * (size_t)n_layers * (size_t)n_seq * (size_t)n_ctx * type_row_bytes(kv_gtype(type), kv_dim);
+    return 2 * (uint64_t)n_layers * (uint64_t)n_seq * (uint64_t)n_ctx * (uint64_t)type_row_bytes(kv_gtype(type), kv_dim);
 }
 
 static void kv_cache_free(kv_cache *c)
@@ -3692,13 +3914,18 @@ static int kv_cache_init(kv_cache *c, int n_layer, const bool *held, int n_seq, 
     c->slot = xmalloc((size_t)n_layer * sizeof *c->slot);
     if (!c->slot) return herr_set(e, "out of memory"), -1;
     for (int l = 0; l < n_layer; l++) c->slot[l] = !held || held[l] ? c->n_slots++ : -1;
-    size_t half = kv_cache_bytes(c->n_slots, n_seq, n_ctx, kv_dim, type) / 2;
-    c->k = xcalloc(1, half);
-    c->v = xcalloc(1, half);
+    uint64_t half = kv_cache_bytes(c->n_slots, n_seq, n_ctx, kv_dim, type) / 2;
+    if (half >= SIZE_MAX / 2) {
+        kv_cache_free(c);
+        return herr_set(e, "a %.1f GiB KV cache does not fit in this machine's address space (use a shorter context)",
+                        (double)half / (1u << 29)), -1;
+    }
+    c->k = xcalloc(1, (size_t)half);
+    c->v = xcalloc(1, (size_t)half);
     c->n_pos = xcalloc((size_t)n_seq, sizeof *c->n_pos);
     if (!c->k || !c->v || !c->n_pos) {
         kv_cache_free(c);
-        return herr_set(e, "out of memory for a %zu MiB KV cache", 2 * half >> 20), -1;
+        return herr_set(e, "out of memory for a %" PRIu64 " MiB KV cache", 2 * half >> 20), -1;
     }
     return 0;
 }
@@ -3742,19 +3969,19 @@ halda_context_params halda_context_default_params(void)
 const char *halda_last_error(const halda_context *ctx) { return ctx->err.msg; }
 
 /* Widest bytes any activation row of n elements can need (F32 is the widest per element). */
-static size_t act_row_bytes_max(int64_t n) { return (size_t)n * 4 + (size_t)(n / QK + 1) * 8; }
+static uint64_t act_row_bytes_max(int64_t n) { return (uint64_t)n * 4 + (uint64_t)(n / QK + 1) * 8; }
 
 /* Bytes of a context's scratch arena: every [n_batch × width] buffer of the forward pass, the
  * per-thread attention rows, the logits and the converted activations.  The profiler reports
  * this as the compute buffer a device needs, so both call this one function. */
-static size_t context_arena_bytes(const model_hparams *hp, int n_ctx, int n_batch, int n_threads)
+static uint64_t context_arena_bytes(const model_hparams *hp, int n_ctx, int n_batch, int n_threads)
 {
     int64_t B = n_batch, q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     int64_t widest = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
     if (q_dim > widest) widest = q_dim;
-    size_t floats = (size_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
-                             (int64_t)n_threads * n_ctx + hp->n_vocab + 2 * B + (int64_t)n_threads * (2 * hp->head_dim + 16));
-    return floats * sizeof(float) + (size_t)B * act_row_bytes_max(widest) + 64;
+    uint64_t floats = (uint64_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
+                                 (int64_t)n_threads * n_ctx + hp->n_vocab + 2 * B + (int64_t)n_threads * (2 * hp->head_dim + 16));
+    return floats * sizeof(float) + (uint64_t)B * act_row_bytes_max(widest) + 64;
 }
 
 /* A context for the layers marked in held (NULL: every layer).  A ring device holds only its
@@ -3790,7 +4017,13 @@ static halda_context *context_new(halda_model *m, const halda_context_params *p,
         goto fail;
     }
     int64_t B = c->n_batch;
-    c->arena_bytes = context_arena_bytes(hp, c->n_ctx, c->n_batch, c->pool->n_threads);
+    uint64_t arena_bytes = context_arena_bytes(hp, c->n_ctx, c->n_batch, c->pool->n_threads);
+    if (arena_bytes >= SIZE_MAX / 2) {
+        herr_set(&e, "%.1f GiB of scratch buffers do not fit in this machine's address space (use a shorter context)",
+                 (double)arena_bytes / (1u << 30));
+        goto fail;
+    }
+    c->arena_bytes = (size_t)arena_bytes;
     c->arena = xmalloc(c->arena_bytes);
     if (!c->arena) {
         herr_set(&e, "out of memory for scratch buffers");
@@ -7538,7 +7771,7 @@ static void prof_print_report(FILE *out, const device_profile *d, const model_pr
     for (int i = 0; i < CPU_FEATURE_COUNT; i++)
         if (d->cpu_features & (1u << i)) fprintf(out, " %s", platform_cpu_feature_name[i]);
     fprintf(out, "%s; compiled with %s\n", d->cpu_features ? "" : " (none detected)",
-            HALDA_AVX2 && HALDA_F16C ? "avx2 fma f16c" : HALDA_AVX2 ? "avx2 fma" : HALDA_F16C ? "f16c" : "no SIMD");
+            HALDA_SIMD_NAME);
     fprintf(out, "  memory       %s usable now (available %s of %s", prof_bytes_str(a, sizeof a, (double)m->ram_bytes),
             prof_bytes_str(b, sizeof b, (double)m->available_bytes), prof_bytes_str(c, sizeof c, (double)m->total_bytes));
     if (m->cgroup_limit_bytes)

@@ -57,7 +57,7 @@ int main(void)
         int64_t rows, n;
     } shapes[] = {{"in cache (256 x 4096)", 256, 4096}, {"from memory (~64 MiB of weights)", 0, 4096}};
     uint64_t rng = 1;
-    printf("halda kernels, 1 thread, %s build\n", HALDA_AVX2 ? "AVX2" : "scalar-only");
+    printf("halda kernels, 1 thread, %s build\n", HALDA_SIMD_NAME);
     for (size_t si = 0; si < 2; si++) {
         printf("\n%s\n%-12s %12s %12s %10s %10s %8s\n", shapes[si].what, "type", "scalar ns/row", "table ns/row", "scalar GB/s",
                "table GB/s", "speed-up");

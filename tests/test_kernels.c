@@ -7,8 +7,9 @@
  *   3. hand-made blocks: bytes written from the format description in halda.c (not with its
  *      quantizers), dequantized values checked exactly, including literal values worked out
  *      by hand for the packed scales of Q3_K and Q4_K/Q5_K;
- *   4. SIMD twins: every AVX2 dot product equals its scalar specification bit for bit, on
- *      random and extreme blocks at awkward lengths. */
+ *   4. SIMD twins: every AVX2 or NEON dot product equals its scalar specification bit for bit,
+ *      on random and extreme blocks at awkward lengths; the hardware half conversions equal
+ *      the _ref ones. */
 #define HALDA_NO_MAIN
 #include "../halda.c"
 #include "test.h"
@@ -467,12 +468,51 @@ static void test_hand_iq1(void)
 
 /* ---- 4. SIMD twins ------------------------------------------------------------------------- */
 
-#if HALDA_AVX2
+/* The hardware half conversions (F16C, NEON) against the _ref functions: every half, and a
+ * sweep of floats through every exponent (NaN payloads may differ and are not compared). */
+static void test_f16_conversions(void)
+{
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float a = f16_to_f32((f16_t)h), b = f16_to_f32_ref((f16_t)h);
+        if (!isnan(b) && memcmp(&a, &b, 4)) bad++;
+    }
+    CHECK(bad == 0, "f16_to_f32 differs from f16_to_f32_ref on %d halves", bad);
+    bad = 0;
+    for (uint64_t u = 0; u < 0x100000000ull; u += 65521) { /* a prime step: every exponent, varied mantissas */
+        for (uint32_t k = 0; k < 2; k++) {
+            float f = f32_from_bits((uint32_t)u + k * 0x1000u); /* also a round-half case in every step */
+            if (!isnan(f) && f32_to_f16(f) != f32_to_f16_ref(f)) bad++;
+        }
+    }
+    CHECK(bad == 0, "f32_to_f16 differs from f32_to_f16_ref on %d floats", bad);
+}
+
+#if HALDA_AVX2 || HALDA_NEON
 typedef struct {
     const char *name;
     int type;
     vec_dot_fn scalar, simd;
 } simd_twin;
+
+/* Every SIMD dot product of this build with its scalar specification. */
+static const simd_twin twins[] = {
+#if HALDA_AVX2
+    {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_avx2},
+    {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_avx2},
+    {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_avx2},
+    {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_avx2},
+    {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx2},
+    {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx2},
+#else
+    {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_neon},
+    {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_neon},
+    {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_neon},
+    {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_neon},
+    {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_neon},
+    {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_neon},
+#endif
+};
 
 static void check_twin(const simd_twin *tw, int64_t n, int mode)
 {
@@ -493,25 +533,17 @@ static void check_twin(const simd_twin *tw, int64_t n, int mode)
 
 static void test_simd_twins(void)
 {
-    static const simd_twin twins[] = {
-        {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_avx2},
-        {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_avx2},
-        {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_avx2},
-        {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_avx2},
-        {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx2},
-        {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx2},
-    };
     static const int blocks[] = {1, 2, 3, 5, 7, 8, 13, 33, 128};
     for (size_t k = 0; k < sizeof twins / sizeof *twins; k++) {
         CHECK(type_vec_dot(type_info(twins[k].type), strstr(twins[k].name, "r8") ? 8 : 7) == twins[k].simd,
-              "%s: the table uses the AVX2 twin", twins[k].name);
+              "%s: the table uses the SIMD twin", twins[k].name);
         for (size_t b = 0; b < sizeof blocks / sizeof *blocks; b++)
             for (int mode = 0; mode < 3; mode++)
                 for (int rep = 0; rep < 3; rep++) check_twin(&twins[k], (int64_t)blocks[b] * type_info(twins[k].type)->block_elems, mode);
     }
 }
 #else
-static void test_simd_twins(void) { SKIP("no AVX2 in this build: SIMD twins not compared"); }
+static void test_simd_twins(void) { SKIP("no SIMD kernels in this build (%s): SIMD twins not compared", HALDA_SIMD_NAME); }
 #endif
 
 int main(void)
@@ -526,6 +558,7 @@ int main(void)
     test_hand_dot();
     test_iq1_grid();
     test_hand_iq1();
+    test_f16_conversions();
     test_simd_twins();
     return test_summary("kernels");
 }
