@@ -97,6 +97,29 @@
 #else
 #define HALDA_F16C 0
 #endif
+/* NEON on 64-bit ARM only: the kernels use A64 intrinsics (across-vector adds, vfmaq_f32)
+ * that 32-bit ARM lacks, so 32-bit ARM runs the scalar kernels.  The dot product extension
+ * (armv8.2-a+dotprod, __ARM_FEATURE_DOTPROD) gives the 4-byte dot product in one instruction;
+ * without it the same integer sums come from widening multiplies. */
+#if !HALDA_NO_SIMD && defined(__ARM_NEON) && defined(__aarch64__)
+#define HALDA_NEON 1
+#include <arm_neon.h>
+#else
+#define HALDA_NEON 0
+#endif
+#if HALDA_NEON && defined(__ARM_FEATURE_DOTPROD)
+#define HALDA_NEON_DOTPROD 1
+#else
+#define HALDA_NEON_DOTPROD 0
+#endif
+/* What this build's kernels use, for reports. */
+#define HALDA_SIMD_NAME                                                                                  \
+    (HALDA_AVX2 && HALDA_F16C ? "avx2 fma f16c"                                                          \
+     : HALDA_AVX2             ? "avx2 fma"                                                               \
+     : HALDA_F16C             ? "f16c"                                                                   \
+     : HALDA_NEON_DOTPROD     ? "neon dotprod"                                                           \
+     : HALDA_NEON             ? "neon"                                                                   \
+                              : "no SIMD")
 
 /* =============================================================================================
  * 2. Platform & utilities
@@ -209,13 +232,26 @@ static int file_map_open(file_map *m, const char *path, herr *e)
         return -1;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) { /* EOVERFLOW: a file over 2 GiB where off_t has 32 bits */
+        herr_set(e, "cannot read the size of %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
         herr_set(e, "%s is not a regular file", path);
         close(fd);
         return -1;
     }
     if (st.st_size == 0) {
         herr_set(e, "%s is empty", path);
+        close(fd);
+        return -1;
+    }
+    /* with 32-bit pointers, a file of 4 GiB or more cannot be mapped whole (and (size_t) would
+     * silently cut its size) */
+    if ((uint64_t)st.st_size >= (uint64_t)SIZE_MAX) {
+        herr_set(e, "%s (%.1f GiB) is too large to map in a %d-bit address space", path, (double)st.st_size / (1u << 30),
+                 (int)(8 * sizeof(void *)));
         close(fd);
         return -1;
     }
@@ -734,8 +770,10 @@ static inline uint32_t f32_bits(float f)
     return u;
 }
 
-/* Half -> float, exact.  Subnormal halves are renormalised by hand. */
-static inline float f16_to_f32_ref(f16_t h)
+/* Half -> float, exact.  Subnormal halves are renormalised by hand.  These two _ref functions
+ * specify the conversions; builds with F16C or NEON convert in hardware (below) and leave them
+ * to the tests. */
+__attribute__((unused)) static inline float f16_to_f32_ref(f16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
@@ -749,7 +787,7 @@ static inline float f16_to_f32_ref(f16_t h)
 }
 
 /* Float -> half, rounding to nearest even; overflow gives inf, NaN stays NaN. */
-static inline f16_t f32_to_f16_ref(float f)
+__attribute__((unused)) static inline f16_t f32_to_f16_ref(float f)
 {
     uint32_t x = f32_bits(f);
     uint32_t sign = (x >> 16) & 0x8000;
@@ -766,9 +804,14 @@ static inline f16_t f32_to_f16_ref(float f)
     return (f16_t)(sign | ((absx - 0x38000000u) >> 13));
 }
 
+/* The hardware conversions give the same bits as the _ref functions for every value but NaN,
+ * whose payload they keep (tests/test_kernels.c checks all halves and a sweep of floats). */
 #if HALDA_F16C
 static inline float f16_to_f32(f16_t h) { return _cvtsh_ss(h); }
 static inline f16_t f32_to_f16(float f) { return (f16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+#elif HALDA_NEON
+static inline float f16_to_f32(f16_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
+static inline f16_t f32_to_f16(float f) { return vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(f))), 0); }
 #else
 static inline float f16_to_f32(f16_t h) { return f16_to_f32_ref(h); }
 static inline f16_t f32_to_f16(float f) { return f32_to_f16_ref(f); }
@@ -1136,42 +1179,127 @@ static void quantize_bf16(const float *src, void *dst, int64_t n)
 }
 
 /* Float dot products accumulate in F32 over 8 interleaved partial sums (so compilers can keep
- * them in one vector register), then add the partial sums pairwise. */
-static float vec_dot_f32(int64_t n, const void *w, const void *a)
+ * them in one vector register), then add the partial sums pairwise.  Every product is rounded
+ * to F32 before it is added: it is a statement of its own, so that no compiler fuses the two
+ * into one FMA (clang does within an expression, even in ISO C mode), which keeps the SIMD twins
+ * — a multiply, then an add — bit-identical on every compiler. */
+static inline float f32_pair_sum(const float acc[8])
+{
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+__attribute__((unused)) static float vec_dot_f32(int64_t n, const void *w, const void *a)
 {
     const float *x = w, *y = a;
     float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += x[i + j] * y[i + j];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += x[i] * y[i];
+        for (int j = 0; j < 8; j++) {
+            float p = x[i + j] * y[i + j];
+            acc[j] += p;
+        }
+    float s = f32_pair_sum(acc);
+    for (; i < n; i++) {
+        float p = x[i] * y[i];
+        s += p;
+    }
     return s;
 }
 
-static float vec_dot_f16(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_f16(int64_t n, const void *w, const void *a)
 {
     const f16_t *x = w, *y = a;
     float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += f16_to_f32(x[i + j]) * f16_to_f32(y[i + j]);
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += f16_to_f32(x[i]) * f16_to_f32(y[i]);
+        for (int j = 0; j < 8; j++) {
+            float p = f16_to_f32(x[i + j]) * f16_to_f32(y[i + j]);
+            acc[j] += p;
+        }
+    float s = f32_pair_sum(acc);
+    for (; i < n; i++) {
+        float p = f16_to_f32(x[i]) * f16_to_f32(y[i]);
+        s += p;
+    }
     return s;
 }
 
-static float vec_dot_bf16(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_bf16(int64_t n, const void *w, const void *a)
 {
     const bf16_t *x = w, *y = a;
     float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += bf16_to_f32(x[i + j]) * bf16_to_f32(y[i + j]);
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += bf16_to_f32(x[i]) * bf16_to_f32(y[i]);
+        for (int j = 0; j < 8; j++) {
+            float p = bf16_to_f32(x[i + j]) * bf16_to_f32(y[i + j]);
+            acc[j] += p;
+        }
+    float s = f32_pair_sum(acc);
+    for (; i < n; i++) {
+        float p = bf16_to_f32(x[i]) * bf16_to_f32(y[i]);
+        s += p;
+    }
     return s;
 }
+
+#if HALDA_AVX2
+/* The 8 partial sums are the 8 lanes of one register; the tail and the final additions are the
+ * scalar function's. */
+static inline float avx2_f32_pair_sum(__m256 acc)
+{
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    return f32_pair_sum(lanes);
+}
+static float vec_dot_f32_avx2(int64_t n, const void *w, const void *a)
+{
+    const float *x = w, *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    float s = avx2_f32_pair_sum(acc);
+    for (; i < n; i++) {
+        float p = x[i] * y[i];
+        s += p;
+    }
+    return s;
+}
+static float vec_dot_bf16_avx2(int64_t n, const void *w, const void *a)
+{
+    const bf16_t *x = w, *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) { /* bf16 -> f32: the 16 bits become the top half */
+        __m256 xf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i))), 16));
+        __m256 yf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(y + i))), 16));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(xf, yf));
+    }
+    float s = avx2_f32_pair_sum(acc);
+    for (; i < n; i++) {
+        float p = bf16_to_f32(x[i]) * bf16_to_f32(y[i]);
+        s += p;
+    }
+    return s;
+}
+#endif
+#if HALDA_AVX2 && HALDA_F16C
+static float vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
+{
+    const f16_t *x = w, *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        __m256 yf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i)));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(xf, yf));
+    }
+    float s = avx2_f32_pair_sum(acc);
+    for (; i < n; i++) {
+        float p = f16_to_f32(x[i]) * f16_to_f32(y[i]);
+        s += p;
+    }
+    return s;
+}
+#endif
 
 /* ---- The summation order of the 32-element block products ------------------------------------ *
  * A block's integer dot product is exact, but how the per-block results are added up in F32 is
@@ -1223,11 +1351,12 @@ static inline int32_t k_dot(const int8_t *qw, const int *gscale, const int8_t *q
 }
 
 /* ---- AVX2 ------------------------------------------------------------------------------------
- * The AVX2 dot products (Q8_0, Q4_0, Q4_K, Q6_K) sit right below their scalar twins and replace
- * them in the table on builds with AVX2 and FMA.  They compute the same exact integer lane
- * sums and the same F32 operations in the same order, so they are bit-identical to the scalar
- * functions (tests/test_kernels.c checks it).  The one caveat is the byte product: maddubs
- * adds two products into 16 bits, which cannot saturate while the signed bytes stay in
+ * The AVX2 kernels — the dot products of every type but IQ1_S/IQ1_M, and the activation
+ * quantizers Q8_0, Q8_1 and Q8_K — sit right below their scalar twins and replace them in the
+ * table on builds with AVX2 and FMA (F16 also needs F16C).  They compute the same exact integer
+ * lane sums and the same F32 operations in the same order, so they are bit-identical to the
+ * scalar functions (tests/test_kernels.c checks it).  The one caveat is the byte product:
+ * maddubs adds two products into 16 bits, which cannot saturate while the signed bytes stay in
  * [−127, 127] — every quantizer here and in llama.cpp keeps them there, and llama.cpp's own
  * kernels make the same assumption.  The scalar twins stay compiled as the specification
  * (marked unused where the table no longer names them). */
@@ -1260,12 +1389,89 @@ static inline int32_t avx2_sum_i32(__m256i v)
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
     return _mm_cvtsi128_si32(s);
 }
+/* Signed x and y, each 16-element half weighted by its own 16-bit scale (Q3_K's signed q). */
+static inline __m256i avx2_dot_i8_scaled(__m256i x, __m256i y, int scale_lo, int scale_hi)
+{
+    __m256i sc = _mm256_set_m128i(_mm_set1_epi16((int16_t)scale_hi), _mm_set1_epi16((int16_t)scale_lo));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)), sc);
+}
+/* 32 bytes from 32 bits: byte i is 0xff where bit i is set, 0 where not (Q5's fifth bits).
+ * Each byte gets a copy of the bit's byte, ORed with a mask that has every bit but bit i%8 set;
+ * the result is all ones exactly when that bit was. */
+static inline __m256i avx2_bytes_from_bits(uint32_t bits)
+{
+    const __m256i which_byte = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), which_byte);
+    b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+/* The largest lane (for maxima of |x|: order does not matter, and no lane is NaN). */
+static inline float avx2_max_ps(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+/* Eight 32-bit integers each from four registers (elements 0..31 in order), saturated to
+ * bytes.  The packs work within 128-bit halves, so the 4-byte groups come out as
+ * q0[0..3] q1[0..3] q2[0..3] q3[0..3] q0[4..7] ... and a permutation restores the order. */
+static inline __m256i avx2_pack_i8(__m256i q0, __m256i q1, __m256i q2, __m256i q3)
+{
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+/* The 32 unsigned nibbles of a 32-element block (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) in element
+ * order: qs[j] holds element j in its low nibble and element j+16 in its high one. */
+static inline __m256i avx2_nibbles(const uint8_t qs[16])
+{
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
+}
+/* |x| for 8 floats (clears the sign bits) */
+static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+#endif
+
+/* ---- NEON (64-bit ARM) -----------------------------------------------------------------------
+ * The same lanes in two 4-lane registers: lanes 0..3 (elements 0..15 of a 32-element run) and
+ * lanes 4..7 (elements 16..31).  A NEON kernel computes the same exact integer lane sums, the
+ * same fused multiply-adds (vfmaq_f32 rounds once, as fmaf does) and lane_acc_sum's final
+ * order, so it too is bit-identical to its scalar twin.  The products are widened to 32 bits
+ * before any sum, so unlike maddubs nothing here can saturate. */
+#if HALDA_NEON
+/* acc + lane i = Σ_{j=4i..4i+3} x_j·y_j, for 16 signed bytes: one SDOT instruction ... */
+#if HALDA_NEON_DOTPROD
+static inline int32x4_t neon_dot_i8(int32x4_t acc, int8x16_t x, int8x16_t y) { return vdotq_s32(acc, x, y); }
+#else
+/* ... or, on plain ARMv8, 16-bit products added pairwise twice. */
+static inline int32x4_t neon_dot_i8(int32x4_t acc, int8x16_t x, int8x16_t y)
+{
+    int32x4_t p_lo = vpaddlq_s16(vmull_s8(vget_low_s8(x), vget_low_s8(y)));
+    int32x4_t p_hi = vpaddlq_s16(vmull_high_s8(x, y));
+    return vaddq_s32(acc, vpaddq_s32(p_lo, p_hi));
+}
+#endif
+/* lane_acc_sum's order on lanes lo = 0..3, hi = 4..7: (l0+l4)+(l2+l6) + (l1+l5)+(l3+l7) */
+static inline float neon_lane_sum(float32x4_t lo, float32x4_t hi)
+{
+    float32x4_t s = vaddq_f32(lo, hi);
+    float32x2_t t = vadd_f32(vget_low_f32(s), vget_high_f32(s));
+    return vget_lane_f32(t, 0) + vget_lane_f32(t, 1);
+}
+/* lo/hi += scale · lanes, the F32 step of every block product */
+static inline void neon_fma_lanes(float32x4_t *lo, float32x4_t *hi, float scale, int32x4_t lanes_lo, int32x4_t lanes_hi)
+{
+    float32x4_t s = vdupq_n_f32(scale);
+    *lo = vfmaq_f32(*lo, vcvtq_f32_s32(lanes_lo), s);
+    *hi = vfmaq_f32(*hi, vcvtq_f32_s32(lanes_hi), s);
+}
 #endif
 
 /* ---- Q8_0 and Q8_1 (weights and activations) ------------------------------------------------ */
 
-/* d = max|x| / 127, q = round(x · 127 / max|x|), ties to even. */
-static void quantize_q8_0(const float *src, void *dst, int64_t n)
+/* d = max|x| / 127, q = round(x · 127 / max|x|), ties to even.  (This and the other two
+ * activation quantizers, Q8_1 and Q8_K, run once per matrix product over its activations.) */
+__attribute__((unused)) static void quantize_q8_0(const float *src, void *dst, int64_t n)
 {
     block_q8_0 *y = dst;
     for (int64_t b = 0; b < n / QK; b++, src += QK) {
@@ -1284,6 +1490,32 @@ static void dequantize_q8_0(const void *src, float *dst, int64_t n)
         for (int j = 0; j < QK; j++) dst[b * QK + j] = d * x[b].qs[j];
     }
 }
+#if HALDA_AVX2
+/* One block of 32: max|x| (a NaN element is skipped, as fmaxf does: max_ps returns its second
+ * operand when either is NaN), then x·id rounded to nearest even as round_even does; writes the
+ * 32 quantized values as 32-bit integers in q[4]. */
+static inline float avx2_q8_block(const float *src, __m256i q[4])
+{
+    __m256 v[4], amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(src + 8 * k), amax = _mm256_max_ps(avx2_abs_ps(v[k]), amax);
+    float am = avx2_max_ps(amax);
+    __m256 id = _mm256_set1_ps(am != 0 ? 127.0f / am : 0.0f);
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return am;
+}
+static void quantize_q8_0_avx2(const float *src, void *dst, int64_t n)
+{
+    block_q8_0 *y = dst;
+    for (int64_t b = 0; b < n / QK; b++, src += QK) {
+        __m256i q[4];
+        float amax = avx2_q8_block(src, q);
+        y[b].d = f32_to_f16(amax / 127.0f);
+        _mm256_storeu_si256((__m256i *)y[b].qs, avx2_pack_i8(q[0], q[1], q[2], q[3]));
+    }
+}
+#endif
+
 __attribute__((unused)) static float vec_dot_q8_0(int64_t n, const void *w, const void *a)
 {
     const block_q8_0 *x = w, *y = a;
@@ -1307,8 +1539,21 @@ static float vec_dot_q8_0_avx2(int64_t n, const void *w, const void *a)
     return avx2_lane_sum(acc);
 }
 #endif
+#if HALDA_NEON
+static float vec_dot_q8_0_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q8_0 *x = w, *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo = neon_dot_i8(vdupq_n_s32(0), vld1q_s8(x[b].qs), vld1q_s8(y[b].qs));
+        int32x4_t hi = neon_dot_i8(vdupq_n_s32(0), vld1q_s8(x[b].qs + 16), vld1q_s8(y[b].qs + 16));
+        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
+}
+#endif
 
-static void quantize_q8_1(const float *src, void *dst, int64_t n)
+__attribute__((unused)) static void quantize_q8_1(const float *src, void *dst, int64_t n)
 {
     block_q8_1 *y = dst;
     for (int64_t b = 0; b < n / QK; b++, src += QK) {
@@ -1324,6 +1569,20 @@ static void quantize_q8_1(const float *src, void *dst, int64_t n)
         y[b].s = f32_to_f16(d * (float)sum);
     }
 }
+#if HALDA_AVX2
+static void quantize_q8_1_avx2(const float *src, void *dst, int64_t n)
+{
+    block_q8_1 *y = dst;
+    for (int64_t b = 0; b < n / QK; b++, src += QK) {
+        __m256i q[4];
+        float d = avx2_q8_block(src, q) / 127.0f;
+        int sum = avx2_sum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        _mm256_storeu_si256((__m256i *)y[b].qs, avx2_pack_i8(q[0], q[1], q[2], q[3]));
+        y[b].d = f32_to_f16(d);
+        y[b].s = f32_to_f16(d * (float)sum);
+    }
+}
+#endif
 
 /* ---- Q4_0, Q4_1, Q5_0, Q5_1 ----------------------------------------------------------------- */
 
@@ -1384,12 +1643,7 @@ __attribute__((unused)) static float vec_dot_q4_0_r8(int64_t n, const void *w, c
 }
 #if HALDA_AVX2
 /* The 32 weights of a Q4_0 block as signed bytes in element order (low nibbles, then high). */
-static inline __m256i avx2_q4_0_bytes(const block_q4_0 *x)
-{
-    __m128i raw = _mm_loadu_si128((const __m128i *)x->qs);
-    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
-    return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
-}
+static inline __m256i avx2_q4_0_bytes(const block_q4_0 *x) { return _mm256_sub_epi8(avx2_nibbles(x->qs), _mm256_set1_epi8(8)); }
 static float vec_dot_q4_0_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q4_0 *x = w;
@@ -1411,6 +1665,42 @@ static float vec_dot_q4_0_r8_avx2(int64_t n, const void *w, const void *a)
     for (int64_t b = 0; b < n / QK; b++) {
         int32_t s = avx2_sum_i32(avx2_dot_i8_lanes(avx2_q4_0_bytes(&x[b]), _mm256_loadu_si256((const __m256i *)y[b].qs)));
         acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+#endif
+#if HALDA_NEON
+/* A Q4_0 block's integer lanes against 32 activation bytes: low nibbles are elements 0..15
+ * (lanes 0..3), high nibbles elements 16..31 (lanes 4..7). */
+static inline void neon_q4_0_lanes(const block_q4_0 *x, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+{
+    uint8x16_t raw = vld1q_u8(x->qs);
+    int8x16_t q_lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15))), vdupq_n_s8(8));
+    int8x16_t q_hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8));
+    *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
+    *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
+}
+static float vec_dot_q4_0_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo, hi;
+        neon_q4_0_lanes(&x[b], y[b].qs, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
+}
+static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo, hi;
+        neon_q4_0_lanes(&x[b], y[b].qs, &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
     }
     return acc;
 }
@@ -1443,7 +1733,7 @@ static void dequantize_q4_1(const void *src, float *dst, int64_t n)
         }
     }
 }
-static float vec_dot_q4_1(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_1(int64_t n, const void *w, const void *a)
 {
     const block_q4_1 *x = w;
     const block_q8_1 *y = a;
@@ -1457,6 +1747,21 @@ static float vec_dot_q4_1(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc) + mins;
 }
+#if HALDA_AVX2
+static float vec_dot_q4_1_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q4_1 *x = w;
+    const block_q8_1 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
+        __m256i lanes = avx2_dot_u8_lanes(avx2_nibbles(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs), 1, 1);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc) + mins;
+}
+#endif
 
 /* The 5th bit of element j (j < 16) and of element j + 16, from a Q5 block's qh. */
 static inline uint32_t q5_high_bits(const uint8_t qh[4]) { return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24; }
@@ -1494,7 +1799,7 @@ static void dequantize_q5_0(const void *src, float *dst, int64_t n)
         }
     }
 }
-static float vec_dot_q5_0(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q5_0(int64_t n, const void *w, const void *a)
 {
     const block_q5_0 *x = w;
     const block_q8_0 *y = a;
@@ -1510,6 +1815,26 @@ static float vec_dot_q5_0(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc);
 }
+#if HALDA_AVX2
+/* The 32 unsigned 5-bit values of a Q5_0/Q5_1 block in element order: nibbles plus bit j of qh
+ * as bit 4 of element j. */
+static inline __m256i avx2_q5_values(const uint8_t qs[16], const uint8_t qh[4])
+{
+    return _mm256_or_si256(avx2_nibbles(qs), _mm256_and_si256(avx2_bytes_from_bits(q5_high_bits(qh)), _mm256_set1_epi8(16)));
+}
+static float vec_dot_q5_0_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q5_0 *x = w;
+    const block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i q = _mm256_sub_epi8(avx2_q5_values(x[b].qs, x[b].qh), _mm256_set1_epi8(16));
+        __m256i lanes = avx2_dot_i8_lanes(q, _mm256_loadu_si256((const __m256i *)y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+#endif
 
 static void quantize_q5_1(const float *src, void *dst, int64_t n)
 {
@@ -1542,7 +1867,7 @@ static void dequantize_q5_1(const void *src, float *dst, int64_t n)
         }
     }
 }
-static float vec_dot_q5_1(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q5_1(int64_t n, const void *w, const void *a)
 {
     const block_q5_1 *x = w;
     const block_q8_1 *y = a;
@@ -1560,6 +1885,21 @@ static float vec_dot_q5_1(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc) + mins;
 }
+#if HALDA_AVX2
+static float vec_dot_q5_1_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q5_1 *x = w;
+    const block_q8_1 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
+        __m256i lanes = avx2_dot_u8_lanes(avx2_q5_values(x[b].qs, x[b].qh), _mm256_loadu_si256((const __m256i *)y[b].qs), 1, 1);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc) + mins;
+}
+#endif
 
 /* ---- Fitting scales: the search behind the IQ4_NL and k-quant quantizers ---------------------
  * Rounding x/scale with the scale that maps the largest |x| exactly onto the end of the integer
@@ -1680,7 +2020,7 @@ static void dequantize_iq4_nl(const void *src, float *dst, int64_t n)
 }
 /* Summation orders as Q4_0: the lanes (llama.cpp's tinyBLAS kernel, which takes unrepacked
  * IQ4_NL, Q4_0 and Q8_0 matrices on x86, keeps them too) and the repacked order. */
-static float vec_dot_iq4_nl(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_iq4_nl(int64_t n, const void *w, const void *a)
 {
     const block_iq4_nl *x = w;
     const block_q8_0 *y = a;
@@ -1692,7 +2032,7 @@ static float vec_dot_iq4_nl(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc);
 }
-static float vec_dot_iq4_nl_r8(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_iq4_nl_r8(int64_t n, const void *w, const void *a)
 {
     const block_iq4_nl *x = w;
     const block_q8_0 *y = a;
@@ -1705,6 +2045,38 @@ static float vec_dot_iq4_nl_r8(int64_t n, const void *w, const void *a)
     }
     return acc;
 }
+#if HALDA_AVX2
+/* An IQ4_NL block's 32 codebook values in element order: one byte shuffle looks up 16 indices. */
+static inline __m256i avx2_iq4_nl_values(const block_iq4_nl *x)
+{
+    const __m128i book = _mm_loadu_si128((const __m128i *)iq4nl_values);
+    __m128i raw = _mm_loadu_si128((const __m128i *)x->qs), m4 = _mm_set1_epi8(15);
+    __m128i lo = _mm_shuffle_epi8(book, _mm_and_si128(raw, m4)), hi = _mm_shuffle_epi8(book, _mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+    return _mm256_set_m128i(hi, lo);
+}
+static float vec_dot_iq4_nl_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_iq4_nl *x = w;
+    const block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i lanes = avx2_dot_i8_lanes(avx2_iq4_nl_values(&x[b]), _mm256_loadu_si256((const __m256i *)y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+static float vec_dot_iq4_nl_r8_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_iq4_nl *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32_t s = avx2_sum_i32(avx2_dot_i8_lanes(avx2_iq4_nl_values(&x[b]), _mm256_loadu_si256((const __m256i *)y[b].qs)));
+        acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+#endif
 
 /* ---- Q8_K (activations of the k-quants) and Q6_K --------------------------------------------- */
 
@@ -1716,7 +2088,7 @@ static float vec_dot_iq4_nl_r8(int64_t n, const void *w, const void *a)
  * fuses that multiply and add into one FMA.  The two differ only when the product lies within
  * half an F32 ulp of a .5, but the references carry such flips: following the fused form took
  * two reference runs from greedy-token failures to agreement within 2e-6. */
-static void quantize_q8_K(const float *src, void *dst, int64_t n)
+__attribute__((unused)) static void quantize_q8_K(const float *src, void *dst, int64_t n)
 {
     block_q8_K *y = dst;
     for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
@@ -1741,6 +2113,46 @@ static void quantize_q8_K(const float *src, void *dst, int64_t n)
         y[b].d = 1.0f / iscale;
     }
 }
+#if HALDA_AVX2
+/* The same steps 8 elements at a time.  The element of largest magnitude is found in two
+ * passes — the largest |x|, then the first element that has it — which picks the same element
+ * as the scalar loop (the first of equal magnitudes, its sign kept). */
+static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        __m256 amaxv = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) amaxv = _mm256_max_ps(avx2_abs_ps(_mm256_loadu_ps(src + j)), amaxv);
+        float amax = avx2_max_ps(amaxv);
+        if (amax == 0) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        int first = 0;
+        for (int j = 0; j < QK_K; j += 8) {
+            int hit = _mm256_movemask_ps(_mm256_cmp_ps(avx2_abs_ps(_mm256_loadu_ps(src + j)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+            if (hit) {
+                first = j + __builtin_ctz((unsigned)hit);
+                break;
+            }
+        }
+        float iscale = -127.0f / src[first];
+        const __m256 vscale = _mm256_set1_ps(iscale), magic = _mm256_set1_ps(12582912.0f);
+        for (int j = 0; j < QK_K; j += 32) { /* 32 values: two groups of 16 */
+            __m256i q[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 f = _mm256_fmadd_ps(vscale, _mm256_loadu_ps(src + j + 8 * k), magic);
+                __m256i v = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(f), _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x00400000));
+                q[k] = _mm256_min_epi32(v, _mm256_set1_epi32(127));
+            }
+            _mm256_storeu_si256((__m256i *)(y[b].qs + j), avx2_pack_i8(q[0], q[1], q[2], q[3]));
+            y[b].bsums[j / 16] = (int16_t)avx2_sum_i32(_mm256_add_epi32(q[0], q[1]));
+            y[b].bsums[j / 16 + 1] = (int16_t)avx2_sum_i32(_mm256_add_epi32(q[2], q[3]));
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+#endif
 static void dequantize_q8_K(const void *src, float *dst, int64_t n)
 {
     const block_q8_K *x = src;
@@ -1854,7 +2266,7 @@ static void dequantize_q2_K(const void *src, float *dst, int64_t n)
  * minimums into the 8 lanes (lane l gets m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1], times
  * −d_act·dmin), then the scaled products (k_lane_sums, times d_act·d), each a fused
  * multiply-add; the lanes are added at the end as lane_acc_sum does. */
-static float vec_dot_q2_K(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q2_K(int64_t n, const void *w, const void *a)
 {
     const block_q2_K *x = w;
     const block_q8_K *y = a;
@@ -1879,7 +2291,7 @@ static float vec_dot_q2_K(int64_t n, const void *w, const void *a)
  * made): per super-block one exact integer sum for the scales and one for the minimums, each
  * accumulated with a fused multiply-add in its own F32 accumulator, the minimums subtracted at
  * the end. */
-static float vec_dot_q2_K_r8(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q2_K_r8(int64_t n, const void *w, const void *a)
 {
     const block_q2_K *x = w;
     const block_q8_K *y = a;
@@ -1895,6 +2307,57 @@ static float vec_dot_q2_K_r8(int64_t n, const void *w, const void *a)
     }
     return acc - acc_min;
 }
+#if HALDA_AVX2
+/* k_lane_sums of a Q2_K super-block: each 32 bytes of qs hold 4 runs of 32 elements, one per
+ * 2-bit plane, and run r covers groups 2r and 2r+1. */
+static inline __m256i avx2_q2_K_lanes(const block_q2_K *x, const block_q8_K *y)
+{
+    const __m256i m2 = _mm256_set1_epi8(3);
+    __m256i sum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+        for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2)) {
+            int r = 4 * h + s;
+            __m256i p = avx2_dot_u8_lanes(_mm256_and_si256(raw, m2), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
+                                          x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
+            sum = _mm256_add_epi32(sum, p);
+        }
+    }
+    return sum;
+}
+/* Lane l of the minimums, m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1]: one madd of the 16 minimums
+ * (the scales' high nibbles) with the 16 sums. */
+static inline __m256i avx2_q2_K_min_lanes(const block_q2_K *x, const block_q8_K *y)
+{
+    __m128i sc = _mm_loadu_si128((const __m128i *)x->scales);
+    __m256i m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
+    return _mm256_madd_epi16(m, _mm256_loadu_si256((const __m256i *)y->bsums));
+}
+static float vec_dot_q2_K_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(avx2_q2_K_min_lanes(&x[b], &y[b])), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(avx2_q2_K_lanes(&x[b], &y[b])), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+static float vec_dot_q2_K_r8_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int32_t mins = avx2_sum_i32(avx2_q2_K_min_lanes(&x[b], &y[b]));
+        acc = fmaf((float)avx2_sum_i32(avx2_q2_K_lanes(&x[b], &y[b])), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+#endif
 
 static void quantize_q3_K(const float *src, void *dst, int64_t n)
 {
@@ -1932,7 +2395,7 @@ static void dequantize_q3_K(const void *src, float *dst, int64_t n)
 }
 /* Summation order of llama.cpp's x86 ggml_vec_dot_q3_K_q8_K: the 8 lanes of k_lane_sums, each
  * accumulated with a fused multiply-add by d_act·d, added up at the end as lane_acc_sum does. */
-static float vec_dot_q3_K(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q3_K(int64_t n, const void *w, const void *a)
 {
     const block_q3_K *x = w;
     const block_q8_K *y = a;
@@ -1949,6 +2412,37 @@ static float vec_dot_q3_K(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc);
 }
+#if HALDA_AVX2
+/* k_lane_sums of a Q3_K super-block: run r = 4h + s is plane s of qs[32h ..], its third bits
+ * bit r of hmask[0..31]; q = low − 4 where that bit is clear. */
+static inline __m256i avx2_q3_K_lanes(const block_q3_K *x, const block_q8_K *y, const int sc[16])
+{
+    const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    __m256i hmask = _mm256_loadu_si256((const __m256i *)x->hmask), sum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+        for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2), hmask = _mm256_srli_epi16(hmask, 1)) {
+            int r = 4 * h + s;
+            __m256i clear = _mm256_xor_si256(_mm256_and_si256(hmask, one), one); /* 1 where the bit is clear */
+            __m256i q = _mm256_sub_epi8(_mm256_and_si256(raw, m2), _mm256_slli_epi16(clear, 2));
+            sum = _mm256_add_epi32(sum, avx2_dot_i8_scaled(q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]));
+        }
+    }
+    return sum;
+}
+static float vec_dot_q3_K_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q3_K *x = w;
+    const block_q8_K *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[16];
+        for (int g = 0; g < 16; g++) sc[g] = q3_K_scale(x[b].scales, g);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(avx2_q3_K_lanes(&x[b], &y[b], sc)), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+#endif
 
 /* Q4_K and Q5_K share everything but the width of q. */
 static void quantize_k_scale_min(const float *src, int nmax, f16_t *d, f16_t *dmin, uint8_t scales[12], uint8_t q[QK_K])
@@ -2095,6 +2589,62 @@ static float vec_dot_q4_K_r8_avx2(int64_t n, const void *w, const void *a)
     return acc - acc_min;
 }
 #endif
+#if HALDA_NEON
+/* k_lane_sums of a Q4_K super-block, lanes 0..3 in *lo and 4..7 in *hi: 32 bytes of qs hold
+ * sub-block 2c in their low nibbles and 2c+1 in their high nibbles. */
+static inline void neon_q4_K_lanes(const block_q4_K *x, const block_q8_K *y, const int sc[8], int32x4_t *lo, int32x4_t *hi)
+{
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    int32x4_t sum_lo = vdupq_n_s32(0), sum_hi = vdupq_n_s32(0);
+    for (int c = 0; c < 4; c++) {
+        uint8x16_t r0 = vld1q_u8(x->qs + 32 * c), r1 = vld1q_u8(x->qs + 32 * c + 16);
+        const int8_t *a = y->qs + 64 * c;
+        int32x4_t p0 = neon_dot_i8(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(r0, m4)), vld1q_s8(a));
+        int32x4_t p1 = neon_dot_i8(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(r1, m4)), vld1q_s8(a + 16));
+        int32x4_t p2 = neon_dot_i8(vdupq_n_s32(0), vreinterpretq_s8_u8(vshrq_n_u8(r0, 4)), vld1q_s8(a + 32));
+        int32x4_t p3 = neon_dot_i8(vdupq_n_s32(0), vreinterpretq_s8_u8(vshrq_n_u8(r1, 4)), vld1q_s8(a + 48));
+        sum_lo = vmlaq_n_s32(vmlaq_n_s32(sum_lo, p0, sc[2 * c]), p2, sc[2 * c + 1]);
+        sum_hi = vmlaq_n_s32(vmlaq_n_s32(sum_hi, p1, sc[2 * c]), p3, sc[2 * c + 1]);
+    }
+    *lo = sum_lo, *hi = sum_hi;
+}
+static float vec_dot_q4_K_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    float acc_m[4] = {0};
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]);
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        for (int k = 0; k < 4; k++) {
+            int32_t mk = m[2 * k] * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) + m[2 * k + 1] * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
+            acc_m[k] = fmaf(dmin, (float)mk, acc_m[k]);
+        }
+        int32x4_t lo, hi;
+        neon_q4_K_lanes(&x[b], &y[b], sc, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, d, lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+}
+static float vec_dot_q4_K_r8_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        int32x4_t lo, hi;
+        neon_q4_K_lanes(&x[b], &y[b], sc, &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+#endif
 
 static void quantize_q5_K(const float *src, void *dst, int64_t n)
 {
@@ -2123,7 +2673,7 @@ static void dequantize_q5_K(const void *src, float *dst, int64_t n)
  * (times d_act·d); the minimums' exact integer sum per super-block, times −d_act·dmin, added to
  * one F32 sum with a fused multiply-add (llama.cpp's build lets the compiler fuse that line),
  * which joins the lanes' total at the end. */
-static float vec_dot_q5_K(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q5_K(int64_t n, const void *w, const void *a)
 {
     const block_q5_K *x = w;
     const block_q8_K *y = a;
@@ -2149,7 +2699,7 @@ static float vec_dot_q5_K(int64_t n, const void *w, const void *a)
     return lane_acc_sum(&acc) + summs;
 }
 /* The repacked order, as Q4_K's. */
-static float vec_dot_q5_K_r8(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q5_K_r8(int64_t n, const void *w, const void *a)
 {
     const block_q5_K *x = w;
     const block_q8_K *y = a;
@@ -2161,6 +2711,56 @@ static float vec_dot_q5_K_r8(int64_t n, const void *w, const void *a)
     }
     return acc - acc_min;
 }
+#if HALDA_AVX2
+/* k_lane_sums of a Q5_K super-block: Q4_K's nibbles, plus bit j of qh[0..31] as bit 4 of
+ * sub-block j's values. */
+static inline __m256i avx2_q5_K_lanes(const block_q5_K *x, const block_q8_K *y, const int sc[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh), sum = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+        __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+        qh = _mm256_srli_epi16(qh, 1);
+        __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+        qh = _mm256_srli_epi16(qh, 1);
+        __m256i plo = avx2_dot_u8_lanes(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
+        __m256i phi = avx2_dot_u8_lanes(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
+        sum = _mm256_add_epi32(sum, _mm256_add_epi32(plo, phi));
+    }
+    return sum;
+}
+static float vec_dot_q5_K_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        summs = fmaf(dmin, (float)mins, summs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(avx2_q5_K_lanes(&x[b], &y[b], sc)), acc);
+    }
+    return avx2_lane_sum(acc) + summs;
+}
+static float vec_dot_q5_K_r8_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        acc = fmaf((float)avx2_sum_i32(avx2_q5_K_lanes(&x[b], &y[b], sc)), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+#endif
 
 /* The 6-bit value of element i (0..255) of a Q6_K block, in [0,63], per the layout above. */
 static inline int q6_K_value(const block_q6_K *x, int i)
@@ -2267,6 +2867,37 @@ static float vec_dot_q6_K_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(sum), acc);
     }
     return avx2_lane_sum(acc);
+}
+#endif
+#if HALDA_NEON
+static float vec_dot_q6_K_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    const uint8x16_t m4 = vdupq_n_u8(15), m2 = vdupq_n_u8(3);
+    const int8x16_t m32 = vdupq_n_s8(32);
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int32x4_t sum[2] = {vdupq_n_s32(0), vdupq_n_s32(0)}; /* lanes 0..3, 4..7 */
+        for (int h = 0; h < 2; h++)     /* the quarters of each half, as in the layout of section 3, */
+            for (int j = 0; j < 2; j++) { /* 16 elements (one group of each quarter) at a time */
+                uint8x16_t l1 = vld1q_u8(x[b].ql + 64 * h + 16 * j), l2 = vld1q_u8(x[b].ql + 64 * h + 32 + 16 * j);
+                uint8x16_t hb = vld1q_u8(x[b].qh + 32 * h + 16 * j);
+                uint8x16_t q[4] = {
+                    vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(hb, m2), 4)),
+                    vorrq_u8(vandq_u8(l2, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 2), m2), 4)),
+                    vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 4), m2), 4)),
+                    vorrq_u8(vshrq_n_u8(l2, 4), vshlq_n_u8(vshrq_n_u8(hb, 6), 4)),
+                };
+                for (int k = 0; k < 4; k++) {
+                    int8x16_t qk = vsubq_s8(vreinterpretq_s8_u8(q[k]), m32);
+                    int32x4_t p = neon_dot_i8(vdupq_n_s32(0), qk, vld1q_s8(y[b].qs + 128 * h + 32 * k + 16 * j));
+                    sum[j] = vmlaq_n_s32(sum[j], p, x[b].scales[8 * h + 2 * k + j]);
+                }
+            }
+        neon_fma_lanes(&acc_lo, &acc_hi, y[b].d * f16_to_f32(x[b].d), sum[0], sum[1]);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
 }
 #endif
 
@@ -2546,48 +3177,107 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 
 /* ---- The table ------------------------------------------------------------------------------ */
 
-/* The dot products the table names: the SIMD twin where this build has one, chosen once at
- * compile time; the scalar function otherwise. */
+/* The kernels the table names: the SIMD twin where this build has one, chosen once at compile
+ * time; the scalar function otherwise.  Q8_0, Q8_1 and Q8_K are the activation quantizers. */
 #if HALDA_AVX2
+#define VEC_DOT_F32 vec_dot_f32_avx2
+#define VEC_DOT_BF16 vec_dot_bf16_avx2
 #define VEC_DOT_Q8_0 vec_dot_q8_0_avx2
 #define VEC_DOT_Q4_0 vec_dot_q4_0_avx2
 #define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8_avx2
+#define VEC_DOT_Q4_1 vec_dot_q4_1_avx2
+#define VEC_DOT_Q5_0 vec_dot_q5_0_avx2
+#define VEC_DOT_Q5_1 vec_dot_q5_1_avx2
+#define VEC_DOT_IQ4_NL vec_dot_iq4_nl_avx2
+#define VEC_DOT_IQ4_NL_R8 vec_dot_iq4_nl_r8_avx2
+#define VEC_DOT_Q2_K vec_dot_q2_K_avx2
+#define VEC_DOT_Q2_K_R8 vec_dot_q2_K_r8_avx2
+#define VEC_DOT_Q3_K vec_dot_q3_K_avx2
 #define VEC_DOT_Q4_K vec_dot_q4_K_avx2
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx2
+#define VEC_DOT_Q5_K vec_dot_q5_K_avx2
+#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8_avx2
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx2
+#define QUANTIZE_Q8_0 quantize_q8_0_avx2
+#define QUANTIZE_Q8_1 quantize_q8_1_avx2
+#define QUANTIZE_Q8_K quantize_q8_K_avx2
+#if HALDA_F16C
+#define VEC_DOT_F16 vec_dot_f16_avx2
 #else
+#define VEC_DOT_F16 vec_dot_f16
+#endif
+#elif HALDA_NEON
+#define VEC_DOT_F32 vec_dot_f32
+#define VEC_DOT_F16 vec_dot_f16
+#define VEC_DOT_BF16 vec_dot_bf16
+#define VEC_DOT_Q8_0 vec_dot_q8_0_neon
+#define VEC_DOT_Q4_0 vec_dot_q4_0_neon
+#define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8_neon
+#define VEC_DOT_Q4_1 vec_dot_q4_1
+#define VEC_DOT_Q5_0 vec_dot_q5_0
+#define VEC_DOT_Q5_1 vec_dot_q5_1
+#define VEC_DOT_IQ4_NL vec_dot_iq4_nl
+#define VEC_DOT_IQ4_NL_R8 vec_dot_iq4_nl_r8
+#define VEC_DOT_Q2_K vec_dot_q2_K
+#define VEC_DOT_Q2_K_R8 vec_dot_q2_K_r8
+#define VEC_DOT_Q3_K vec_dot_q3_K
+#define VEC_DOT_Q4_K vec_dot_q4_K_neon
+#define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_neon
+#define VEC_DOT_Q5_K vec_dot_q5_K
+#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8
+#define VEC_DOT_Q6_K vec_dot_q6_K_neon
+#define QUANTIZE_Q8_0 quantize_q8_0
+#define QUANTIZE_Q8_1 quantize_q8_1
+#define QUANTIZE_Q8_K quantize_q8_K
+#else
+#define VEC_DOT_F32 vec_dot_f32
+#define VEC_DOT_F16 vec_dot_f16
+#define VEC_DOT_BF16 vec_dot_bf16
 #define VEC_DOT_Q8_0 vec_dot_q8_0
 #define VEC_DOT_Q4_0 vec_dot_q4_0
 #define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8
+#define VEC_DOT_Q4_1 vec_dot_q4_1
+#define VEC_DOT_Q5_0 vec_dot_q5_0
+#define VEC_DOT_Q5_1 vec_dot_q5_1
+#define VEC_DOT_IQ4_NL vec_dot_iq4_nl
+#define VEC_DOT_IQ4_NL_R8 vec_dot_iq4_nl_r8
+#define VEC_DOT_Q2_K vec_dot_q2_K
+#define VEC_DOT_Q2_K_R8 vec_dot_q2_K_r8
+#define VEC_DOT_Q3_K vec_dot_q3_K
 #define VEC_DOT_Q4_K vec_dot_q4_K
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8
+#define VEC_DOT_Q5_K vec_dot_q5_K
+#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8
 #define VEC_DOT_Q6_K vec_dot_q6_K
+#define QUANTIZE_Q8_0 quantize_q8_0
+#define QUANTIZE_Q8_1 quantize_q8_1
+#define QUANTIZE_Q8_K quantize_q8_K
 #endif
 
 static const type_traits type_table[TYPE_COUNT] = {
-    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, vec_dot_f32, NULL},
-    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, vec_dot_f16, NULL},
-    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, vec_dot_bf16, NULL},
+    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, VEC_DOT_F32, NULL},
+    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, VEC_DOT_F16, NULL},
+    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, NULL},
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8},
-    [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, vec_dot_q4_1, NULL},
-    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, vec_dot_q5_0, NULL},
-    [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, vec_dot_q5_1, NULL},
-    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, quantize_q8_0, VEC_DOT_Q8_0, NULL},
-    [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, quantize_q8_1, NULL, NULL},
-    [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, quantize_q8_K, NULL, NULL},
-    [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, vec_dot_q2_K, vec_dot_q2_K_r8},
-    [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, vec_dot_q3_K, NULL},
+    [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, NULL},
+    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, VEC_DOT_Q5_0, NULL},
+    [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, VEC_DOT_Q5_1, NULL},
+    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, QUANTIZE_Q8_0, VEC_DOT_Q8_0, NULL},
+    [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, QUANTIZE_Q8_1, NULL, NULL},
+    [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, QUANTIZE_Q8_K, NULL, NULL},
+    [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, VEC_DOT_Q2_K, VEC_DOT_Q2_K_R8},
+    [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, VEC_DOT_Q3_K, NULL},
     [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8},
-    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, vec_dot_q5_K, vec_dot_q5_K_r8},
+    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, VEC_DOT_Q5_K_R8},
     [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, NULL},
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL},
     [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m, NULL},
-    [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, vec_dot_iq4_nl, vec_dot_iq4_nl_r8},
+    [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, VEC_DOT_IQ4_NL, VEC_DOT_IQ4_NL_R8},
     /* Known to GGUF; geometry recorded so files parse and are refused by name, not garbled. */
     [TYPE_IQ2_XXS] = {"iq2_xxs", QK_K, 66, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_IQ2_XS] = {"iq2_xs", QK_K, 74, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_IQ3_XXS] = {"iq3_xxs", QK_K, 98, TYPE_Q8_K, NULL, NULL, NULL, NULL},
-        [TYPE_IQ3_S] = {"iq3_s", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL, NULL},
+    [TYPE_IQ3_S] = {"iq3_s", QK_K, 110, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_IQ2_S] = {"iq2_s", QK_K, 82, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_IQ4_XS] = {"iq4_xs", QK_K, 136, TYPE_Q8_K, NULL, NULL, NULL, NULL},
     [TYPE_I8] = {"i8", 1, 1, TYPE_I8, NULL, NULL, NULL, NULL},
@@ -2595,7 +3285,7 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_I32] = {"i32", 1, 4, TYPE_I32, NULL, NULL, NULL, NULL},
     [TYPE_I64] = {"i64", 1, 8, TYPE_I64, NULL, NULL, NULL, NULL},
     [TYPE_F64] = {"f64", 1, 8, TYPE_F64, NULL, NULL, NULL, NULL},
-    };
+};
 
 /* The table row of a type id, or NULL for ids that are unknown (gaps 4, 5 and beyond). */
 static const type_traits *type_info(int type)
@@ -3673,9 +4363,10 @@ typedef struct {
 
 static int kv_gtype(int kv_type) { return kv_type == HALDA_KV_F32 ? TYPE_F32 : kv_type == HALDA_KV_Q8_0 ? TYPE_Q8_0 : TYPE_F16; }
 
-static size_t kv_cache_bytes(int n_layers, int n_seq, int n_ctx, int kv_dim, int type)
+/* In 64 bits: on a 32-bit machine a long context's cache can exceed size_t (see kv_cache_init). */
+static uint64_t kv_cache_bytes(int n_layers, int n_seq, int n_ctx, int kv_dim, int type)
 {
-    return 2 * (size_t)n_layers * (size_t)n_seq * (size_t)n_ctx * type_row_bytes(kv_gtype(type), kv_dim);
+    return 2 * (uint64_t)n_layers * (uint64_t)n_seq * (uint64_t)n_ctx * (uint64_t)type_row_bytes(kv_gtype(type), kv_dim);
 }
 
 static void kv_cache_free(kv_cache *c)
@@ -3694,13 +4385,18 @@ static int kv_cache_init(kv_cache *c, int n_layer, const bool *held, int n_seq, 
     c->slot = xmalloc((size_t)n_layer * sizeof *c->slot);
     if (!c->slot) return herr_set(e, "out of memory"), -1;
     for (int l = 0; l < n_layer; l++) c->slot[l] = !held || held[l] ? c->n_slots++ : -1;
-    size_t half = kv_cache_bytes(c->n_slots, n_seq, n_ctx, kv_dim, type) / 2;
-    c->k = xcalloc(1, half);
-    c->v = xcalloc(1, half);
+    uint64_t half = kv_cache_bytes(c->n_slots, n_seq, n_ctx, kv_dim, type) / 2;
+    if (half >= SIZE_MAX / 2) {
+        kv_cache_free(c);
+        return herr_set(e, "a %.1f GiB KV cache does not fit in this machine's address space (use a shorter context)",
+                        (double)half / (1u << 29)), -1;
+    }
+    c->k = xcalloc(1, (size_t)half);
+    c->v = xcalloc(1, (size_t)half);
     c->n_pos = xcalloc((size_t)n_seq, sizeof *c->n_pos);
     if (!c->k || !c->v || !c->n_pos) {
         kv_cache_free(c);
-        return herr_set(e, "out of memory for a %zu MiB KV cache", 2 * half >> 20), -1;
+        return herr_set(e, "out of memory for a %" PRIu64 " MiB KV cache", 2 * half >> 20), -1;
     }
     return 0;
 }
@@ -3744,19 +4440,19 @@ halda_context_params halda_context_default_params(void)
 const char *halda_last_error(const halda_context *ctx) { return ctx->err.msg; }
 
 /* Widest bytes any activation row of n elements can need (F32 is the widest per element). */
-static size_t act_row_bytes_max(int64_t n) { return (size_t)n * 4 + (size_t)(n / QK + 1) * 8; }
+static uint64_t act_row_bytes_max(int64_t n) { return (uint64_t)n * 4 + (uint64_t)(n / QK + 1) * 8; }
 
 /* Bytes of a context's scratch arena: every [n_batch × width] buffer of the forward pass, the
  * per-thread attention rows, the logits and the converted activations.  The profiler reports
  * this as the compute buffer a device needs, so both call this one function. */
-static size_t context_arena_bytes(const model_hparams *hp, int n_ctx, int n_batch, int n_threads)
+static uint64_t context_arena_bytes(const model_hparams *hp, int n_ctx, int n_batch, int n_threads)
 {
     int64_t B = n_batch, q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     int64_t widest = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
     if (q_dim > widest) widest = q_dim;
-    size_t floats = (size_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
-                             (int64_t)n_threads * n_ctx + hp->n_vocab + 2 * B + (int64_t)n_threads * (2 * hp->head_dim + 16));
-    return floats * sizeof(float) + (size_t)B * act_row_bytes_max(widest) + 64;
+    uint64_t floats = (uint64_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
+                                 (int64_t)n_threads * n_ctx + hp->n_vocab + 2 * B + (int64_t)n_threads * (2 * hp->head_dim + 16));
+    return floats * sizeof(float) + (uint64_t)B * act_row_bytes_max(widest) + 64;
 }
 
 /* A context for the layers marked in held (NULL: every layer).  A ring device holds only its
@@ -3792,7 +4488,13 @@ static halda_context *context_new(halda_model *m, const halda_context_params *p,
         goto fail;
     }
     int64_t B = c->n_batch;
-    c->arena_bytes = context_arena_bytes(hp, c->n_ctx, c->n_batch, c->pool->n_threads);
+    uint64_t arena_bytes = context_arena_bytes(hp, c->n_ctx, c->n_batch, c->pool->n_threads);
+    if (arena_bytes >= SIZE_MAX / 2) {
+        herr_set(&e, "%.1f GiB of scratch buffers do not fit in this machine's address space (use a shorter context)",
+                 (double)arena_bytes / (1u << 30));
+        goto fail;
+    }
+    c->arena_bytes = (size_t)arena_bytes;
     c->arena = xmalloc(c->arena_bytes);
     if (!c->arena) {
         herr_set(&e, "out of memory for scratch buffers");
@@ -7561,7 +8263,7 @@ static void prof_print_report(FILE *out, const device_profile *d, const model_pr
     for (int i = 0; i < CPU_FEATURE_COUNT; i++)
         if (d->cpu_features & (1u << i)) fprintf(out, " %s", platform_cpu_feature_name[i]);
     fprintf(out, "%s; compiled with %s\n", d->cpu_features ? "" : " (none detected)",
-            HALDA_AVX2 && HALDA_F16C ? "avx2 fma f16c" : HALDA_AVX2 ? "avx2 fma" : HALDA_F16C ? "f16c" : "no SIMD");
+            HALDA_SIMD_NAME);
     fprintf(out, "  memory       %s usable now (available %s of %s", prof_bytes_str(a, sizeof a, (double)m->ram_bytes),
             prof_bytes_str(b, sizeof b, (double)m->available_bytes), prof_bytes_str(c, sizeof c, (double)m->total_bytes));
     if (m->cgroup_limit_bytes)

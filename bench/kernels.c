@@ -1,5 +1,5 @@
-/* bench/kernels.c — single-thread speed of the dot products, scalar specification vs the
- * table's kernel (the AVX2 twin where this build has one).
+/* bench/kernels.c — single-thread speed of the dot products and the activation quantizers,
+ * scalar specification vs the table's kernel (the AVX2 or NEON twin where this build has one).
  *
  *     make bench-kernels            (or: cc -O3 -march=native -pthread bench/kernels.c -lm)
  *
@@ -7,7 +7,9 @@
  * token-by-token matrix-vector product calls vec_dot.  Reported: nanoseconds per row, weight
  * bytes per second, and the speed-up of the table's kernel over the scalar one.  Two sizes:
  * one that stays in the L2 cache (compute-bound) and one of ~64 MiB that streams from memory.
- * Each figure is the best of several timed repetitions, to stay robust on a shared machine. */
+ * The activation quantizers (Q8_0, Q8_1, Q8_K) convert one row of 4096 floats, as a matrix
+ * product does once per token.  Each figure is the best of several timed repetitions, to stay
+ * robust on a shared machine. */
 #define HALDA_NO_MAIN
 #include "../halda.c"
 
@@ -44,20 +46,61 @@ typedef struct {
     bool r8;           /* time the repacked order (vec_dot_r8) instead of vec_dot */
 } bench_case;
 
+/* Best seconds per call of a quantizer on one row of n floats. */
+static double time_quantize(quantize_fn q, const float *x, void *dst, int64_t n)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 7; rep++) {
+        int iters = 0;
+        double t0 = now_s(), t;
+        do {
+            q(x, dst, n);
+            iters++;
+        } while ((t = now_s() - t0) < 0.02);
+        best = fmin(best, t / iters);
+    }
+    return best;
+}
+
+static void bench_quantizers(void)
+{
+    const struct {
+        int type;
+        quantize_fn scalar;
+    } qs[] = {{TYPE_Q8_0, quantize_q8_0}, {TYPE_Q8_1, quantize_q8_1}, {TYPE_Q8_K, quantize_q8_K}};
+    const int64_t n = 4096;
+    uint64_t rng = 2;
+    float *x = malloc((size_t)n * 4);
+    void *dst = malloc(type_row_bytes(TYPE_Q8_K, n) + type_row_bytes(TYPE_Q8_1, n));
+    synth_fill(x, n, 1.0f, &rng);
+    printf("\nactivation quantizers, one row of %lld floats\n%-12s %12s %12s %8s\n", (long long)n, "type", "scalar ns", "table ns",
+           "speed-up");
+    for (size_t i = 0; i < sizeof qs / sizeof *qs; i++) {
+        quantize_fn table = type_info(qs[i].type)->quantize;
+        double ts = time_quantize(qs[i].scalar, x, dst, n), tt = table == qs[i].scalar ? ts : time_quantize(table, x, dst, n);
+        printf("%-12s %12.1f %12.1f %7.2fx%s\n", type_info(qs[i].type)->name, 1e9 * ts, 1e9 * tt, ts / tt,
+               table == qs[i].scalar ? "  (no SIMD twin)" : "");
+    }
+    free(x), free(dst);
+}
+
 int main(void)
 {
     const bench_case cases[] = {
-        {TYPE_Q8_0, vec_dot_q8_0, false},  {TYPE_Q4_0, vec_dot_q4_0, false}, {TYPE_Q4_0, vec_dot_q4_0_r8, true},
-        {TYPE_Q4_K, vec_dot_q4_K, false},  {TYPE_Q4_K, vec_dot_q4_K_r8, true}, {TYPE_Q6_K, vec_dot_q6_K, false},
-        {TYPE_Q2_K, vec_dot_q2_K, false},  {TYPE_Q3_K, vec_dot_q3_K, false}, {TYPE_Q5_K, vec_dot_q5_K, false},
-        {TYPE_IQ4_NL, vec_dot_iq4_nl, false}, {TYPE_IQ1_S, vec_dot_iq1_s, false},
+        {TYPE_F32, vec_dot_f32, false},       {TYPE_F16, vec_dot_f16, false},          {TYPE_BF16, vec_dot_bf16, false},
+        {TYPE_Q8_0, vec_dot_q8_0, false},     {TYPE_Q4_0, vec_dot_q4_0, false},        {TYPE_Q4_0, vec_dot_q4_0_r8, true},
+        {TYPE_Q4_1, vec_dot_q4_1, false},     {TYPE_Q5_0, vec_dot_q5_0, false},        {TYPE_Q5_1, vec_dot_q5_1, false},
+        {TYPE_IQ4_NL, vec_dot_iq4_nl, false}, {TYPE_IQ4_NL, vec_dot_iq4_nl_r8, true},  {TYPE_Q2_K, vec_dot_q2_K, false},
+        {TYPE_Q2_K, vec_dot_q2_K_r8, true},   {TYPE_Q3_K, vec_dot_q3_K, false},        {TYPE_Q4_K, vec_dot_q4_K, false},
+        {TYPE_Q4_K, vec_dot_q4_K_r8, true},   {TYPE_Q5_K, vec_dot_q5_K, false},        {TYPE_Q5_K, vec_dot_q5_K_r8, true},
+        {TYPE_Q6_K, vec_dot_q6_K, false},     {TYPE_IQ1_S, vec_dot_iq1_s, false},
     };
     const struct {
         const char *what;
         int64_t rows, n;
     } shapes[] = {{"in cache (256 x 4096)", 256, 4096}, {"from memory (~64 MiB of weights)", 0, 4096}};
     uint64_t rng = 1;
-    printf("halda kernels, 1 thread, %s build\n", HALDA_AVX2 ? "AVX2" : "scalar-only");
+    printf("halda kernels, 1 thread, %s build\n", HALDA_SIMD_NAME);
     for (size_t si = 0; si < 2; si++) {
         printf("\n%s\n%-12s %12s %12s %10s %10s %8s\n", shapes[si].what, "type", "scalar ns/row", "table ns/row", "scalar GB/s",
                "table GB/s", "speed-up");
@@ -87,5 +130,6 @@ int main(void)
             free(x), free(w), free(act);
         }
     }
+    bench_quantizers();
     return 0;
 }

@@ -7,8 +7,9 @@
  *   3. hand-made blocks: bytes written from the format description in halda.c (not with its
  *      quantizers), dequantized values checked exactly, including literal values worked out
  *      by hand for the packed scales of Q3_K and Q4_K/Q5_K;
- *   4. SIMD twins: every AVX2 dot product equals its scalar specification bit for bit, on
- *      random and extreme blocks at awkward lengths. */
+ *   4. SIMD twins: every AVX2 or NEON dot product equals its scalar specification bit for bit,
+ *      on random and extreme blocks at awkward lengths; the hardware half conversions equal
+ *      the _ref ones. */
 #define HALDA_NO_MAIN
 #include "../halda.c"
 #include "test.h"
@@ -467,12 +468,66 @@ static void test_hand_iq1(void)
 
 /* ---- 4. SIMD twins ------------------------------------------------------------------------- */
 
-#if HALDA_AVX2
+/* The hardware half conversions (F16C, NEON) against the _ref functions: every half, and a
+ * sweep of floats through every exponent (NaN payloads may differ and are not compared). */
+static void test_f16_conversions(void)
+{
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float a = f16_to_f32((f16_t)h), b = f16_to_f32_ref((f16_t)h);
+        if (!isnan(b) && memcmp(&a, &b, 4)) bad++;
+    }
+    CHECK(bad == 0, "f16_to_f32 differs from f16_to_f32_ref on %d halves", bad);
+    bad = 0;
+    for (uint64_t u = 0; u < 0x100000000ull; u += 65521) { /* a prime step: every exponent, varied mantissas */
+        for (uint32_t k = 0; k < 2; k++) {
+            float f = f32_from_bits((uint32_t)u + k * 0x1000u); /* also a round-half case in every step */
+            if (!isnan(f) && f32_to_f16(f) != f32_to_f16_ref(f)) bad++;
+        }
+    }
+    CHECK(bad == 0, "f32_to_f16 differs from f32_to_f16_ref on %d floats", bad);
+}
+
+#if HALDA_AVX2 || HALDA_NEON
 typedef struct {
     const char *name;
     int type;
     vec_dot_fn scalar, simd;
 } simd_twin;
+
+/* Every SIMD dot product of this build with its scalar specification. */
+static const simd_twin twins[] = {
+#if HALDA_AVX2
+    {"f32", TYPE_F32, vec_dot_f32, vec_dot_f32_avx2},
+#if HALDA_F16C
+    {"f16", TYPE_F16, vec_dot_f16, vec_dot_f16_avx2},
+#endif
+    {"bf16", TYPE_BF16, vec_dot_bf16, vec_dot_bf16_avx2},
+    {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_avx2},
+    {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_avx2},
+    {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_avx2},
+    {"q4_1", TYPE_Q4_1, vec_dot_q4_1, vec_dot_q4_1_avx2},
+    {"q5_0", TYPE_Q5_0, vec_dot_q5_0, vec_dot_q5_0_avx2},
+    {"q5_1", TYPE_Q5_1, vec_dot_q5_1, vec_dot_q5_1_avx2},
+    {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl, vec_dot_iq4_nl_avx2},
+    {"iq4_nl r8", TYPE_IQ4_NL, vec_dot_iq4_nl_r8, vec_dot_iq4_nl_r8_avx2},
+    {"q2_k", TYPE_Q2_K, vec_dot_q2_K, vec_dot_q2_K_avx2},
+    {"q2_k r8", TYPE_Q2_K, vec_dot_q2_K_r8, vec_dot_q2_K_r8_avx2},
+    {"q3_k", TYPE_Q3_K, vec_dot_q3_K, vec_dot_q3_K_avx2},
+    {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_avx2},
+    {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx2},
+    {"q5_k", TYPE_Q5_K, vec_dot_q5_K, vec_dot_q5_K_avx2},
+    {"q5_k r8", TYPE_Q5_K, vec_dot_q5_K_r8, vec_dot_q5_K_r8_avx2},
+    {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx2},
+#else
+    {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_neon},
+    {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_neon},
+    {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_neon},
+    {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_neon},
+    {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_neon},
+    {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_neon},
+#endif
+};
 
 static void check_twin(const simd_twin *tw, int64_t n, int mode)
 {
@@ -491,27 +546,86 @@ static void check_twin(const simd_twin *tw, int64_t n, int mode)
     free(w), free(a), free(wq), free(aq);
 }
 
-static void test_simd_twins(void)
+/* An activation quantizer and its SIMD twin: the same bytes. */
+typedef struct {
+    const char *name;
+    int type;
+    quantize_fn scalar, simd;
+} quant_twin;
+
+static const quant_twin quant_twins[] = {
+#if HALDA_AVX2
+    {"q8_0", TYPE_Q8_0, quantize_q8_0, quantize_q8_0_avx2},
+    {"q8_1", TYPE_Q8_1, quantize_q8_1, quantize_q8_1_avx2},
+    {"q8_k", TYPE_Q8_K, quantize_q8_K, quantize_q8_K_avx2},
+#endif
+    {NULL, 0, NULL, NULL},
+};
+
+/* Rows that probe the quantizers' corners, by mode: 0 normal; 1 exact ties (x·127/max|x| lands
+ * on k + 1/2, which rounds to even); 2 the largest magnitude twice with both signs (the first
+ * one sets the sign of Q8_K's scale); 3 some blocks all zero, others a lone value; 4 a huge
+ * dynamic range; 5 tiny values (near the bottom of the normal range); 6 large, with outliers. */
+static void quant_row(float *x, int64_t n, int block, int mode)
 {
-    static const simd_twin twins[] = {
-        {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_avx2},
-        {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_avx2},
-        {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_avx2},
-        {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_avx2},
-        {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx2},
-        {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx2},
-    };
-    static const int blocks[] = {1, 2, 3, 5, 7, 8, 13, 33, 128};
-    for (size_t k = 0; k < sizeof twins / sizeof *twins; k++) {
-        CHECK(type_vec_dot(type_info(twins[k].type), strstr(twins[k].name, "r8") ? 8 : 7) == twins[k].simd,
-              "%s: the table uses the AVX2 twin", twins[k].name);
-        for (size_t b = 0; b < sizeof blocks / sizeof *blocks; b++)
-            for (int mode = 0; mode < 3; mode++)
-                for (int rep = 0; rep < 3; rep++) check_twin(&twins[k], (int64_t)blocks[b] * type_info(twins[k].type)->block_elems, mode);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t j = i % block, b = i / block;
+        float v = normalish();
+        switch (mode) {
+        case 1: v = j == 0 ? 127.0f : (float)((int)(i * 7 % 255) - 127) + (i % 2 ? 0.5f : -0.5f); break;
+        case 2: v = j == 3 ? -5.0f : j == 5 || j == 20 ? 5.0f : v; if (b % 2) v = -v; break;
+        case 3: v = b % 3 == 0 ? 0.0f : b % 3 == 1 ? (j == block - 1 ? -2.5f : 0.0f) : v; break;
+        case 4: v *= powf(10.0f, (float)(i % 61 - 30)); break;
+        case 5: v *= 1e-36f; break;
+        case 6: v = v * 1e4f * (i % 97 == 0 ? 1e3f : 1.0f); break;
+        }
+        x[i] = v;
     }
 }
+
+static void test_quant_twins(void)
+{
+    static const int blocks[] = {1, 2, 3, 5, 7, 8, 13, 33};
+    for (const quant_twin *qt = quant_twins; qt->name; qt++) {
+        const type_traits *t = type_info(qt->type);
+        CHECK(t->quantize == qt->simd, "%s: the table uses the SIMD quantizer", qt->name);
+        for (size_t b = 0; b < sizeof blocks / sizeof *blocks; b++)
+            for (int mode = 0; mode < 7; mode++)
+                for (int rep = 0; rep < 2; rep++) {
+                    int64_t n = (int64_t)blocks[b] * t->block_elems;
+                    size_t bytes = type_row_bytes(qt->type, n);
+                    float *x = malloc((size_t)n * 4);
+                    uint8_t *q1 = malloc(bytes), *q2 = malloc(bytes);
+                    quant_row(x, n, t->block_elems, mode);
+                    memset(q1, 0xa5, bytes), memset(q2, 0x5a, bytes); /* every byte must be written */
+                    qt->scalar(x, q1, n);
+                    qt->simd(x, q2, n);
+                    size_t k = 0;
+                    while (k < bytes && q1[k] == q2[k]) k++;
+                    CHECK(k == bytes, "%s n=%lld mode %d: SIMD quantizer differs from scalar at byte %zu (block %zu)", qt->name,
+                          (long long)n, mode, k, k / (size_t)t->block_bytes);
+                    free(x), free(q1), free(q2);
+                }
+    }
+}
+
+static void test_simd_twins(void)
+{
+    static const int blocks[] = {1, 2, 3, 5, 7, 8, 13, 33, 128};
+    static const int elems[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 1023, 4096};
+    for (size_t k = 0; k < sizeof twins / sizeof *twins; k++) {
+        const type_traits *t = type_info(twins[k].type);
+        CHECK(type_vec_dot(t, strstr(twins[k].name, "r8") ? 8 : 7) == twins[k].simd, "%s: the table uses the SIMD twin", twins[k].name);
+        bool plain = t->block_elems == 1; /* F32, F16, BF16: any length, with a tail */
+        size_t nl = plain ? sizeof elems / sizeof *elems : sizeof blocks / sizeof *blocks;
+        for (size_t b = 0; b < nl; b++)
+            for (int mode = 0; mode < 3; mode++)
+                for (int rep = 0; rep < 3; rep++) check_twin(&twins[k], plain ? elems[b] : (int64_t)blocks[b] * t->block_elems, mode);
+    }
+    test_quant_twins();
+}
 #else
-static void test_simd_twins(void) { SKIP("no AVX2 in this build: SIMD twins not compared"); }
+static void test_simd_twins(void) { SKIP("no SIMD kernels in this build (%s): SIMD twins not compared", HALDA_SIMD_NAME); }
 #endif
 
 int main(void)
@@ -526,6 +640,7 @@ int main(void)
     test_hand_dot();
     test_iq1_grid();
     test_hand_iq1();
+    test_f16_conversions();
     test_simd_twins();
     return test_summary("kernels");
 }
