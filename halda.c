@@ -9306,7 +9306,7 @@ typedef struct {
  * at the end of input or -2 on Ctrl-C. */
 static long chat_read_line(chat_input *in, char **line)
 {
-    memmove(in->buf, in->buf + in->used, in->len - in->used);
+    if (in->used) memmove(in->buf, in->buf + in->used, in->len - in->used);
     in->len -= in->used, in->used = 0;
     for (size_t scan = 0;;) {
         char *nl = in->len > scan ? memchr(in->buf + scan, '\n', in->len - scan) : NULL;
