@@ -9056,8 +9056,9 @@ static int cmd_run(int argc, char **argv)
  * connection while activations reach the second and later workers over data connections, so a
  * worker could apply it after storing the new tokens and forget them.
  *
- * When the conversation outgrows the context, the oldest exchanges are dropped (the system
- * message stays) and the rest is evaluated again.  Ctrl-C reaches the main thread only (helper
+ * When the conversation would leave its answer less than a quarter of the context (or than -n
+ * tokens, if fewer), the oldest exchanges are dropped (the system message stays) and the rest is
+ * evaluated again.  Ctrl-C reaches the main thread only (helper
  * threads start with SIGINT blocked); it stops an answer, or at the prompt ends the session. */
 
 static const char *const usage_chat =
