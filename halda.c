@@ -4964,6 +4964,19 @@ static int utf8_valid_len(const uint8_t *s, size_t n)
     return l;
 }
 
+/* How many bytes at the end of s[0..n) start a UTF-8 character whose last bytes are missing:
+ * a lead byte and fewer continuation bytes than it announces.  A stream printed token by token
+ * holds these back, since a token can end inside a character.  Invalid bytes are not held. */
+static size_t utf8_partial_tail(const char *s, size_t n)
+{
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        uint8_t b = (uint8_t)s[n - k];
+        if ((b & 0xc0) == 0x80) continue; /* a continuation byte: its lead byte is further back */
+        return b >= 0xc0 && (size_t)utf8_len(b) > k ? k : 0;
+    }
+    return 0;
+}
+
 /* The code point of the valid sequence of l bytes at s (l from utf8_valid_len). */
 static uint32_t utf8_decode(const uint8_t *s, int l)
 {
@@ -7007,7 +7020,10 @@ int32_t halda_sample(halda_sampler *s, float *logits)
  * llama or qwen2 GGUF of any shape and weight type, with deterministic pseudo-random weights
  * (uniform, scaled by 1/sqrt(fan-in) so activations stay in a sane range) and a small
  * SentencePiece vocabulary: <unk> <s> </s>, the 256 byte tokens, then ASCII characters and a
- * few hundred common English pieces.  Its text is gibberish; its numerics are real.
+ * few hundred common English pieces.  Its text is gibberish; its numerics are real.  With
+ * `chatml` the vocabulary also has the control tokens <|im_start|> and <|im_end|> (which ends
+ * generation, found by its text) and the file a minimal ChatML tokenizer.chat_template, so chat
+ * tests meet what a Qwen model brings: special tokens in the prompt and a template to detect.
  * ============================================================================================= */
 
 typedef struct {
@@ -7018,6 +7034,7 @@ typedef struct {
     bool tied;      /* no output.weight: reuse token_embd */
     uint64_t seed;
     int mix;        /* SYNTH_MIX_*: per-tensor types like llama-quantize's presets */
+    bool chatml;    /* add <|im_start|> and <|im_end|> as control tokens and a ChatML chat template */
 } synth_params;
 
 /* Q4_K_M as llama-quantize lays it out: Q4_K everywhere, but Q6_K for attn_v and ffn_down in the
@@ -7050,7 +7067,7 @@ static void synth_piece(char **text, float *score, int32_t *type, int *n, int ca
 }
 
 /* Build the vocabulary arrays; returns the number of tokens written (<= cap). */
-static int synth_vocab(char **text, float *score, int32_t *type, int cap)
+static int synth_vocab(char **text, float *score, int32_t *type, int cap, bool chatml)
 {
     int n = 0;
     const char *fixed[3] = {"<unk>", "<s>", "</s>"};
@@ -7080,6 +7097,8 @@ static int synth_vocab(char **text, float *score, int32_t *type, int cap)
             synth_piece(text, score, type, &n, cap, buf, -200.0f - (float)n, TOKT_NORMAL);
         }
     }
+    for (int i = 0; chatml && i < 2 && n < cap; i++) /* after the words: plain models keep their ids */
+        text[n] = strdup(i ? "<|im_end|>" : "<|im_start|>"), score[n] = 0, type[n] = TOKT_CONTROL, n++;
     while (n < cap) { /* pad to the requested size with unused filler pieces (unique by their number) */
         char buf[32];
         snprintf(buf, sizeof buf, "<unused%d>", n);
@@ -7115,7 +7134,7 @@ static int synth_write(const char *path, const synth_params *sp, herr *e)
         herr_set(e, "synthetic vocabularies need at least 400 tokens");
         goto done;
     }
-    synth_vocab(text, score, ttype, n_vocab);
+    synth_vocab(text, score, ttype, n_vocab, sp->chatml);
     gguf_writer_str(&w, "general.architecture", arch);
     gguf_writer_str(&w, "general.name", "halda synthetic");
     gguf_writer_u32(&w, "general.alignment", GGUF_DEFAULT_ALIGNMENT);
@@ -7140,6 +7159,10 @@ static int synth_write(const char *path, const synth_params *sp, herr *e)
     gguf_writer_u32(&w, "tokenizer.ggml.eos_token_id", 2);
     gguf_writer_u32(&w, "tokenizer.ggml.unknown_token_id", 0);
     gguf_writer_bool(&w, "tokenizer.ggml.add_bos_token", true);
+    if (sp->chatml)
+        gguf_writer_str(&w, "tokenizer.chat_template",
+                        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}");
 
     uint64_t rng = sp->seed;
     int E = sp->n_embd, hd = E / sp->n_head, kvd = sp->n_head_kv * hd, F = sp->n_ff;
@@ -11340,18 +11363,21 @@ static float cli_float(const char *flag, const char *v, double lo, double hi)
 static const char *const usage_run =
     "usage: halda run -m MODEL -p PROMPT [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
     "                 [--min-p P] [--repeat-penalty R] [--seed S] [-f PROMPT_FILE] [--kv-type f16|f32|q8_0] [--special]\n"
-    "                 [--chat] [--chat-template llama2|llama3|chatml|deepseek-r1] [--system TEXT] [--ignore-eos]\n"
+    "                 [--no-bos] [--chat] [--chat-template llama2|llama3|chatml|deepseek-r1] [--system TEXT] [--ignore-eos]\n"
     "                 [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
     "                  [--plan FILE] [--prefetch on|off|auto] [--print-instance]]\n"
     "Generate text: the continuation streams to stdout, timings go to stderr.  --chat sends the prompt as a\n"
     "user message laid out by the model's chat template (--chat-template picks the layout; it implies --chat).\n"
+    "--no-bos: the prompt gets no BOS token (for a prompt laid out already, BOS included where it belongs).\n"
     "With --workers the layers are spread over a ring of `halda worker`s: -k cycles per token, W0 layers per\n"
     "cycle on this head, W1 on the first worker, ...  Without -k and --layer-window every device is profiled\n"
     "(cached) and the Halda solver picks the plan; -k alone splits evenly; --plan FILE takes a `halda solve` plan.\n";
 static const char *const usage_eval =
-    "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS] [--workers ... -k K --layer-window ... --wire ...]\n"
+    "usage: halda eval -m MODEL -p PROMPT [-n N] [--top K] [-t THREADS] [--no-bos] [--special]\n"
+    "                  [--workers ... -k K --layer-window ... --wire ...]\n"
     "Print the prompt's token ids, the top K logits at every prompt position, and N greedy tokens,\n"
-    "computed token by token with an F32 KV cache (the format of llama.cpp's reference files).\n";
+    "computed token by token with an F32 KV cache (the format of llama.cpp's reference files).\n"
+    "--no-bos and --special tokenize as `halda tokenize` does (a chat prompt laid out already).\n";
 static const char *const usage_tokenize =
     "usage: halda tokenize -m MODEL -p TEXT [-f FILE] [--no-bos] [--special]\n"
     "Print the token ids of TEXT on one line (MODEL may be a vocabulary-only GGUF).  --special: match control\n"
@@ -11359,9 +11385,10 @@ static const char *const usage_tokenize =
 static const char *const usage_gen =
     "usage: halda gen-model -o PATH [--arch llama|qwen2] [--type TYPE] [--out-type TYPE] [--layers N] [--embd N]\n"
     "                       [--ff N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--tied] [--seed-weights S]\n"
-    "                       [--mix q4_k_m]\n"
+    "                       [--mix q4_k_m] [--chatml]\n"
     "Write a synthetic model with deterministic random weights (types: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
-    "q2_k q3_k q4_k q5_k q6_k iq4_nl iq1_s iq1_m).\n";
+    "q2_k q3_k q4_k q5_k q6_k iq4_nl iq1_s iq1_m).  --chatml adds the control tokens <|im_start|> and <|im_end|>\n"
+    "and a ChatML chat template (for chat tests).\n";
 
 /* Parse flags for a subcommand; `allowed` lists the flags it takes, space-separated. */
 static void cli_parse(int argc, char **argv, const char *cmd, const char *allowed, const char *usage, cli_opts *o)
@@ -11370,7 +11397,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
     o->n_predict = -1, o->n_threads = 0, o->n_ctx = 0, o->top = 5, o->kv_type = HALDA_KV_F16;
     o->sp = halda_sampler_default_params();
     o->prefetch = PREFETCH_AUTO;
-    o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 1024, 2048, false, 1, SYNTH_MIX_NONE};
+    o->synth = (synth_params){ARCH_LLAMA, TYPE_Q8_0, -1, 2, 256, 512, 4, 2, 1024, 2048, false, 1, SYNTH_MIX_NONE, false};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -11383,7 +11410,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         snprintf(list, sizeof list, " %s ", allowed);
         if (f[0] != '-' || !strstr(list, token)) cli_die("unknown argument '%s' for '%s' (see halda %s --help)", f, cmd, cmd);
         bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied") || !strcmp(f, "--reprofile") ||
-                         !strcmp(f, "--print-instance") || !strcmp(f, "--chat") || !strcmp(f, "--ignore-eos");
+                         !strcmp(f, "--print-instance") || !strcmp(f, "--chat") || !strcmp(f, "--ignore-eos") || !strcmp(f, "--chatml");
         if (!strcmp(f, "--cluster-key") && i + 1 >= argc) cli_die("--cluster-key needs a value");
         const char *v = is_switch ? NULL : (i + 1 < argc ? argv[++i] : NULL);
         if (!is_switch && !v) cli_die("%s needs a value", f);
@@ -11417,6 +11444,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
             o->chat_template = v, o->chat = true;
         }
         else if (!strcmp(f, "--tied")) o->synth.tied = true;
+        else if (!strcmp(f, "--chatml")) o->synth.chatml = true;
         else if (!strcmp(f, "--reprofile")) o->reprofile = true;
         else if (!strcmp(f, "--disk")) o->disk = v;
         else if (!strcmp(f, "--arch")) {
@@ -11648,13 +11676,13 @@ static void top_k_ids(const float *logits, int n, int k, int32_t *out)
 static int cmd_eval(int argc, char **argv)
 {
     cli_opts o;
-    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance", usage_eval, &o);
+    cli_parse(argc, argv, "eval", "-m -p -f -n --top -t -c --no-bos --special --workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance", usage_eval, &o);
     size_t len;
     char *text = cli_prompt(&o, &len);
     int n_gen = o.n_predict < 0 ? 32 : o.n_predict;
     halda_model *m = cli_load(&o);
     int n_prompt;
-    int32_t *toks = cli_tokenize(m, text, len, true, false, &n_prompt);
+    int32_t *toks = cli_tokenize(m, text, len, !o.no_bos, o.special, &n_prompt);
     if (n_prompt == 0) cli_die("the prompt has no tokens");
     cli_opts oc = o;
     if (!oc.n_ctx) oc.n_ctx = n_prompt + n_gen + 1;
@@ -11732,7 +11760,7 @@ static int cmd_run(int argc, char **argv)
 {
     cli_opts o;
     cli_parse(argc, argv, "run",
-              "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special "
+              "-m -p -f -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --special --no-bos "
               "--chat --chat-template --system --workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance "
               "--ignore-eos",
               usage_run, &o);
@@ -11744,7 +11772,7 @@ static int cmd_run(int argc, char **argv)
     halda_model *m = cli_load(&o);
     int n_prompt;
     if (o.chat) text = cli_chat(m, &o, text, &len);
-    int32_t *toks = cli_tokenize(m, text, len, !o.chat, o.special || o.chat, &n_prompt);
+    int32_t *toks = cli_tokenize(m, text, len, !o.chat && !o.no_bos, o.special || o.chat, &n_prompt);
     if (n_prompt == 0) cli_die("the prompt has no tokens");
     cli_engine en = cli_engine_open(m, &o, o.kv_type);
     halda_context *c = en.ctx;
@@ -11796,11 +11824,396 @@ static int cmd_run(int argc, char **argv)
     return 0;
 }
 
+/* ---- halda chat ---------------------------------------------------------------------------------
+ * A conversation is a list of messages.  Every turn lays out the whole conversation with the
+ * chat template and tokenizes it.  The KV cache already holds the tokens of the previous layout
+ * and of the answer generated after it, so only the tokens after the longest common prefix are
+ * evaluated, the cache cut back to that prefix first.  Usually that is just the new message; it
+ * is more when the layout of the history differs from what was generated (an answer's text can
+ * tokenize to other ids than the model produced, reasoning templates drop past <think>
+ * sections).  Either way what the cache holds is exactly the laid-out conversation, token for
+ * token, so an answer is the one `halda run` gives for the same text in one go (batched and
+ * token-by-token evaluation are bit-identical; tests/test_engine.c checks it).
+ *
+ * On a ring only the head's cache is cut.  Attention at position p reads positions 0..p and the
+ * new tokens overwrite the positions after the prefix in order, so what a worker holds past the
+ * prefix is never read.  A FRAME_KV_KEEP would even be wrong here: it travels on the control
+ * connection while activations reach the second and later workers over data connections, so a
+ * worker could apply it after storing the new tokens and forget them.
+ *
+ * When the conversation would leave its answer less than a quarter of the context (or than -n
+ * tokens, if fewer), the oldest exchanges are dropped (the system message stays) and the rest is
+ * evaluated again.  Ctrl-C reaches the main thread only (helper
+ * threads start with SIGINT blocked); it stops an answer, or at the prompt ends the session. */
+
+static const char *const usage_chat =
+    "usage: halda chat -m MODEL [--system TEXT] [-n N] [-t THREADS] [-c CTX] [--temp T] [--top-k K] [--top-p P]\n"
+    "                  [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S] [--kv-type f16|f32|q8_0]\n"
+    "                  [--chat-template llama2|llama3|chatml|deepseek-r1]\n"
+    "                  [--workers HOST:PORT,... [--cluster-key KEY] [-k K] [--layer-window W0,W1,...] [--wire f32|f16]\n"
+    "                   [--plan FILE] [--prefetch on|off|auto] [--print-instance]]\n"
+    "Chat with the model.  On a terminal: type a message and press Enter (a line ending in \\ goes on with the\n"
+    "next); the answer streams out and Ctrl-C stops it; /reset starts over; /exit, Ctrl-D or Ctrl-C at the\n"
+    "prompt leaves.  The KV cache is kept across turns, so a turn evaluates only its new tokens.  When stdin is\n"
+    "not a terminal, all of it is one user message and its answer goes to stdout.  -n caps each answer\n"
+    "(default: until the model ends its turn or the context is full).  Timings per answer go to stderr.\n";
+
+static const char *const chat_help =
+    "  /reset   forget the conversation (the system message stays) and empty the KV cache\n"
+    "  /exit    leave (so do Ctrl-D and Ctrl-C at the prompt)\n"
+    "  /help    this list\n"
+    "  A line ending in \\ goes on with the next line.  Ctrl-C stops an answer; what came is kept.\n";
+
+static void *cli_need(void *p)
+{
+    if (!p) {
+        fputs("halda: out of memory\n", stderr);
+        exit(1);
+    }
+    return p;
+}
+
+typedef struct {
+    halda_model *m;
+    cli_engine en;
+    halda_sampler *sampler;
+    const char *tmpl;         /* --chat-template, or NULL: the model's own */
+    float *logits;            /* [n_vocab] after the last evaluated token */
+    int n_ctx;                /* positions in the KV cache */
+    int n_predict;            /* tokens per answer at most; < 0: no limit */
+    bool dim;                 /* stdout is a terminal: show reasoning dimmed */
+    halda_chat_message *msg;  /* [n_msg] the conversation; the contents are owned */
+    int n_msg, cap_msg;
+    int32_t *kv_tok;          /* [n_ctx] the token at each position the KV cache holds */
+    int n_kv;                 /* positions the KV cache holds */
+} chat_session;
+
+/* Append a message; its n bytes of content are copied. */
+static void chat_push(chat_session *s, const char *role, const char *content, size_t n)
+{
+    if (s->n_msg == s->cap_msg) {
+        s->cap_msg = s->cap_msg ? 2 * s->cap_msg : 8;
+        s->msg = cli_need(realloc(s->msg, (size_t)s->cap_msg * sizeof *s->msg));
+    }
+    char *c = cli_need(malloc(n + 1));
+    memcpy(c, content, n), c[n] = 0;
+    s->msg[s->n_msg++] = (halda_chat_message){role, c};
+}
+
+/* Remove messages [i, i + n). */
+static void chat_remove(chat_session *s, int i, int n)
+{
+    for (int j = i; j < i + n; j++) free((char *)s->msg[j].content);
+    memmove(s->msg + i, s->msg + i + n, (size_t)(s->n_msg - i - n) * sizeof *s->msg);
+    s->n_msg -= n;
+}
+
+static bool chat_has_system(const chat_session *s) { return s->n_msg > 0 && !strcmp(s->msg[0].role, "system"); }
+
+/* The conversation laid out by the template, the assistant's turn opened, and tokenized; the
+ * caller frees it.  *think: the layout leaves the model inside a reasoning section. */
+static int32_t *chat_tokens(chat_session *s, int *n, bool *think)
+{
+    int need = halda_chat_apply(s->m, s->tmpl, s->msg, s->n_msg, 1, NULL, 0);
+    size_t cap = need < -1 ? (size_t)(-need - 1) + 1 : 1;
+    char *text = cli_need(malloc(cap));
+    if (halda_chat_apply(s->m, s->tmpl, s->msg, s->n_msg, 1, text, cap) < 0) {
+        fputs("halda: cannot lay out the conversation\n", stderr);
+        exit(1);
+    }
+    size_t len = cap - 1;
+    *think = len >= 8 && !memcmp(text + len - 8, "<think>\n", 8);
+    int32_t *t = cli_tokenize(s->m, text, len, false, true, n);
+    free(text);
+    return t;
+}
+
+/* The conversation's tokens, after dropping the oldest exchanges (a user message and its answer;
+ * the system message stays) while fewer than `room` positions would be left for the answer.
+ * NULL when the system message and the newest message alone fill the context. */
+static int32_t *chat_fit(chat_session *s, int room, int *n, bool *think)
+{
+    int dropped = 0;
+    for (;;) {
+        int32_t *t = chat_tokens(s, n, think);
+        int first = chat_has_system(s);
+        bool can_drop = s->n_msg - first > 1; /* more than the new message */
+        if (*n + room <= s->n_ctx || (!can_drop && *n < s->n_ctx)) {
+            if (dropped) fprintf(stderr, "halda: the context (%d tokens) is full: dropped the oldest %d messages\n", s->n_ctx, dropped);
+            return t;
+        }
+        free(t);
+        if (!can_drop) return NULL;
+        int k = 1 + (first + 1 < s->n_msg - 1 && !strcmp(s->msg[first + 1].role, "assistant"));
+        chat_remove(s, first, k);
+        dropped += k;
+    }
+}
+
+/* Make the KV cache hold t[0..n): keep the longest prefix it holds already and evaluate the
+ * rest (at least the last token, whose logits the answer starts from), in chunks so that Ctrl-C
+ * is noticed during a long prompt.  Returns the number of tokens evaluated. */
+static int chat_prefill(chat_session *s, const int32_t *t, int n)
+{
+    int keep = 0;
+    while (keep < n && keep < s->n_kv && s->kv_tok[keep] == t[keep]) keep++;
+    if (keep == n) keep--;
+    halda_kv_truncate(s->en.ctx, keep);
+    s->n_kv = keep;
+    while (s->n_kv < n && !cli_interrupted) {
+        int pos = s->n_kv, chunk = n - pos < 256 ? n - pos : 256;
+        cli_engine_eval(&s->en, t + pos, chunk, pos, s->logits);
+        memcpy(s->kv_tok + pos, t + pos, (size_t)chunk * sizeof *t);
+        for (int i = pos; i < pos + chunk; i++) halda_sampler_accept(s->sampler, t[i]);
+        s->n_kv += chunk;
+    }
+    return s->n_kv - keep;
+}
+
+/* An answer as it streams to stdout.  A token can end inside a UTF-8 character, so bytes that
+ * may be the start of an unfinished one wait for the next token.  With `dim`, reasoning
+ * (<think> ... </think>, the tags included) is shown dimmed; the tags are single tokens in the
+ * models that write them, so they arrive whole. */
+typedef struct {
+    char *text;           /* the answer so far, owned, NUL-terminated */
+    size_t len, cap;
+    size_t shown;         /* bytes of text written to stdout */
+    bool dim, thinking;   /* thinking: inside a reasoning section */
+} chat_stream;
+
+static void chat_show(chat_stream *o, const char *p, size_t n)
+{
+    while (n > 0) {
+        const char *tag = o->thinking ? "</think>" : "<think>";
+        const char *at = o->dim ? memmem(p, n, tag, strlen(tag)) : NULL;
+        size_t upto = at ? (size_t)(at - p) + (o->thinking ? strlen(tag) : 0) : n;
+        fwrite(p, 1, upto, stdout);
+        p += upto, n -= upto;
+        if (at) o->thinking = !o->thinking, fputs(o->thinking ? "\033[2m" : "\033[0m", stdout);
+    }
+}
+
+static void chat_stream_put(chat_stream *o, const char *piece, size_t n)
+{
+    if (o->len + n + 1 > o->cap) {
+        o->cap = 2 * (o->len + n + 1);
+        o->text = cli_need(realloc(o->text, o->cap));
+    }
+    memcpy(o->text + o->len, piece, n);
+    o->len += n, o->text[o->len] = 0;
+    size_t ready = o->len - utf8_partial_tail(o->text + o->shown, o->len - o->shown);
+    chat_show(o, o->text + o->shown, ready - o->shown);
+    o->shown = ready;
+    fflush(stdout);
+}
+
+static void chat_stream_end(chat_stream *o)
+{
+    chat_show(o, o->text + o->shown, o->len - o->shown);
+    if (o->dim && o->thinking) fputs("\033[0m", stdout);
+    putchar('\n');
+    fflush(stdout);
+}
+
+enum { CHAT_END_TURN, CHAT_END_LIMIT, CHAT_END_FULL, CHAT_END_INTERRUPTED };
+
+/* Generate the answer from the logits of the prompt, streaming it.  Every token but the last
+ * joins the KV cache (the end-of-turn token is left to the next layout).  Returns why it
+ * stopped; *n_gen counts the tokens. */
+static int chat_generate(chat_session *s, chat_stream *o, int *n_gen)
+{
+    for (*n_gen = 0;;) {
+        if (cli_interrupted) return CHAT_END_INTERRUPTED;
+        if (s->n_predict >= 0 && *n_gen >= s->n_predict) return CHAT_END_LIMIT;
+        int32_t t = halda_sample(s->sampler, s->logits);
+        if (halda_token_is_eog(s->m, t)) return CHAT_END_TURN;
+        halda_sampler_accept(s->sampler, t);
+        char piece[256];
+        int pl = halda_token_to_piece(s->m, t, piece, sizeof piece, 0);
+        if (pl > 0) chat_stream_put(o, piece, (size_t)pl);
+        ++*n_gen;
+        if (s->n_predict >= 0 && *n_gen >= s->n_predict) return CHAT_END_LIMIT;
+        if (s->n_kv >= s->n_ctx) return CHAT_END_FULL;
+        cli_engine_eval(&s->en, &t, 1, s->n_kv, s->logits);
+        s->kv_tok[s->n_kv++] = t;
+    }
+}
+
+/* One exchange: the user's message in, the answer out and kept in the conversation (a partial
+ * one too), the timings on stderr.  Returns 0, or -1 when the message does not fit. */
+static int chat_turn(chat_session *s, const char *text, size_t len)
+{
+    chat_push(s, "user", text, len);
+    int room = s->n_ctx / 4, n;
+    if (s->n_predict >= 0 && s->n_predict < room) room = s->n_predict;
+    bool think;
+    int32_t *t = chat_fit(s, room > 0 ? room : 1, &n, &think);
+    if (!t) {
+        fprintf(stderr, "halda: the message does not fit in the context of %d tokens (raise -c)\n", s->n_ctx);
+        chat_remove(s, s->n_msg - 1, 1);
+        return -1;
+    }
+    double t0 = now_ms();
+    int n_eval = chat_prefill(s, t, n), cached = s->n_kv - n_eval;
+    double t1 = now_ms();
+    chat_stream o = {NULL, 0, 0, 0, s->dim, think};
+    if (o.dim && think) fputs("\033[2m", stdout);
+    int n_gen, why = chat_generate(s, &o, &n_gen);
+    chat_stream_end(&o);
+    double t2 = now_ms();
+    chat_push(s, "assistant", o.text ? o.text : "", o.len);
+    static const char *const end[] = {"", "", " (context full)", " (interrupted)"};
+    fprintf(stderr, "halda: prompt %d tokens (%d cached, %d evaluated) %.1f ms, %.2f tok/s | answer %d tokens, %.1f ms, %.2f tok/s%s\n",
+            n, cached, n_eval, t1 - t0, n_eval / ((t1 - t0) / 1e3 + 1e-9), n_gen, t2 - t1,
+            n_gen > 0 ? n_gen / ((t2 - t1) / 1e3 + 1e-9) : 0.0, end[why]);
+    free(o.text), free(t);
+    return 0;
+}
+
+/* Forget the conversation but the system message, and empty the cache. */
+static void chat_reset(chat_session *s)
+{
+    int first = chat_has_system(s);
+    chat_remove(s, first, s->n_msg - first);
+    halda_kv_truncate(s->en.ctx, 0);
+    s->n_kv = 0;
+}
+
+/* Terminal input, read with poll() and read() rather than stdio: a poll() with a timeout notices
+ * Ctrl-C whatever SA_RESTART says and whichever thread took the signal, and no stdio buffer can
+ * hold a line that poll() does not see. */
+typedef struct {
+    char *buf;               /* bytes read, from the start of the current line */
+    size_t len, cap, used;   /* used: bytes of the line returned last */
+} chat_input;
+
+/* The next line, without its line break, NUL-terminated in *line until the next call; a line
+ * ending in \ goes on with the next one (the \ becomes a line break).  Returns its length, -1
+ * at the end of input or -2 on Ctrl-C. */
+static long chat_read_line(chat_input *in, char **line)
+{
+    if (in->used) memmove(in->buf, in->buf + in->used, in->len - in->used);
+    in->len -= in->used, in->used = 0;
+    for (size_t scan = 0;;) {
+        char *nl = in->len > scan ? memchr(in->buf + scan, '\n', in->len - scan) : NULL;
+        if (nl) {
+            size_t end = (size_t)(nl - in->buf);
+            if (end > 0 && in->buf[end - 1] == '\\') {
+                in->buf[end - 1] = '\n';
+                memmove(nl, nl + 1, in->len - end - 1);
+                in->len--, scan = end;
+                continue;
+            }
+            *nl = 0, in->used = end + 1, *line = in->buf;
+            return (long)end;
+        }
+        scan = in->len;
+        if (in->len + 4096 + 1 > in->cap) in->buf = cli_need(realloc(in->buf, in->cap = 2 * in->cap + 4096 + 1));
+        struct pollfd p = {0, POLLIN, 0};
+        int r = poll(&p, 1, 200);
+        if (cli_interrupted) return -2;
+        if (r == 0 || (r < 0 && errno == EINTR)) continue;
+        ssize_t got = r < 0 ? -1 : read(0, in->buf + in->len, in->cap - in->len - 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) { /* end of input: what is left is the last line */
+            if (in->len == 0) return -1;
+            in->buf[in->len] = 0, in->used = in->len, *line = in->buf;
+            return (long)in->len;
+        }
+        in->len += (size_t)got;
+    }
+}
+
+/* The whole of stdin, without trailing line breaks; the caller frees it. */
+static char *chat_read_all(size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *s = cli_need(malloc(cap));
+    for (size_t r; (r = fread(s + n, 1, cap - n - 1, stdin)) > 0;)
+        if ((n += r) + 1 == cap) s = cli_need(realloc(s, cap *= 2));
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
+    s[n] = 0;
+    *len = n;
+    return s;
+}
+
+static void chat_interactive(chat_session *s)
+{
+    fprintf(stderr, "halda chat: a context of %d tokens; /help lists the commands, Ctrl-C stops an answer, Ctrl-D leaves\n", s->n_ctx);
+    chat_input in = {0};
+    for (;;) {
+        fflush(stdout);
+        fputs("> ", stderr);
+        char *line;
+        long n = chat_read_line(&in, &line);
+        if (n < 0) { /* Ctrl-D or Ctrl-C at the prompt */
+            fputc('\n', stderr);
+            break;
+        }
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+        if (!strcmp(line, "/reset")) {
+            chat_reset(s);
+            fputs("halda: the conversation is cleared\n", stderr);
+        } else if (!strcmp(line, "/help")) fputs(chat_help, stderr);
+        else if (line[0] == '/' && isalpha((uint8_t)line[1]) && !strpbrk(line, " \t\n"))
+            fprintf(stderr, "halda: unknown command %s (/help lists them)\n", line);
+        else if (line[strspn(line, " \t\r\n")]) chat_turn(s, line, (size_t)n);
+        cli_interrupted = 0;
+    }
+    free(in.buf);
+}
+
+static int cmd_chat(int argc, char **argv)
+{
+    cli_opts o;
+    cli_parse(argc, argv, "chat",
+              "-m -n -t -c --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --seed --kv-type --chat-template "
+              "--system --workers --cluster-key -k --layer-window --plan --wire --prefetch --print-instance",
+              usage_chat, &o);
+    if (!o.seed_set) o.sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    bool interactive = isatty(0);
+    size_t len = 0;
+    char *text = interactive ? NULL : chat_read_all(&len);
+    if (!interactive && !len) cli_die("stdin holds no message (give one, or run halda chat on a terminal)");
+    halda_model *m = cli_load(&o);
+    if (!o.chat_template && !halda_chat_template(m))
+        cli_die("the model has no chat template halda knows: give --chat-template llama2|llama3|chatml|deepseek-r1");
+    /* helper threads start with SIGINT blocked, so a Ctrl-C always reaches this thread */
+    sigset_t intr, old;
+    sigemptyset(&intr), sigaddset(&intr, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &intr, &old);
+    chat_session s = {0};
+    s.m = m, s.en = cli_engine_open(m, &o, o.kv_type);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cli_on_sigint, sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    int nv = halda_model_n_vocab(m);
+    s.tmpl = o.chat_template, s.n_ctx = s.en.ctx->n_ctx, s.n_predict = o.n_predict;
+    s.dim = isatty(1) && !getenv("NO_COLOR");
+    s.logits = cli_need(malloc((size_t)nv * sizeof *s.logits));
+    s.kv_tok = cli_need(malloc((size_t)s.n_ctx * sizeof *s.kv_tok));
+    s.sampler = cli_need(halda_sampler_new(&o.sp, nv));
+    if (o.system) chat_push(&s, "system", o.system, strlen(o.system));
+    int rc = 0;
+    if (interactive) chat_interactive(&s);
+    else rc = chat_turn(&s, text, len) ? 1 : 0;
+    chat_remove(&s, 0, s.n_msg);
+    free(s.msg), free(s.logits), free(s.kv_tok), free(text);
+    halda_sampler_free(s.sampler);
+    cli_engine_close(&s.en);
+    halda_model_free(m);
+    return rc;
+}
+
 static int cmd_gen_model(int argc, char **argv)
 {
     cli_opts o;
     cli_parse(argc, argv, "gen-model",
-              "-o --arch --type --out-type --mix --layers --embd --ff --heads --kv-heads --vocab --ctx --tied --seed-weights", usage_gen, &o);
+              "-o --arch --type --out-type --mix --layers --embd --ff --heads --kv-heads --vocab --ctx --tied --seed-weights --chatml",
+              usage_gen, &o);
     if (!o.out) cli_die("gen-model needs -o PATH");
     synth_params *sp = &o.synth;
     if (sp->n_embd % sp->n_head || sp->n_head % sp->n_head_kv || (sp->n_embd / sp->n_head) % 2)
@@ -11937,6 +12350,7 @@ static int cmd_profile(int argc, char **argv)
 static const char *const usage_main =
     "usage: halda COMMAND [flags]      (halda COMMAND --help for its flags)\n"
     "  run        generate text from a prompt\n"
+    "  chat       talk with a chat model: multi-turn on a terminal, one answer for a message on stdin\n"
     "  eval       print token ids, top logits and a greedy continuation (for comparing with llama.cpp)\n"
     "  tokenize   print the token ids of a text\n"
     "  gen-model  write a synthetic model with random weights (tests, demos, benchmarks)\n"
@@ -11953,6 +12367,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(cmd, "gen-model")) return cmd_gen_model(argc, argv);

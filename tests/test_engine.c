@@ -262,7 +262,7 @@ static void test_synthetic(void)
                                 TYPE_Q2_K, TYPE_Q3_K, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K, TYPE_IQ4_NL, TYPE_IQ1_S, TYPE_IQ1_M};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         for (int arch = ARCH_LLAMA; arch <= ARCH_QWEN2; arch++) {
-            synth_params sp = {arch, types[ti], -1, 2, 256, 512, 4, 2, 512, 256, arch == ARCH_QWEN2, 7 + ti, SYNTH_MIX_NONE};
+            synth_params sp = {arch, types[ti], -1, 2, 256, 512, 4, 2, 512, 256, arch == ARCH_QWEN2, 7 + ti, SYNTH_MIX_NONE, false};
             char name[64];
             snprintf(name, sizeof name, "synth-%s-%s.gguf", arch ? "qwen2" : "llama", type_info(types[ti])->name);
             halda_model *m = synth_model(name, sp);
@@ -302,7 +302,7 @@ static void test_synthetic(void)
 /* The Q4_K_M-style mix: the writer puts Q6_K exactly where llama-quantize does. */
 static void test_mix(void)
 {
-    synth_params sp = {ARCH_LLAMA, TYPE_Q4_K, TYPE_Q6_K, 8, 256, 512, 4, 2, 512, 128, false, 3, SYNTH_MIX_Q4_K_M};
+    synth_params sp = {ARCH_LLAMA, TYPE_Q4_K, TYPE_Q6_K, 8, 256, 512, 4, 2, 512, 128, false, 3, SYNTH_MIX_Q4_K_M, false};
     halda_model *m = synth_model("mix.gguf", sp);
     if (!m) return;
     bool right = m->output.type == TYPE_Q6_K;
@@ -324,7 +324,7 @@ static void test_mix(void)
  * The logits must be bit-identical to one context running everything. */
 static void test_windows(void)
 {
-    synth_params sp = {ARCH_QWEN2, TYPE_Q4_0, -1, 6, 128, 256, 4, 2, 512, 128, true, 11, SYNTH_MIX_NONE};
+    synth_params sp = {ARCH_QWEN2, TYPE_Q4_0, -1, 6, 128, 256, 4, 2, 512, 128, true, 11, SYNTH_MIX_NONE, false};
     halda_model *m = synth_model("windows.gguf", sp);
     if (!m) return;
     int nv = halda_model_n_vocab(m), E = halda_model_n_embd(m);
@@ -460,7 +460,7 @@ static void put_u64(uint8_t *p, uint64_t v)
 
 static void test_corrupt(void)
 {
-    synth_params sp = {ARCH_LLAMA, TYPE_Q8_0, -1, 1, 64, 128, 2, 1, 400, 64, false, 3, SYNTH_MIX_NONE};
+    synth_params sp = {ARCH_LLAMA, TYPE_Q8_0, -1, 1, 64, 128, 2, 1, 400, 64, false, 3, SYNTH_MIX_NONE, false};
     herr e = {{0}};
     char good[512], p2[512];
     snprintf(good, sizeof good, "%s", synth_path("good.gguf"));

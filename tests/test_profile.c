@@ -289,7 +289,7 @@ static void test_model_sizes_synthetic(void)
                  {ARCH_QWEN2, TYPE_Q4_0, TYPE_Q6_K, true}, {ARCH_LLAMA, TYPE_F32, -1, false}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int L = 3, E = 256, F = 512, H = 8, KV = 2, V = 1024, CTX = 256;
-        synth_params sp = {cases[c].arch, cases[c].type, cases[c].out_type, L, E, F, H, KV, V, CTX, cases[c].tied, 11 + c, SYNTH_MIX_NONE};
+        synth_params sp = {cases[c].arch, cases[c].type, cases[c].out_type, L, E, F, H, KV, V, CTX, cases[c].tied, 11 + c, SYNTH_MIX_NONE, false};
         herr e;
         char name[64];
         snprintf(name, sizeof name, "sizes-%zu.gguf", c);
@@ -457,7 +457,7 @@ static void test_model_sizes_shared(void)
 
 static void test_timing(void)
 {
-    synth_params sp = {ARCH_LLAMA, TYPE_Q8_0, TYPE_Q6_K, 4, 512, 1024, 8, 2, 4096, 512, false, 5, SYNTH_MIX_NONE};
+    synth_params sp = {ARCH_LLAMA, TYPE_Q8_0, TYPE_Q6_K, 4, 512, 1024, 8, 2, 4096, 512, false, 5, SYNTH_MIX_NONE, false};
     herr e;
     const char *path = tmp_path("timing.gguf");
     if (synth_write(path, &sp, &e)) {
@@ -701,7 +701,7 @@ static void test_disk(void)
 
 static void test_cache(void)
 {
-    synth_params sp = {ARCH_QWEN2, TYPE_Q4_0, -1, 2, 128, 256, 4, 2, 512, 256, false, 9, SYNTH_MIX_NONE};
+    synth_params sp = {ARCH_QWEN2, TYPE_Q4_0, -1, 2, 128, 256, 4, 2, 512, 256, false, 9, SYNTH_MIX_NONE, false};
     herr e;
     const char *p = tmp_path("cache.gguf");
     char path[512];

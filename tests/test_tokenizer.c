@@ -538,8 +538,39 @@ static void test_chat(void)
           "Llama 3 chat prompt tokens (%d)", n);
 }
 
+/* utf8_partial_tail, as halda chat streams with it: valid text cut into pieces of every size
+ * comes out as whole characters only, and nothing is held back once the text is complete. */
+static void test_utf8_partial_tail(void)
+{
+    static const char text[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80z\xe4\xb8\xad"; /* a é € 😀 z 中 */
+    size_t n = sizeof text - 1;
+    for (size_t piece = 1; piece <= 5; piece++) {
+        size_t shown = 0, len = 0;
+        bool whole = true;
+        while (len < n) {
+            len = len + piece < n ? len + piece : n;
+            size_t ready = len - utf8_partial_tail(text + shown, len - shown);
+            for (size_t i = shown; i < ready;) { /* each chunk shown must be whole characters */
+                int l = utf8_valid_len((const uint8_t *)text + i, ready - i);
+                if (l == 0) whole = false, l = 1;
+                i += (size_t)l;
+            }
+            shown = ready;
+        }
+        CHECK(whole && shown == n, "pieces of %zu bytes: whole characters only, all shown (%zu of %zu)", piece, shown, n);
+    }
+    CHECK(utf8_partial_tail("\xf0\x9f\x98", 3) == 3 && utf8_partial_tail("\xe2\x82", 2) == 2 && utf8_partial_tail("\xc3", 1) == 1,
+          "cut characters are held");
+    CHECK(utf8_partial_tail("\xf0\x9f\x98\x80", 4) == 0 && utf8_partial_tail("", 0) == 0 && utf8_partial_tail("ab", 2) == 0,
+          "complete text is not held");
+    CHECK(utf8_partial_tail("\x80", 1) == 0 && utf8_partial_tail("\xff", 1) == 0 && utf8_partial_tail("\xe2" "a", 2) == 0 &&
+              utf8_partial_tail("\x80\x80\x80", 3) == 0,
+          "invalid bytes are not held");
+}
+
 int main(void)
 {
+    test_utf8_partial_tail();
     const char *shared = test_shared_dir();
     if (!shared) {
         SKIP("../shared is absent: no vocabularies to test");
