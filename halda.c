@@ -4169,7 +4169,8 @@ static int prof_standin_init(prof_standin *s, const model_hparams *hp, const pro
     type_info(embd_type)->quantize(row, p, E);
     synth_fill(s->x0, E, 1.0f, &rng);
     xfree(row);
-    halda_context_params cp = {PROF_CTX, n_threads, kv_type, 1};
+    halda_context_params cp = halda_context_default_params();
+    cp.n_ctx = PROF_CTX, cp.n_threads = n_threads, cp.kv_type = kv_type, cp.n_batch = 1; /* one token at a time, as decoding */
     char err[256];
     if (!(s->ctx = halda_context_new(&s->model, &cp, err, sizeof err))) {
         prof_standin_free(s);
@@ -4203,14 +4204,16 @@ typedef struct {
 /* Time tokens on the stand-in the way a device decodes them: the layers, then the embedding
  * row, the output layer and sampling.  The layers run first in each repeat, so the output
  * matrix is as cold as it is after the last layer of a real token.  One untimed warm-up (two
- * when a repeat is short), then repeats until budget_ms is spent (at least 3, at most 64). */
+ * when a repeat is short), then repeats until budget_ms is spent: at most 64, and at least 3
+ * unless one repeat takes over a third of the budget (a big model on a slow device), where a
+ * single one has to do to keep profiling within seconds. */
 static int prof_time_tokens(prof_standin *s, double budget_ms, prof_token_times *t, herr *e)
 {
     halda_context *c = s->ctx;
     const model_hparams *hp = &s->model.hp;
     double layer[PROF_MAX_REPS], embed[PROF_MAX_REPS], output[PROF_MAX_REPS], sample[PROF_MAX_REPS];
     float *emb = c->xb; /* scratch: the embedding row is timed, not used */
-    int reps = 0, seq = 0, warm = 1;
+    int reps = 0, seq = 0, warm = 1, min_reps = 3;
     double start = now_ms();
     for (int i = 0; reps < PROF_MAX_REPS; i++) {
         int pos = i % (PROF_CTX - 1);
@@ -4226,10 +4229,11 @@ static int prof_time_tokens(prof_standin *s, double budget_ms, prof_token_times 
         halda_sample(s->sampler, c->logits);
         double t4 = now_ms();
         if (i == 0 && t4 - t0 < budget_ms / 40) warm = 2; /* short repeats: one more to settle clocks and caches */
+        if (i == 0 && t4 - t0 > budget_ms / 3) min_reps = 1;
         if (i < warm) continue;
         layer[reps] = (t1 - t0) / hp->n_layer, embed[reps] = t2 - t1, output[reps] = t3 - t2, sample[reps] = t4 - t3;
         reps++;
-        if (reps >= 3 && now_ms() - start >= budget_ms) break;
+        if (reps >= min_reps && now_ms() - start >= budget_ms) break;
     }
     t->layer_ms = prof_median(layer, reps), t->embed_ms = prof_median(embed, reps);
     t->output_ms = prof_median(output, reps), t->sample_ms = prof_median(sample, reps);
