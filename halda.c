@@ -418,6 +418,20 @@ static void platform_device_name(char *out, size_t len)
     if (n == 0) snprintf(out, len, "device");
 }
 
+/* Keep [p, p + len) in small pages: memory standing in for weights should meet the TLB as the
+ * real weights do, and those are file pages, which the page cache holds 4 KiB at a time (where
+ * transparent huge pages are "always", anonymous memory would otherwise get 2 MiB pages). */
+static void platform_small_pages(void *p, size_t len)
+{
+#if defined(MADV_NOHUGEPAGE)
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)p + len) & ~(page - 1);
+    if (end > begin) madvise((void *)begin, end - begin, MADV_NOHUGEPAGE);
+#else
+    (void)p, (void)len;
+#endif
+}
+
 /* ---- Memory this process may use ---- */
 
 typedef struct {
@@ -4135,6 +4149,7 @@ static int prof_standin_init(prof_standin *s, const model_hparams *hp, const pro
         prof_standin_free(s);
         return herr_set(e, "out of memory for a stand-in of %" PRIu64 " MiB", total >> 20), -1;
     }
+    platform_small_pages(s->weights, (size_t)total); /* before the first touch */
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     uint8_t *p = (uint8_t *)(((uintptr_t)s->weights + 63) & ~(uintptr_t)63);
     for (int c = 0; c < n_copies; c++) {
