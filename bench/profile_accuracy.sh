@@ -6,13 +6,13 @@
 # profile) and each side is averaged, so that a change of load during the comparison — other
 # programs on a shared machine — moves both figures alike.  The load average is printed beside
 # each comparison: on a busy machine expect a wider spread.
-# Override with BENCH_TYPES="q8_0 q4_0", ROUNDS=3, BENCH_ARGS="-p 0 -n 32", THREADS=N.
+# Override with BENCH_TYPES="q8_0 q4_0", ROUNDS=5, BENCH_ARGS="-p 0 -n 16", THREADS=N.
 set -e
 H=${HALDA_BIN:-./halda}
 mkdir -p build
 TYPES=${BENCH_TYPES:-"q8_0 q4_0"}
-ROUNDS=${ROUNDS:-3}
-ARGS=${BENCH_ARGS:-"-p 0 -n 32"}
+ROUNDS=${ROUNDS:-5}
+ARGS=${BENCH_ARGS:-"-p 0 -n 16"}
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$PWD/build/cache}
 predict() { # prints "kappa+L·t_cpu kappa t_cpu L profiling_seconds" from a fresh profile
     "$H" profile -m "$1" --reprofile ${THREADS:+-t $THREADS} >build/profile.out
