@@ -456,6 +456,20 @@ static void platform_device_name(char *out, size_t len)
     if (n == 0) snprintf(out, len, "device");
 }
 
+/* Keep [p, p + len) in small pages: memory standing in for weights should meet the TLB as the
+ * real weights do, and those are file pages, which the page cache holds 4 KiB at a time (where
+ * transparent huge pages are "always", anonymous memory would otherwise get 2 MiB pages). */
+static void platform_small_pages(void *p, size_t len)
+{
+#if defined(MADV_NOHUGEPAGE)
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)p + len) & ~(page - 1);
+    if (end > begin) madvise((void *)begin, end - begin, MADV_NOHUGEPAGE);
+#else
+    (void)p, (void)len;
+#endif
+}
+
 /* ---- Memory this process may use ---- */
 
 typedef struct {
@@ -7764,6 +7778,7 @@ static int prof_standin_init(prof_standin *s, const model_hparams *hp, const pro
         prof_standin_free(s);
         return herr_set(e, "out of memory for a stand-in of %" PRIu64 " MiB", total >> 20), -1;
     }
+    platform_small_pages(s->weights, (size_t)total); /* before the first touch */
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     uint8_t *p = (uint8_t *)(((uintptr_t)s->weights + 63) & ~(uintptr_t)63);
     for (int c = 0; c < n_copies; c++) {
@@ -7798,7 +7813,8 @@ static int prof_standin_init(prof_standin *s, const model_hparams *hp, const pro
     type_info(embd_type)->quantize(row, p, E);
     synth_fill(s->x0, E, 1.0f, &rng);
     xfree(row);
-    halda_context_params cp = {PROF_CTX, n_threads, kv_type, 1};
+    halda_context_params cp = halda_context_default_params();
+    cp.n_ctx = PROF_CTX, cp.n_threads = n_threads, cp.kv_type = kv_type, cp.n_batch = 1; /* one token at a time, as decoding */
     char err[256];
     if (!(s->ctx = halda_context_new(&s->model, &cp, err, sizeof err))) {
         prof_standin_free(s);
@@ -7832,14 +7848,16 @@ typedef struct {
 /* Time tokens on the stand-in the way a device decodes them: the layers, then the embedding
  * row, the output layer and sampling.  The layers run first in each repeat, so the output
  * matrix is as cold as it is after the last layer of a real token.  One untimed warm-up (two
- * when a repeat is short), then repeats until budget_ms is spent (at least 3, at most 64). */
+ * when a repeat is short), then repeats until budget_ms is spent: at most 64, and at least 3
+ * unless one repeat takes over a third of the budget (a big model on a slow device), where a
+ * single one has to do to keep profiling within seconds. */
 static int prof_time_tokens(prof_standin *s, double budget_ms, prof_token_times *t, herr *e)
 {
     halda_context *c = s->ctx;
     const model_hparams *hp = &s->model.hp;
     double layer[PROF_MAX_REPS], embed[PROF_MAX_REPS], output[PROF_MAX_REPS], sample[PROF_MAX_REPS];
     float *emb = c->xb; /* scratch: the embedding row is timed, not used */
-    int reps = 0, seq = 0, warm = 1;
+    int reps = 0, seq = 0, warm = 1, min_reps = 3;
     double start = now_ms();
     for (int i = 0; reps < PROF_MAX_REPS; i++) {
         int pos = i % (PROF_CTX - 1);
@@ -7855,10 +7873,11 @@ static int prof_time_tokens(prof_standin *s, double budget_ms, prof_token_times 
         halda_sample(s->sampler, c->logits);
         double t4 = now_ms();
         if (i == 0 && t4 - t0 < budget_ms / 40) warm = 2; /* short repeats: one more to settle clocks and caches */
+        if (i == 0 && t4 - t0 > budget_ms / 3) min_reps = 1;
         if (i < warm) continue;
         layer[reps] = (t1 - t0) / hp->n_layer, embed[reps] = t2 - t1, output[reps] = t3 - t2, sample[reps] = t4 - t3;
         reps++;
-        if (reps >= 3 && now_ms() - start >= budget_ms) break;
+        if (reps >= min_reps && now_ms() - start >= budget_ms) break;
     }
     t->layer_ms = prof_median(layer, reps), t->embed_ms = prof_median(embed, reps);
     t->output_ms = prof_median(output, reps), t->sample_ms = prof_median(sample, reps);

