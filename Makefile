@@ -54,6 +54,7 @@ fuzz: halda
 	@mkdir -p build/fuzz-gguf-seed
 	./halda gen-model -o build/fuzz-gguf-seed/small.gguf --layers 1 --embd 64 --ff 64 --heads 2 --kv-heads 1 --vocab 400 --ctx 64
 	clang -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread tests/fuzz_gguf.c -o build/fuzz_gguf $(LDLIBS)
+	@mkdir -p build/fuzz-gguf-corpus
 	build/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 build/fuzz-gguf-corpus build/fuzz-gguf-seed 2>&1 | tail -3
 	@for f in tests/fuzz_*.c; do [ $$f = tests/fuzz_gguf.c ] && continue; n=$$(basename $$f .c); \
 	  clang -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) -Wno-unused-function -pthread $$f -o build/$$n $(LDLIBS) && \
