@@ -14,20 +14,7 @@ PIDS=""
 cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
 trap cleanup EXIT
 trap "" PIPE # a session that ended early must fail its checks, not kill this script
-pass=0 fail=0 skip=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-check() { # check DESCRIPTION COMMAND...: passes when the command succeeds
-    d=$1; shift
-    if "$@"; then ok; else bad "$d"; fi
-}
-# expect_exit CODE PATTERN STDIN -- ARGS: halda exits with CODE, one stderr line matching PATTERN
-expect_exit() {
-    code=$1 pat=$2 in=$3; shift 4
-    { printf '%s' "$in" 2>/dev/null; } | "$H" "$@" >"$T/x.out" 2>"$T/x.err"; rc=$?
-    if [ "$rc" -eq "$code" ] && [ "$(wc -l <"$T/x.err")" -eq 1 ] && grep -q -e "$pat" "$T/x.err"; then ok
-    else bad "halda $* -> exit $rc (want $code), stderr: $(head -c 300 "$T/x.err")"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 # A 4-layer model with ChatML control tokens and template; with these weights the greedy answer
 # to "Hello there" starts with tokens that its text tokenizes back to, so the answer's tokens are
@@ -38,10 +25,10 @@ C=$T/c.gguf
 
 # usage
 if "$H" chat --help | grep -q "usage: halda chat"; then ok; else bad "chat --help"; fi
-expect_exit 2 "no chat template" "hi" -- chat -m "$T/m.gguf"
-expect_exit 2 "stdin holds no message" "" -- chat -m "$C"
-expect_exit 2 "unknown argument '--bogus'" "hi" -- chat -m "$C" --bogus
-expect_exit 1 "does not fit" "Once upon a time there was a little girl called Lily" -- chat -m "$C" -c 16
+expect_exit_in 2 "no chat template" "hi" -- chat -m "$T/m.gguf"
+expect_exit_in 2 "stdin holds no message" "" -- chat -m "$C"
+expect_exit_in 2 "unknown argument '--bogus'" "hi" -- chat -m "$C" --bogus
+expect_exit_in 1 "does not fit" "Once upon a time there was a little girl called Lily" -- chat -m "$C" -c 16
 
 # ---- one message on stdin: one answer, the one run --chat gives ----------------------------------
 printf 'Hello there\n' | "$H" chat -m "$C" -n 8 --temp 0 -c 256 >"$T/a" 2>"$T/e"

@@ -5,21 +5,7 @@ H=${HALDA_BIN:-./halda}
 SHARED=${HALDA_SHARED:-../shared}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0 skip=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-check() { # check DESCRIPTION COMMAND...: passes when the command succeeds
-    d=$1; shift
-    if "$@"; then ok; else bad "$d"; fi
-}
-# expect_exit CODE PATTERN -- ARGS: halda exits with CODE and prints exactly one stderr line matching PATTERN
-expect_exit() {
-    code=$1 pat=$2; shift 3
-    "$H" "$@" >"$T/out" 2>"$T/err"; rc=$?
-    lines=$(wc -l <"$T/err")
-    if [ "$rc" -eq "$code" ] && [ "$lines" -eq 1 ] && grep -q -e "$pat" "$T/err"; then ok
-    else bad "halda $* -> exit $rc (want $code), stderr: $(head -c 300 "$T/err")"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 "$H" gen-model -o "$T/m.gguf" --layers 2 --embd 128 --ff 256 --heads 4 --kv-heads 2 --vocab 1024 --type q8_0
 check "gen-model writes a model" test -s "$T/m.gguf"

@@ -6,7 +6,7 @@
 # device generates; the per-token latency is reported.  Needs root, ip and tc; skips otherwise.
 H=${HALDA_BIN:-./halda}
 RELAY=${RELAY_BIN:-tests/bin/relay}
-pass=0 fail=0 skip=0
+. "$(dirname "$0")/lib.sh"
 finish() { echo "RESULT netns passed=$pass failed=$fail skipped=$skip"; [ $fail -eq 0 ]; exit $?; }
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! command -v tc >/dev/null || [ ! -x "$RELAY" ]; then
     echo "SKIP: network namespaces need root, ip, tc and $RELAY"; skip=1; finish
@@ -49,11 +49,11 @@ W="$net.2:9200,$net.3:9200"
 "$H" eval -m "$M" -p "Once upon a time there was a little girl" -n 16 >"$T/one"
 for plan in "-k 1" "-k 2 --layer-window 1,1,1"; do
     ip netns exec ${tag}d0 "$H" eval -m "$M" -p "Once upon a time there was a little girl" -n 16 --workers "$W" --cluster-key wifi $plan >"$T/ring" 2>"$T/err"
-    if cmp -s "$T/one" "$T/ring"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL ring over the emulated Wi-Fi differs ($plan): $(tail -1 "$T/err")"; fi
+    if cmp -s "$T/one" "$T/ring"; then ok; else bad "ring over the emulated Wi-Fi differs ($plan): $(tail -1 "$T/err")"; fi
     ip netns exec ${tag}d0 "$H" run -m "$M" -p "Once upon a time" -n 32 --temp 0 --workers "$W" --cluster-key wifi $plan >/dev/null 2>"$T/run"
     line=$(grep "generation" "$T/run")
     ms=$(echo "$line" | sed 's/.*generation \([0-9]*\) tokens, \([0-9.]*\) ms.*/\2 \1/' | awk '{ if ($2 > 0) printf "%.1f", $1 / $2 }')
     echo "emulated Wi-Fi (100 Mbit/s, 3±1 ms, 0.2% loss), 3 devices, $plan: ${ms:-?} ms per token"
-    if [ -n "$ms" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL run over the emulated Wi-Fi: $(tail -2 "$T/run")"; fi
+    if [ -n "$ms" ]; then ok; else bad "run over the emulated Wi-Fi: $(tail -2 "$T/run")"; fi
 done
 finish

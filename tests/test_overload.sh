@@ -4,7 +4,7 @@
 # ring must still produce exactly the single-device output.  Also prints per-token latency with
 # --prefetch on and off (figures, not assertions).  Needs root and writable v1 memory cgroups.
 H=${HALDA_BIN:-./halda}
-pass=0 fail=0 skip=0
+. "$(dirname "$0")/lib.sh"
 finish() { echo "RESULT overload passed=$pass failed=$fail skipped=$skip"; [ $fail -eq 0 ]; exit $?; }
 CG=/sys/fs/cgroup/memory/halda-test-$$
 if [ "$(id -u)" != 0 ] || ! mkdir "$CG" 2>/dev/null; then
@@ -38,10 +38,10 @@ start_workers
 drop_cache
 # worker 1 holds 4 of the 6 layers (~49 MB) under a 40 MiB cap
 "$H" eval -m "$M" -p "Once upon a time" -n 8 --workers 127.0.0.1:$P1,127.0.0.1:$P2 -k 2 --layer-window 1,2,0 >"$T/ring" 2>"$T/head"
-if cmp -s "$T/one" "$T/ring"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL overloaded ring output differs: $(tail -1 "$T/head")"; fi
-if grep -q "overloaded" "$T/w1.log" && grep -q "127.0.0.1:$P1 2 (overloaded)" "$T/head"; then pass=$((pass + 1))
-else fail=$((fail + 1)); echo "FAIL the overloaded worker was not reported: $(cat "$T/head" "$T/w1.log" | tr '\n' '|')"; fi
-if ! grep -q "overloaded" "$T/w2.log"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL the unconstrained worker claims overload"; fi
+if cmp -s "$T/one" "$T/ring"; then ok; else bad "overloaded ring output differs: $(tail -1 "$T/head")"; fi
+if grep -q "overloaded" "$T/w1.log" && grep -q "127.0.0.1:$P1 2 (overloaded)" "$T/head"; then ok
+else bad "the overloaded worker was not reported: $(cat "$T/head" "$T/w1.log" | tr '\n' '|')"; fi
+if ! grep -q "overloaded" "$T/w2.log"; then ok; else bad "the unconstrained worker claims overload"; fi
 peak=$(cat "$CG/memory.max_usage_in_bytes" 2>/dev/null)
 echo "worker 1 under a 40 MiB cap: peak cgroup usage $(( ${peak:-0} / 1048576 )) MiB"
 for pf in off on; do

@@ -10,9 +10,7 @@ T=$(mktemp -d)
 PIDS=""
 cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
 trap cleanup EXIT
-pass=0 fail=0 skip=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+. "$(dirname "$0")/lib.sh"
 
 # start_worker MODEL [flags...]: starts a worker on a free loopback port; sets WPID and WPORT
 start_worker() {
