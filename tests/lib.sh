@@ -21,3 +21,24 @@ expect_exit() {
     code=$1 pat=$2; shift 3
     expect_exit_in "$code" "$pat" "" -- "$@"
 }
+
+# Workers on loopback for the cluster tests (the caller sets PIDS and kills them at exit).
+# start_worker MODEL [flags...]: a worker on a free loopback port; sets WPID and WPORT
+start_worker() {
+    m=$1; shift
+    for try in 1 2 3 4 5 6 7 8; do
+        WPORT=$(( 20000 + ($$ * 7 + try * 131 + $(od -An -N2 -tu2 /dev/urandom)) % 30000 ))
+        "$H" worker -m "$m" --port $WPORT "$@" >"$T/w$WPORT.log" 2>&1 &
+        WPID=$!
+        PIDS="$PIDS $WPID"
+        i=0
+        while [ $i -lt 50 ] && ! grep -q listening "$T/w$WPORT.log" 2>/dev/null; do
+            kill -0 $WPID 2>/dev/null || break
+            sleep 0.1; i=$((i + 1))
+        done
+        grep -q listening "$T/w$WPORT.log" 2>/dev/null && return 0
+        kill -9 $WPID 2>/dev/null
+    done
+    return 1
+}
+stop_worker() { kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; }

@@ -136,23 +136,7 @@ if [ "$reuse" -gt "$n1" ]; then ok
 else skip=$((skip + 1)); echo "SKIP: here the answer of turn 1 does not tokenize back to its ids: their reuse is not exercised"; fi
 
 # the same on a ring: the head's cache is cut back, the workers' are not and need not be
-start_worker() { # start_worker: a worker on a free loopback port; sets WPORT
-    for try in 1 2 3 4 5 6 7 8; do
-        WPORT=$(( 20000 + ($$ * 7 + try * 131 + $(od -An -N2 -tu2 /dev/urandom)) % 30000 ))
-        "$H" worker -m "$C" --port $WPORT -t 1 >"$T/w$WPORT.log" 2>&1 &
-        wpid=$!
-        PIDS="$PIDS $wpid"
-        i=0
-        while [ $i -lt 50 ] && ! grep -q listening "$T/w$WPORT.log" 2>/dev/null; do
-            kill -0 $wpid 2>/dev/null || break
-            sleep 0.1; i=$((i + 1))
-        done
-        grep -q listening "$T/w$WPORT.log" 2>/dev/null && return 0
-        kill -9 $wpid 2>/dev/null
-    done
-    return 1
-}
-if start_worker && P1=$WPORT && start_worker; then
+if start_worker "$C" -t 1 && P1=$WPORT && start_worker "$C" -t 1; then
     session ring --workers "127.0.0.1:$P1,127.0.0.1:$WPORT" -k 2 --layer-window 1,0,1
 else
     bad "cannot start workers"
