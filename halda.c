@@ -1475,6 +1475,19 @@ static inline float neon_lane_sum(float32x4_t lo, float32x4_t hi)
     float32x2_t t = vadd_f32(vget_low_f32(s), vget_high_f32(s));
     return vget_lane_f32(t, 0) + vget_lane_f32(t, 1);
 }
+/* 16 bytes from 16 bits: byte i is 0xff where bit i is set (Q5's fifth bits). */
+static inline uint8x16_t neon_bytes_from_bits(uint32_t bits16)
+{
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    uint8x16_t v = vcombine_u8(vdup_n_u8((uint8_t)bits16), vdup_n_u8((uint8_t)(bits16 >> 8)));
+    return vtstq_u8(v, vld1q_u8(bit));
+}
+/* The lanes of a 32-element block given as two 16-byte halves (elements 0..15, 16..31). */
+static inline void neon_block_lanes(int8x16_t q_lo, int8x16_t q_hi, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+{
+    *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
+    *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
+}
 /* lo/hi += scale · lanes, the F32 step of every block product */
 static inline void neon_fma_lanes(float32x4_t *lo, float32x4_t *hi, float scale, int32x4_t lanes_lo, int32x4_t lanes_hi)
 {
@@ -1814,6 +1827,23 @@ static float vec_dot_q4_1_avx2(int64_t n, const void *w, const void *a)
     return avx2_lane_sum(acc) + mins;
 }
 #endif
+#if HALDA_NEON
+static float vec_dot_q4_1_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q4_1 *x = w;
+    const block_q8_1 *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    float mins = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
+        uint8x16_t raw = vld1q_u8(x[b].qs);
+        int32x4_t lo, hi;
+        neon_block_lanes(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15))), vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), y[b].qs, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi) + mins;
+}
+#endif
 
 /* The 5th bit of element j (j < 16) and of element j + 16, from a Q5 block's qh. */
 static inline uint32_t q5_high_bits(const uint8_t qh[4]) { return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24; }
@@ -1887,6 +1917,30 @@ static float vec_dot_q5_0_avx2(int64_t n, const void *w, const void *a)
     return avx2_lane_sum(acc);
 }
 #endif
+#if HALDA_NEON
+/* A Q5_0/Q5_1 block's unsigned 5-bit values, elements 0..15 in *lo and 16..31 in *hi. */
+static inline void neon_q5_values(const uint8_t qs[16], const uint8_t qh[4], uint8x16_t *lo, uint8x16_t *hi)
+{
+    uint8x16_t raw = vld1q_u8(qs), b5 = vdupq_n_u8(16);
+    uint32_t bits = q5_high_bits(qh);
+    *lo = vorrq_u8(vandq_u8(raw, vdupq_n_u8(15)), vandq_u8(neon_bytes_from_bits(bits & 0xffff), b5));
+    *hi = vorrq_u8(vshrq_n_u8(raw, 4), vandq_u8(neon_bytes_from_bits(bits >> 16), b5));
+}
+static float vec_dot_q5_0_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q5_0 *x = w;
+    const block_q8_0 *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        uint8x16_t ql, qh;
+        neon_q5_values(x[b].qs, x[b].qh, &ql, &qh);
+        int32x4_t lo, hi;
+        neon_block_lanes(vsubq_s8(vreinterpretq_s8_u8(ql), vdupq_n_s8(16)), vsubq_s8(vreinterpretq_s8_u8(qh), vdupq_n_s8(16)), y[b].qs, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
+}
+#endif
 
 static void quantize_q5_1(const float *src, void *dst, int64_t n)
 {
@@ -1950,6 +2004,24 @@ static float vec_dot_q5_1_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc) + mins;
+}
+#endif
+#if HALDA_NEON
+static float vec_dot_q5_1_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q5_1 *x = w;
+    const block_q8_1 *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    float mins = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
+        uint8x16_t ql, qh;
+        neon_q5_values(x[b].qs, x[b].qh, &ql, &qh);
+        int32x4_t lo, hi;
+        neon_block_lanes(vreinterpretq_s8_u8(ql), vreinterpretq_s8_u8(qh), y[b].qs, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi) + mins;
 }
 #endif
 
@@ -2150,6 +2222,39 @@ static void vec_dot_iq4_nl_r8_8rows_avx2(int64_t n, const void *w, size_t row_by
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(avx2_sum8_i32(lanes)), d, acc);
     }
     _mm256_storeu_ps(out, acc);
+}
+#endif
+#if HALDA_NEON
+/* An IQ4_NL block's lanes: a table lookup (TBL) turns 16 indices into 16 codebook values. */
+static inline void neon_iq4_nl_lanes(const block_iq4_nl *x, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+{
+    int8x16_t book = vld1q_s8(iq4nl_values);
+    uint8x16_t raw = vld1q_u8(x->qs);
+    neon_block_lanes(vqtbl1q_s8(book, vandq_u8(raw, vdupq_n_u8(15))), vqtbl1q_s8(book, vshrq_n_u8(raw, 4)), a, lo, hi);
+}
+static float vec_dot_iq4_nl_neon(int64_t n, const void *w, const void *a)
+{
+    const block_iq4_nl *x = w;
+    const block_q8_0 *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo, hi;
+        neon_iq4_nl_lanes(&x[b], y[b].qs, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
+}
+static float vec_dot_iq4_nl_r8_neon(int64_t n, const void *w, const void *a)
+{
+    const block_iq4_nl *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo, hi;
+        neon_iq4_nl_lanes(&x[b], y[b].qs, &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
 }
 #endif
 
@@ -2433,6 +2538,57 @@ static float vec_dot_q2_K_r8_avx2(int64_t n, const void *w, const void *a)
     return acc - acc_min;
 }
 #endif
+#if HALDA_NEON
+/* k_lane_sums of a Q2_K super-block (lanes 0..3 in *lo, 4..7 in *hi): run r = 4h + s is plane
+ * s of qs[32h ..]; its first 16 elements are group 2r, the next 16 group 2r+1. */
+static inline void neon_q2_K_lanes(const block_q2_K *x, const block_q8_K *y, int32x4_t *lo, int32x4_t *hi)
+{
+    const uint8x16_t m2 = vdupq_n_u8(3);
+    int32x4_t sum_lo = vdupq_n_s32(0), sum_hi = vdupq_n_s32(0);
+    for (int h = 0; h < 2; h++) {
+        uint8x16_t r0 = vld1q_u8(x->qs + 32 * h), r1 = vld1q_u8(x->qs + 32 * h + 16);
+        for (int s = 0; s < 4; s++, r0 = vshrq_n_u8(r0, 2), r1 = vshrq_n_u8(r1, 2)) {
+            int r = 4 * h + s;
+            int32x4_t p_lo, p_hi;
+            neon_block_lanes(vreinterpretq_s8_u8(vandq_u8(r0, m2)), vreinterpretq_s8_u8(vandq_u8(r1, m2)), y->qs + 32 * r, &p_lo, &p_hi);
+            sum_lo = vmlaq_n_s32(sum_lo, p_lo, x->scales[2 * r] & 15);
+            sum_hi = vmlaq_n_s32(sum_hi, p_hi, x->scales[2 * r + 1] & 15);
+        }
+    }
+    *lo = sum_lo, *hi = sum_hi;
+}
+static float vec_dot_q2_K_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        int32_t m[8]; /* the minimums' lanes, as the scalar function forms them */
+        for (int l = 0; l < 8; l++) m[l] = (x[b].scales[2 * l] >> 4) * y[b].bsums[2 * l] + (x[b].scales[2 * l + 1] >> 4) * y[b].bsums[2 * l + 1];
+        neon_fma_lanes(&acc_lo, &acc_hi, dmin, vld1q_s32(m), vld1q_s32(m + 4));
+        int32x4_t lo, hi;
+        neon_q2_K_lanes(&x[b], &y[b], &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, d, lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
+}
+static float vec_dot_q2_K_r8_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int32_t mins = 0;
+        for (int g = 0; g < 16; g++) mins += (x[b].scales[g] >> 4) * y[b].bsums[g];
+        int32x4_t lo, hi;
+        neon_q2_K_lanes(&x[b], &y[b], &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+#endif
 
 static void quantize_q3_K(const float *src, void *dst, int64_t n)
 {
@@ -2516,6 +2672,37 @@ static float vec_dot_q3_K_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(avx2_q3_K_lanes(&x[b], &y[b], sc)), acc);
     }
     return avx2_lane_sum(acc);
+}
+#endif
+#if HALDA_NEON
+static float vec_dot_q3_K_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q3_K *x = w;
+    const block_q8_K *y = a;
+    const uint8x16_t m2 = vdupq_n_u8(3), four = vdupq_n_u8(4);
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[16];
+        for (int g = 0; g < 16; g++) sc[g] = q3_K_scale(x[b].scales, g);
+        uint8x16_t hm0 = vld1q_u8(x[b].hmask), hm1 = vld1q_u8(x[b].hmask + 16);
+        int32x4_t sum_lo = vdupq_n_s32(0), sum_hi = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) { /* run r = 4h + s: plane s of qs[32h ..], third bits bit r of hmask */
+            uint8x16_t r0 = vld1q_u8(x[b].qs + 32 * h), r1 = vld1q_u8(x[b].qs + 32 * h + 16);
+            for (int s = 0; s < 4; s++, r0 = vshrq_n_u8(r0, 2), r1 = vshrq_n_u8(r1, 2)) {
+                int r = 4 * h + s;
+                uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << r));
+                /* q = low − 4 where the bit is clear: subtract 4 & ~(bit set) */
+                int8x16_t q0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(r0, m2)), vreinterpretq_s8_u8(vbicq_u8(four, vtstq_u8(hm0, bit))));
+                int8x16_t q1 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(r1, m2)), vreinterpretq_s8_u8(vbicq_u8(four, vtstq_u8(hm1, bit))));
+                int32x4_t p_lo, p_hi;
+                neon_block_lanes(q0, q1, y[b].qs + 32 * r, &p_lo, &p_hi);
+                sum_lo = vmlaq_n_s32(sum_lo, p_lo, sc[2 * r]);
+                sum_hi = vmlaq_n_s32(sum_hi, p_hi, sc[2 * r + 1]);
+            }
+        }
+        neon_fma_lanes(&acc_lo, &acc_hi, y[b].d * f16_to_f32(x[b].d), sum_lo, sum_hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi);
 }
 #endif
 
@@ -2831,6 +3018,64 @@ static float vec_dot_q5_K_r8_avx2(int64_t n, const void *w, const void *a)
         int32_t mins = 0;
         for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
         acc = fmaf((float)avx2_sum_i32(avx2_q5_K_lanes(&x[b], &y[b], sc)), f16_to_f32(x[b].d) * y[b].d, acc);
+        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
+    }
+    return acc - acc_min;
+}
+#endif
+#if HALDA_NEON
+/* k_lane_sums of a Q5_K super-block (lanes 0..3 in *lo, 4..7 in *hi): Q4_K's nibbles plus bit j
+ * of qh[0..31] as bit 4 of sub-block j. */
+static inline void neon_q5_K_lanes(const block_q5_K *x, const block_q8_K *y, const int sc[8], int32x4_t *lo, int32x4_t *hi)
+{
+    const uint8x16_t m4 = vdupq_n_u8(15), b5 = vdupq_n_u8(16);
+    uint8x16_t qh0 = vld1q_u8(x->qh), qh1 = vld1q_u8(x->qh + 16);
+    int32x4_t sum_lo = vdupq_n_s32(0), sum_hi = vdupq_n_s32(0);
+    for (int c = 0; c < 4; c++) {
+        uint8x16_t r0 = vld1q_u8(x->qs + 32 * c), r1 = vld1q_u8(x->qs + 32 * c + 16);
+        for (int t = 0; t < 2; t++) { /* sub-block j = 2c + t: nibble t */
+            int j = 2 * c + t;
+            uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << j));
+            uint8x16_t n0 = t ? vshrq_n_u8(r0, 4) : vandq_u8(r0, m4), n1 = t ? vshrq_n_u8(r1, 4) : vandq_u8(r1, m4);
+            uint8x16_t q0 = vorrq_u8(n0, vandq_u8(vtstq_u8(qh0, bit), b5)), q1 = vorrq_u8(n1, vandq_u8(vtstq_u8(qh1, bit), b5));
+            int32x4_t p_lo, p_hi;
+            neon_block_lanes(vreinterpretq_s8_u8(q0), vreinterpretq_s8_u8(q1), y->qs + 32 * j, &p_lo, &p_hi);
+            sum_lo = vmlaq_n_s32(sum_lo, p_lo, sc[j]);
+            sum_hi = vmlaq_n_s32(sum_hi, p_hi, sc[j]);
+        }
+    }
+    *lo = sum_lo, *hi = sum_hi;
+}
+static float vec_dot_q5_K_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    float summs = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        summs = fmaf(dmin, (float)mins, summs);
+        int32x4_t lo, hi;
+        neon_q5_K_lanes(&x[b], &y[b], sc, &lo, &hi);
+        neon_fma_lanes(&acc_lo, &acc_hi, d, lo, hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi) + summs;
+}
+static float vec_dot_q5_K_r8_neon(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    float acc = 0, acc_min = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int sc[8], m[8];
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        int32x4_t lo, hi;
+        neon_q5_K_lanes(&x[b], &y[b], sc, &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * y[b].d, acc);
         acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
     }
     return acc - acc_min;
@@ -3291,19 +3536,19 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q4_0 vec_dot_q4_0_neon
 #define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8_neon
 #define VEC_DOT_Q4_0_R8_8ROWS NULL
-#define VEC_DOT_Q4_1 vec_dot_q4_1
-#define VEC_DOT_Q5_0 vec_dot_q5_0
-#define VEC_DOT_Q5_1 vec_dot_q5_1
-#define VEC_DOT_IQ4_NL vec_dot_iq4_nl
-#define VEC_DOT_IQ4_NL_R8 vec_dot_iq4_nl_r8
+#define VEC_DOT_Q4_1 vec_dot_q4_1_neon
+#define VEC_DOT_Q5_0 vec_dot_q5_0_neon
+#define VEC_DOT_Q5_1 vec_dot_q5_1_neon
+#define VEC_DOT_IQ4_NL vec_dot_iq4_nl_neon
+#define VEC_DOT_IQ4_NL_R8 vec_dot_iq4_nl_r8_neon
 #define VEC_DOT_IQ4_NL_R8_8ROWS NULL
-#define VEC_DOT_Q2_K vec_dot_q2_K
-#define VEC_DOT_Q2_K_R8 vec_dot_q2_K_r8
-#define VEC_DOT_Q3_K vec_dot_q3_K
+#define VEC_DOT_Q2_K vec_dot_q2_K_neon
+#define VEC_DOT_Q2_K_R8 vec_dot_q2_K_r8_neon
+#define VEC_DOT_Q3_K vec_dot_q3_K_neon
 #define VEC_DOT_Q4_K vec_dot_q4_K_neon
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_neon
-#define VEC_DOT_Q5_K vec_dot_q5_K
-#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8
+#define VEC_DOT_Q5_K vec_dot_q5_K_neon
+#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8_neon
 #define VEC_DOT_Q6_K vec_dot_q6_K_neon
 #define QUANTIZE_Q8_0 quantize_q8_0
 #define QUANTIZE_Q8_1 quantize_q8_1

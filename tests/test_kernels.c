@@ -526,6 +526,16 @@ static const simd_twin twins[] = {
     {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_neon},
     {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_neon},
     {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_neon},
+    {"q4_1", TYPE_Q4_1, vec_dot_q4_1, vec_dot_q4_1_neon},
+    {"q5_0", TYPE_Q5_0, vec_dot_q5_0, vec_dot_q5_0_neon},
+    {"q5_1", TYPE_Q5_1, vec_dot_q5_1, vec_dot_q5_1_neon},
+    {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl, vec_dot_iq4_nl_neon},
+    {"iq4_nl r8", TYPE_IQ4_NL, vec_dot_iq4_nl_r8, vec_dot_iq4_nl_r8_neon},
+    {"q2_k", TYPE_Q2_K, vec_dot_q2_K, vec_dot_q2_K_neon},
+    {"q2_k r8", TYPE_Q2_K, vec_dot_q2_K_r8, vec_dot_q2_K_r8_neon},
+    {"q3_k", TYPE_Q3_K, vec_dot_q3_K, vec_dot_q3_K_neon},
+    {"q5_k", TYPE_Q5_K, vec_dot_q5_K, vec_dot_q5_K_neon},
+    {"q5_k r8", TYPE_Q5_K, vec_dot_q5_K_r8, vec_dot_q5_K_r8_neon},
 #endif
 };
 
