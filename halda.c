@@ -1488,6 +1488,23 @@ static inline void neon_block_lanes(int8x16_t q_lo, int8x16_t q_hi, const int8_t
     *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
     *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
 }
+/* The totals of 8 rows' lanes (row r: lo[r] + hi[r]) as rows 0..3 and 4..7. */
+static inline void neon_sum8_i32(const int32x4_t lo[8], const int32x4_t hi[8], int32x4_t *rows03, int32x4_t *rows47)
+{
+    int32x4_t t[8];
+    for (int r = 0; r < 8; r++) t[r] = vaddq_s32(lo[r], hi[r]);
+    *rows03 = vpaddq_s32(vpaddq_s32(t[0], t[1]), vpaddq_s32(t[2], t[3]));
+    *rows47 = vpaddq_s32(vpaddq_s32(t[4], t[5]), vpaddq_s32(t[6], t[7]));
+}
+/* 32 integers (eight vectors of 4, elements in order) saturated to 32 bytes at dst. */
+static inline void neon_store_i8(int8_t *dst, const int32x4_t q[8])
+{
+    for (int h = 0; h < 2; h++) {
+        int16x8_t a = vcombine_s16(vqmovn_s32(q[4 * h]), vqmovn_s32(q[4 * h + 1]));
+        int16x8_t b = vcombine_s16(vqmovn_s32(q[4 * h + 2]), vqmovn_s32(q[4 * h + 3]));
+        vst1q_s8(dst + 16 * h, vcombine_s8(vqmovn_s16(a), vqmovn_s16(b)));
+    }
+}
 /* lo/hi += scale · lanes, the F32 step of every block product */
 static inline void neon_fma_lanes(float32x4_t *lo, float32x4_t *hi, float scale, int32x4_t lanes_lo, int32x4_t lanes_hi)
 {
@@ -1542,6 +1559,29 @@ static void quantize_q8_0_avx2(const float *src, void *dst, int64_t n)
         float amax = avx2_q8_block(src, q);
         y[b].d = f32_to_f16(amax / 127.0f);
         _mm256_storeu_si256((__m256i *)y[b].qs, avx2_pack_i8(q[0], q[1], q[2], q[3]));
+    }
+}
+#endif
+#if HALDA_NEON
+/* One block of 32 as avx2_q8_block: vmaxnmq skips a NaN as fmaxf does, and vcvtnq rounds to
+ * nearest even as round_even does in the default rounding mode. */
+static inline float neon_q8_block(const float *src, int32x4_t q[8])
+{
+    float32x4_t v[8], amax = vdupq_n_f32(0);
+    for (int k = 0; k < 8; k++) v[k] = vld1q_f32(src + 4 * k), amax = vmaxnmq_f32(amax, vabsq_f32(v[k]));
+    float am = vmaxnmvq_f32(amax);
+    float id = am != 0 ? 127.0f / am : 0.0f;
+    for (int k = 0; k < 8; k++) q[k] = vcvtnq_s32_f32(vmulq_n_f32(v[k], id));
+    return am;
+}
+static void quantize_q8_0_neon(const float *src, void *dst, int64_t n)
+{
+    block_q8_0 *y = dst;
+    for (int64_t b = 0; b < n / QK; b++, src += QK) {
+        int32x4_t q[8];
+        float amax = neon_q8_block(src, q);
+        y[b].d = f32_to_f16(amax / 127.0f);
+        neon_store_i8(y[b].qs, q);
     }
 }
 #endif
@@ -1610,6 +1650,20 @@ static void quantize_q8_1_avx2(const float *src, void *dst, int64_t n)
         _mm256_storeu_si256((__m256i *)y[b].qs, avx2_pack_i8(q[0], q[1], q[2], q[3]));
         y[b].d = f32_to_f16(d);
         y[b].s = f32_to_f16(d * (float)sum);
+    }
+}
+#endif
+#if HALDA_NEON
+static void quantize_q8_1_neon(const float *src, void *dst, int64_t n)
+{
+    block_q8_1 *y = dst;
+    for (int64_t b = 0; b < n / QK; b++, src += QK) {
+        int32x4_t q[8], sum = vdupq_n_s32(0);
+        float d = neon_q8_block(src, q) / 127.0f;
+        for (int k = 0; k < 8; k++) sum = vaddq_s32(sum, q[k]);
+        neon_store_i8(y[b].qs, q);
+        y[b].d = f32_to_f16(d);
+        y[b].s = f32_to_f16(d * (float)vaddvq_s32(sum));
     }
 }
 #endif
@@ -1768,6 +1822,26 @@ static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a)
         acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
     }
     return acc;
+}
+/* 8 rows: rows 0..3 accumulate in the lanes of acc03, rows 4..7 in acc47 (see the AVX2 twin). */
+static void vec_dot_q4_0_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_0 *y = a;
+    float32x4_t acc03 = vdupq_n_f32(0), acc47 = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo[8], hi[8], s03, s47;
+        float dw[8];
+        for (int r = 0; r < 8; r++) {
+            const block_q4_0 *x = (const block_q4_0 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            neon_q4_0_lanes(x, y[b].qs, &lo[r], &hi[r]);
+            dw[r] = f16_to_f32(x->d);
+        }
+        neon_sum8_i32(lo, hi, &s03, &s47);
+        float32x4_t yd = vdupq_n_f32(f16_to_f32(y[b].d));
+        acc03 = vfmaq_f32(acc03, vcvtq_f32_s32(s03), vmulq_f32(vld1q_f32(dw), yd));
+        acc47 = vfmaq_f32(acc47, vcvtq_f32_s32(s47), vmulq_f32(vld1q_f32(dw + 4), yd));
+    }
+    vst1q_f32(out, acc03), vst1q_f32(out + 4, acc47);
 }
 #endif
 
@@ -2256,6 +2330,25 @@ static float vec_dot_iq4_nl_r8_neon(int64_t n, const void *w, const void *a)
     }
     return acc;
 }
+static void vec_dot_iq4_nl_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_0 *y = a;
+    float32x4_t acc03 = vdupq_n_f32(0), acc47 = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int32x4_t lo[8], hi[8], s03, s47;
+        float dw[8];
+        for (int r = 0; r < 8; r++) {
+            const block_iq4_nl *x = (const block_iq4_nl *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            neon_iq4_nl_lanes(x, y[b].qs, &lo[r], &hi[r]);
+            dw[r] = f16_to_f32(x->d);
+        }
+        neon_sum8_i32(lo, hi, &s03, &s47);
+        float32x4_t yd = vdupq_n_f32(f16_to_f32(y[b].d));
+        acc03 = vfmaq_f32(acc03, vcvtq_f32_s32(s03), vmulq_f32(vld1q_f32(dw), yd));
+        acc47 = vfmaq_f32(acc47, vcvtq_f32_s32(s47), vmulq_f32(vld1q_f32(dw + 4), yd));
+    }
+    vst1q_f32(out, acc03), vst1q_f32(out + 4, acc47);
+}
 #endif
 
 /* ---- Q8_K (activations of the k-quants) and Q6_K --------------------------------------------- */
@@ -2328,6 +2421,40 @@ static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
             _mm256_storeu_si256((__m256i *)(y[b].qs + j), avx2_pack_i8(q[0], q[1], q[2], q[3]));
             y[b].bsums[j / 16] = (int16_t)avx2_sum_i32(_mm256_add_epi32(q[0], q[1]));
             y[b].bsums[j / 16 + 1] = (int16_t)avx2_sum_i32(_mm256_add_epi32(q[2], q[3]));
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+#endif
+#if HALDA_NEON
+static void quantize_q8_K_neon(const float *src, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float32x4_t amaxv = vdupq_n_f32(0);
+        for (int j = 0; j < QK_K; j += 4) amaxv = vmaxnmq_f32(amaxv, vabsq_f32(vld1q_f32(src + j)));
+        float amax = vmaxnmvq_f32(amaxv), max = 0;
+        if (amax == 0) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        for (int j = 0; j < QK_K; j++) /* the first element of largest magnitude, as the scalar loop picks */
+            if (fabsf(src[j]) == amax) {
+                max = src[j];
+                break;
+            }
+        float iscale = -127.0f / max;
+        const float32x4_t vscale = vdupq_n_f32(iscale), magic = vdupq_n_f32(12582912.0f);
+        for (int j = 0; j < QK_K; j += 32) { /* 32 values: two groups of 16 */
+            int32x4_t q[8];
+            for (int k = 0; k < 8; k++) {
+                float32x4_t f = vfmaq_f32(magic, vscale, vld1q_f32(src + j + 4 * k));
+                int32x4_t v = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(vreinterpretq_u32_f32(f), vdupq_n_u32(0x007fffff))), vdupq_n_s32(0x00400000));
+                q[k] = vminq_s32(v, vdupq_n_s32(127));
+            }
+            neon_store_i8(y[b].qs + j, q);
+            y[b].bsums[j / 16] = (int16_t)vaddvq_s32(vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3])));
+            y[b].bsums[j / 16 + 1] = (int16_t)vaddvq_s32(vaddq_s32(vaddq_s32(q[4], q[5]), vaddq_s32(q[6], q[7])));
         }
         y[b].d = 1.0f / iscale;
     }
@@ -3535,13 +3662,13 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q8_0 vec_dot_q8_0_neon
 #define VEC_DOT_Q4_0 vec_dot_q4_0_neon
 #define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8_neon
-#define VEC_DOT_Q4_0_R8_8ROWS NULL
+#define VEC_DOT_Q4_0_R8_8ROWS vec_dot_q4_0_r8_8rows_neon
 #define VEC_DOT_Q4_1 vec_dot_q4_1_neon
 #define VEC_DOT_Q5_0 vec_dot_q5_0_neon
 #define VEC_DOT_Q5_1 vec_dot_q5_1_neon
 #define VEC_DOT_IQ4_NL vec_dot_iq4_nl_neon
 #define VEC_DOT_IQ4_NL_R8 vec_dot_iq4_nl_r8_neon
-#define VEC_DOT_IQ4_NL_R8_8ROWS NULL
+#define VEC_DOT_IQ4_NL_R8_8ROWS vec_dot_iq4_nl_r8_8rows_neon
 #define VEC_DOT_Q2_K vec_dot_q2_K_neon
 #define VEC_DOT_Q2_K_R8 vec_dot_q2_K_r8_neon
 #define VEC_DOT_Q3_K vec_dot_q3_K_neon
@@ -3550,9 +3677,9 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q5_K vec_dot_q5_K_neon
 #define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8_neon
 #define VEC_DOT_Q6_K vec_dot_q6_K_neon
-#define QUANTIZE_Q8_0 quantize_q8_0
-#define QUANTIZE_Q8_1 quantize_q8_1
-#define QUANTIZE_Q8_K quantize_q8_K
+#define QUANTIZE_Q8_0 quantize_q8_0_neon
+#define QUANTIZE_Q8_1 quantize_q8_1_neon
+#define QUANTIZE_Q8_K quantize_q8_K_neon
 #else
 #define VEC_DOT_F32 vec_dot_f32
 #define VEC_DOT_F16 vec_dot_f16

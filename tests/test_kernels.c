@@ -568,6 +568,9 @@ static const rows8_twin rows8_twins[] = {
 #if HALDA_AVX2
     {"q4_0", TYPE_Q4_0, vec_dot_q4_0_r8_8rows, vec_dot_q4_0_r8_8rows_avx2},
     {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl_r8_8rows, vec_dot_iq4_nl_r8_8rows_avx2},
+#elif HALDA_NEON
+    {"q4_0", TYPE_Q4_0, vec_dot_q4_0_r8_8rows, vec_dot_q4_0_r8_8rows_neon},
+    {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl_r8_8rows, vec_dot_iq4_nl_r8_8rows_neon},
 #endif
     {NULL, 0, NULL, NULL},
 };
@@ -621,6 +624,10 @@ static const quant_twin quant_twins[] = {
     {"q8_0", TYPE_Q8_0, quantize_q8_0, quantize_q8_0_avx2},
     {"q8_1", TYPE_Q8_1, quantize_q8_1, quantize_q8_1_avx2},
     {"q8_k", TYPE_Q8_K, quantize_q8_K, quantize_q8_K_avx2},
+#elif HALDA_NEON
+    {"q8_0", TYPE_Q8_0, quantize_q8_0, quantize_q8_0_neon},
+    {"q8_1", TYPE_Q8_1, quantize_q8_1, quantize_q8_1_neon},
+    {"q8_k", TYPE_Q8_K, quantize_q8_K, quantize_q8_K_neon},
 #endif
     {NULL, 0, NULL, NULL},
 };
