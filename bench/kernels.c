@@ -40,6 +40,25 @@ static double time_matvec(vec_dot_fn dot, const uint8_t *w, size_t row_bytes, in
     return best;
 }
 
+/* The same through an 8-row kernel (rows a multiple of 8). */
+static double time_matvec8(vec_dot_8rows_fn dot8, const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n, const void *act)
+{
+    double best = 1e30;
+    float out[8];
+    for (int rep = 0; rep < 7; rep++) {
+        int iters = 0;
+        double t0 = now_s(), t;
+        do {
+            float s = 0;
+            for (int64_t r = 0; r + 8 <= rows; r += 8) dot8(n, w + (size_t)r * row_bytes, row_bytes, act, out), s += out[0];
+            sink = s;
+            iters++;
+        } while ((t = now_s() - t0) < 0.05);
+        best = fmin(best, t / iters);
+    }
+    return best;
+}
+
 typedef struct {
     int type;
     vec_dot_fn scalar; /* the specification */
@@ -109,7 +128,7 @@ int main(void)
             const type_traits *t = type_info(bc->type);
             int64_t n = shapes[si].n;
             size_t row_bytes = type_row_bytes(bc->type, n);
-            int64_t rows = shapes[si].rows ? shapes[si].rows : (int64_t)((64u << 20) / row_bytes);
+            int64_t rows = shapes[si].rows ? shapes[si].rows : (int64_t)((64u << 20) / row_bytes) / 8 * 8;
             float *x = malloc((size_t)n * 4);
             uint8_t *w = malloc(row_bytes * (size_t)rows), *act = malloc(type_row_bytes(t->act_type, n));
             for (int64_t r = 0; r < rows; r++) {
@@ -127,6 +146,12 @@ int main(void)
             snprintf(name, sizeof name, "%s%s", t->name, bc->r8 ? " r8" : "");
             printf("%-12s %12.1f %12.1f %10.2f %10.2f %7.2fx%s\n", name, 1e9 * ts / (double)rows, 1e9 * tt / (double)rows,
                    bytes / ts / 1e9, bytes / tt / 1e9, ts / tt, table == bc->scalar ? "  (no SIMD twin)" : "");
+            if (bc->r8 && t->vec_dot_r8_8rows && rows % 8 == 0) { /* the matrix product's kernel for such matrices */
+                double t8 = time_matvec8(t->vec_dot_r8_8rows, w, row_bytes, rows, n, act);
+                snprintf(name, sizeof name, "%s r8 x8", t->name);
+                printf("%-12s %12.1f %12.1f %10.2f %10.2f %7.2fx\n", name, 1e9 * ts / (double)rows, 1e9 * t8 / (double)rows,
+                       bytes / ts / 1e9, bytes / t8 / 1e9, ts / t8);
+            }
             free(x), free(w), free(act);
         }
     }

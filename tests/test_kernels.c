@@ -526,6 +526,16 @@ static const simd_twin twins[] = {
     {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_neon},
     {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_neon},
     {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_neon},
+    {"q4_1", TYPE_Q4_1, vec_dot_q4_1, vec_dot_q4_1_neon},
+    {"q5_0", TYPE_Q5_0, vec_dot_q5_0, vec_dot_q5_0_neon},
+    {"q5_1", TYPE_Q5_1, vec_dot_q5_1, vec_dot_q5_1_neon},
+    {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl, vec_dot_iq4_nl_neon},
+    {"iq4_nl r8", TYPE_IQ4_NL, vec_dot_iq4_nl_r8, vec_dot_iq4_nl_r8_neon},
+    {"q2_k", TYPE_Q2_K, vec_dot_q2_K, vec_dot_q2_K_neon},
+    {"q2_k r8", TYPE_Q2_K, vec_dot_q2_K_r8, vec_dot_q2_K_r8_neon},
+    {"q3_k", TYPE_Q3_K, vec_dot_q3_K, vec_dot_q3_K_neon},
+    {"q5_k", TYPE_Q5_K, vec_dot_q5_K, vec_dot_q5_K_neon},
+    {"q5_k r8", TYPE_Q5_K, vec_dot_q5_K_r8, vec_dot_q5_K_r8_neon},
 #endif
 };
 
@@ -546,6 +556,62 @@ static void check_twin(const simd_twin *tw, int64_t n, int mode)
     free(w), free(a), free(wq), free(aq);
 }
 
+/* The 8-row kernels: each of the 8 results must be its row's scalar vec_dot_r8, bit for bit.
+ * The rows sit a stride apart that is more than a row (a matrix view would have it equal). */
+typedef struct {
+    const char *name;
+    int type;
+    vec_dot_8rows_fn scalar, simd;
+} rows8_twin;
+
+static const rows8_twin rows8_twins[] = {
+#if HALDA_AVX2
+    {"q4_0", TYPE_Q4_0, vec_dot_q4_0_r8_8rows, vec_dot_q4_0_r8_8rows_avx2},
+    {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl_r8_8rows, vec_dot_iq4_nl_r8_8rows_avx2},
+#elif HALDA_NEON
+    {"q4_0", TYPE_Q4_0, vec_dot_q4_0_r8_8rows, vec_dot_q4_0_r8_8rows_neon},
+    {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl_r8_8rows, vec_dot_iq4_nl_r8_8rows_neon},
+#endif
+    {NULL, 0, NULL, NULL},
+};
+
+static void test_rows8_twins(void)
+{
+    static const int blocks[] = {1, 2, 3, 5, 7, 8, 13, 33};
+    for (const rows8_twin *tw = rows8_twins; tw->name; tw++) {
+        const type_traits *t = type_info(tw->type);
+        CHECK(type_vec_dot_8rows(t, 64) == tw->simd && type_vec_dot_8rows(t, 60) == NULL, "%s: the table uses the 8-row kernel for rows %% 8 == 0 only", tw->name);
+        for (size_t bi = 0; bi < sizeof blocks / sizeof *blocks; bi++)
+            for (int mode = 0; mode < 3; mode++) {
+                int64_t n = (int64_t)blocks[bi] * t->block_elems;
+                size_t row = type_row_bytes(tw->type, n), stride = row + (size_t)t->block_bytes * 3;
+                float *x = malloc((size_t)n * 4);
+                uint8_t *w = calloc(8, stride), *aq = malloc(type_row_bytes(t->act_type, n));
+                for (int r = 0; r < 8; r++) {
+                    for (int64_t i = 0; i < n; i++) {
+                        x[i] = normalish() * (float)(r + 1);
+                        if (mode == 1) x[i] = i % 2 ? 1e4f : -1e4f;
+                        if (mode == 2 && i % 64 == r) x[i] *= 1e3f;
+                    }
+                    t->quantize(x, w + (size_t)r * stride, n);
+                }
+                for (int64_t i = 0; i < n; i++) x[i] = mode == 1 ? (i % 3 ? -1e4f : 1e4f) : normalish();
+                type_info(t->act_type)->quantize(x, aq, n);
+                float got[8], spec[8];
+                tw->simd(n, w, stride, aq, got);
+                tw->scalar(n, w, stride, aq, spec);
+                int bad = -1;
+                for (int r = 0; r < 8 && bad < 0; r++) {
+                    float one = t->vec_dot_r8(n, w + (size_t)r * stride, aq);
+                    if (memcmp(&got[r], &spec[r], 4) || memcmp(&got[r], &one, 4)) bad = r;
+                }
+                CHECK(bad < 0, "%s 8 rows n=%lld mode %d: row %d gives %.9g, its vec_dot_r8 %.9g", tw->name, (long long)n, mode, bad,
+                      bad < 0 ? 0.0 : got[bad], bad < 0 ? 0.0 : spec[bad]);
+                free(x), free(w), free(aq);
+            }
+    }
+}
+
 /* An activation quantizer and its SIMD twin: the same bytes. */
 typedef struct {
     const char *name;
@@ -558,6 +624,10 @@ static const quant_twin quant_twins[] = {
     {"q8_0", TYPE_Q8_0, quantize_q8_0, quantize_q8_0_avx2},
     {"q8_1", TYPE_Q8_1, quantize_q8_1, quantize_q8_1_avx2},
     {"q8_k", TYPE_Q8_K, quantize_q8_K, quantize_q8_K_avx2},
+#elif HALDA_NEON
+    {"q8_0", TYPE_Q8_0, quantize_q8_0, quantize_q8_0_neon},
+    {"q8_1", TYPE_Q8_1, quantize_q8_1, quantize_q8_1_neon},
+    {"q8_k", TYPE_Q8_K, quantize_q8_K, quantize_q8_K_neon},
 #endif
     {NULL, 0, NULL, NULL},
 };
@@ -623,6 +693,7 @@ static void test_simd_twins(void)
                 for (int rep = 0; rep < 3; rep++) check_twin(&twins[k], plain ? elems[b] : (int64_t)blocks[b] * t->block_elems, mode);
     }
     test_quant_twins();
+    test_rows8_twins();
 }
 #else
 static void test_simd_twins(void) { SKIP("no SIMD kernels in this build (%s): SIMD twins not compared", HALDA_SIMD_NAME); }
