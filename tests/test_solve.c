@@ -20,6 +20,26 @@
 
 /* ---- a reference evaluator, straight from MODEL.md ------------------------------------------ */
 
+/* The memory side of MODEL.md for device d holding w layers per cycle (n of them on its GPU) at
+ * k cycles: INFINITY when its GPU memory or a too-slow disk forbids the plan, 0 when what it
+ * holds fits in its RAM, otherwise the disk time D (ms) of what does not fit, with *prefetch set
+ * when two windows fit in RAM (the device loads its next window while the others compute). */
+static double ref_disk_ms(const solve_instance *in, const solve_device *d, int k, int w, int n, int *prefetch)
+{
+    double b = in->model.layer_bytes, bp = b + in->model.kv_bytes;
+    int cuda = d->gpu == SOLVE_GPU_CUDA, metal = d->gpu == SOLVE_GPU_METAL;
+    *prefetch = 0;
+    if ((cuda || metal) && (double)k * n * bp + d->fixed_vram_bytes > d->vram_bytes) return INFINITY;
+    double fixed = d->fixed_ram_bytes + (metal ? d->fixed_vram_bytes : 0);
+    int resident = w - (cuda ? n : 0);
+    double R = (double)k * resident * bp + fixed;
+    if (R <= d->ram_bytes) return 0;
+    if (d->disk_bytes_per_s < 0.1e9) return INFINITY;
+    double B = d->os == SOLVE_OS_MACOS && metal ? (double)k * w * b : R - d->ram_bytes;
+    *prefetch = 2.0 * resident * bp + fixed <= d->ram_bytes;
+    return 1000 * B / d->disk_bytes_per_s;
+}
+
 /* T of (k, w, n) or INFINITY when the plan is not allowed. Written from the text of MODEL.md
  * without looking at solve_device_eval, so the two can check each other. */
 static double ref_latency(const solve_instance *in, int k, const int *w, const int *n)
@@ -30,7 +50,6 @@ static double ref_latency(const solve_instance *in, int k, const int *w, const i
     int sum = 0;
     for (int m = 0; m < M; m++) sum += w[m];
     if (sum != L / k) return INFINITY;
-    double b = in->model.layer_bytes, bp = b + in->model.kv_bytes;
     double own[SOLVE_MAX_DEVICES], C = 0;
     for (int m = 0; m < M; m++) {
         const solve_device *d = &in->device[m];
@@ -41,20 +60,11 @@ static double ref_latency(const solve_instance *in, int k, const int *w, const i
     }
     double T = in->model.kappa_ms + k * C;
     for (int m = 0; m < M; m++) {
-        const solve_device *d = &in->device[m];
         if (w[m] == 0) continue;
-        int cuda = d->gpu == SOLVE_GPU_CUDA, metal = d->gpu == SOLVE_GPU_METAL;
-        if ((cuda || metal) && (double)k * n[m] * bp + d->fixed_vram_bytes > d->vram_bytes)
-            return INFINITY;
-        double fixed = d->fixed_ram_bytes + (metal ? d->fixed_vram_bytes : 0);
-        int resident = w[m] - (cuda ? n[m] : 0);
-        double R = (double)k * resident * bp + fixed;
-        if (R <= d->ram_bytes) continue;
-        if (d->disk_bytes_per_s < 0.1e9) return INFINITY;
-        double B = d->os == SOLVE_OS_MACOS && metal ? (double)k * w[m] * b : R - d->ram_bytes;
-        double D = 1000 * B / d->disk_bytes_per_s;
-        int fits = 2.0 * resident * bp + fixed <= d->ram_bytes;
-        double X = fits ? D - k * (C - own[m]) : D;
+        int prefetch;
+        double D = ref_disk_ms(in, &in->device[m], k, w[m], n[m], &prefetch);
+        if (D == INFINITY) return INFINITY;
+        double X = prefetch ? D - k * (C - own[m]) : D;
         T += X > 0 ? X : 0;
     }
     return T;
@@ -77,22 +87,15 @@ typedef struct {
  * Written from MODEL.md like ref_latency, and independent of the solver's bounds. */
 static double brute_prefix_cost(const solve_instance *in, int k, const int *w, const int *n, int m_end)
 {
-    double b = in->model.layer_bytes, bp = b + in->model.kv_bytes, sum = 0;
+    double sum = 0;
     for (int m = 0; m < m_end; m++) {
         const solve_device *d = &in->device[m];
         if (w[m] == 0) continue;
         sum += k * ((w[m] - n[m]) * d->t_cpu_ms + n[m] * d->t_gpu_ms + d->t_comm_ms);
-        int cuda = d->gpu == SOLVE_GPU_CUDA, metal = d->gpu == SOLVE_GPU_METAL;
-        if ((cuda || metal) && (double)k * n[m] * bp + d->fixed_vram_bytes > d->vram_bytes)
-            return INFINITY;
-        double fixed = d->fixed_ram_bytes + (metal ? d->fixed_vram_bytes : 0);
-        int resident = w[m] - (cuda ? n[m] : 0);
-        double R = (double)k * resident * bp + fixed;
-        if (R <= d->ram_bytes) continue;
-        if (d->disk_bytes_per_s < 0.1e9) return INFINITY;
-        if (2.0 * resident * bp + fixed <= d->ram_bytes) continue; /* prefetches: X >= 0 */
-        double B = d->os == SOLVE_OS_MACOS && metal ? (double)k * w[m] * b : R - d->ram_bytes;
-        sum += 1000 * B / d->disk_bytes_per_s;
+        int prefetch;
+        double D = ref_disk_ms(in, d, k, w[m], n[m], &prefetch);
+        if (D == INFINITY) return INFINITY;
+        if (!prefetch) sum += D; /* a prefetching device's X >= 0 is left out */
     }
     return sum;
 }
