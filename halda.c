@@ -11206,15 +11206,25 @@ static void conn_close(ring_conn *c)
 /* ---- Prefetch ---------------------------------------------------------------------------------- *
  * While a device waits for the token to come around the ring, a background thread brings the
  * weights of its next window into memory, so the window starts at memory speed instead of disk
- * speed.  On an overloaded device (its windows do not all fit in RAM) it also releases the
- * window just computed, so that reading ahead never evicts pages that are about to be used.
- * With k = 1 there is only one window and nothing to do. */
+ * speed.  With k = 1 there is only one window and nothing to do.
+ *
+ * On an overloaded device (its windows do not all fit in RAM) something must be read again from
+ * disk every token.  Left alone, the page cache keeps what fits and re-reads the rest as it
+ * faults, in the window's critical path.  The prefetcher instead keeps most of every window
+ * resident and streams only the last s bytes of each: released right after the window is
+ * computed, read again ahead of its next use while the token is on other devices.  Release
+ * comes before the next read, so at most one window's tail is in memory besides the resident
+ * parts: held − (k−1)·s must fit, which gives s.  Releasing whole windows instead (s = window)
+ * re-reads everything every token: slower than leaving it to the page cache, as
+ * bench/prefetch.sh showed before this split. */
 
 typedef struct {
     const halda_model *m;
     const int *begin, *end; /* the device's windows, one per cycle */
     int k;
-    bool release;           /* overloaded: release each window after use */
+    bool release;           /* overloaded: release the tail of each window after use */
+    uint64_t stream_bytes;  /* overloaded: the bytes at the end of each window that are released
+                               after use and read ahead again (the rest stays resident) */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -11248,8 +11258,10 @@ static void *prefetch_main(void *arg)
         const file_region *r; /* the window's mapping (model_map made one per run of held layers) */
         if (p->release) {
             window_extent(p->m, p->begin[c], p->end[c], &off, &len);
-            if ((r = model_region_of(p->m, off, len))) platform_release(r, p->m->file.map.fd, off, len);
+            uint64_t tail = p->stream_bytes < len ? p->stream_bytes : len;
+            if ((r = model_region_of(p->m, off, len))) platform_release(r, p->m->file.map.fd, off + len - tail, tail);
         }
+        /* the whole next window: its resident part costs a touch per page, its tail a read */
         window_extent(p->m, p->begin[next], p->end[next], &off, &len);
         if ((r = model_region_of(p->m, off, len))) platform_prefetch(r, off, len);
         pthread_mutex_lock(&p->mu);
@@ -11259,8 +11271,11 @@ static void *prefetch_main(void *arg)
 }
 
 /* Decide and start.  mode: PREFETCH_OFF / ON / AUTO (on exactly when the windows this device
- * holds do not fit in the memory it has available, i.e. the device is overloaded). */
-static void prefetcher_start(prefetcher *p, const halda_model *m, const int *begin, const int *end, int k, int mode)
+ * holds do not fit in the memory it has available, i.e. the device is overloaded).  ctx: the
+ * device's context.  Its KV cache is allocated but fills (is touched) only as the context does:
+ * that much of what is available now is not there for weights, and a little more for the rows
+ * of scratch a token touches (most of the arena serves long prompt batches only). */
+static void prefetcher_start(prefetcher *p, const halda_model *m, const halda_context *ctx, const int *begin, const int *end, int k, int mode)
 {
     memset(p, 0, sizeof *p);
     p->m = m, p->begin = begin, p->end = end, p->k = k, p->done_cycle = -1;
@@ -11273,6 +11288,12 @@ static void prefetcher_start(prefetcher *p, const halda_model *m, const int *beg
     int64_t avail = platform_ram_available_bytes();
     bool overloaded = avail >= 0 && held > (uint64_t)avail;
     p->release = overloaded;
+    if (overloaded) {
+        const kv_cache *kv = &ctx->kv;
+        uint64_t reserve = kv_cache_bytes(kv->n_slots, kv->n_seq, kv->n_ctx, kv->kv_dim, kv->type) + (8u << 20);
+        uint64_t room = (uint64_t)avail > reserve ? (uint64_t)avail - reserve : 0;
+        p->stream_bytes = k > 1 ? (held - room + (uint64_t)k - 2) / (uint64_t)(k - 1) : held;
+    }
     if (k < 2 || mode == PREFETCH_OFF || (mode == PREFETCH_AUTO && !overloaded)) return;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
@@ -11443,9 +11464,12 @@ static int worker_setup(worker_state *w, const uint8_t *payload, uint32_t len, h
     }
     if (w->plan.is_first && w->in.fd >= 0) conn_close(&w->in); /* nobody sends to the first worker but the head */
     if (!w->plan.is_first && w->in.fd < 0 && worker_accept_data(w->listen_fd, w->o->key, w->plan.session, &w->in, e)) return -1;
-    prefetcher_start(&w->pf, w->m, w->plan.begin, w->plan.end, w->plan.k, w->plan.prefetch);
-    if (w->pf.release) fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM%s\n",
-                               w->pf.on ? "; prefetching" : "");
+    prefetcher_start(&w->pf, w->m, w->ctx, w->plan.begin, w->plan.end, w->plan.k, w->plan.prefetch);
+    if (w->pf.release && w->pf.on)
+        fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM; prefetching, "
+                        "re-reading the last %.1f MiB of each window\n", w->pf.stream_bytes / 1048576.0);
+    else if (w->pf.release)
+        fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM\n");
     uint8_t overloaded = w->pf.release;
     return frame_send(w->ctl, FRAME_READY, &overloaded, 1, e);
 }
@@ -12322,7 +12346,7 @@ have_plan:
         if (pthread_create(&p->reader, NULL, ring_reader_main, ra)) goto oom;
         p->reader_on = true;
     }
-    prefetcher_start(&r->pf, m, r->begin, r->end, k, o->prefetch);
+    prefetcher_start(&r->pf, m, r->ctx, r->begin, r->end, k, o->prefetch);
     if (r->pf.release) fprintf(stderr, "halda: the head is overloaded: its windows do not fit in available RAM\n");
     /* the plan, for the user */
     fprintf(stderr, "halda: ring of %d devices, k=%d, layers per cycle:", r->n_peers + 1, k);
