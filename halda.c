@@ -45,6 +45,9 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* MAP_POPULATE, madvise flags and friends where the libc hides them */
 #endif
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64 /* 64-bit off_t on 32-bit systems: model files are larger than 2 GiB */
+#endif
 
 /* HALDA_NO_MAIN: build the library without main() (tests #include this file). */
 /* HALDA_NO_SIMD: 1 forces the scalar reference kernels even where SIMD is available. */
@@ -214,15 +217,52 @@ static int platform_physical_cores(void)
     return seen > 0 ? seen : (int)n_cpu;
 }
 
-/* A read-only mapping of a whole file.  MAP_SHARED + PROT_READ: the pages belong to the page
- * cache, so weights cost no anonymous memory and the OS may drop and re-read them. */
+/* Read-only mappings of a model file.  MAP_SHARED + PROT_READ: the pages belong to the page
+ * cache, so weights cost no anonymous memory and the OS may drop and re-read them.  A device
+ * maps only what it uses — the header, and one region per window of layers it runs — so a
+ * 32-bit phone can serve its share of a file far larger than its address space.
+ *
+ * file_map: the open file and a mapping of its first `size` bytes (the GGUF header; for small
+ * files, or a parser fed a buffer, the whole file).  file_region: one more mapping of the same
+ * file at a page-aligned offset, made and dropped while the file stays open. */
 typedef struct {
-    const uint8_t *data; /* the file's bytes, [0, size) */
-    uint64_t size;
+    const uint8_t *data; /* the file's bytes [0, size) */
+    uint64_t size;       /* mapped bytes, <= file_size */
+    uint64_t file_size;  /* the whole file */
     int fd;
 } file_map;
 
-static int file_map_open(file_map *m, const char *path, herr *e)
+typedef struct {
+    const uint8_t *data; /* the file's bytes [off, off + size); NULL when not mapped */
+    uint64_t off, size;  /* off: a multiple of the page size */
+} file_region;
+
+static uint64_t platform_page_bytes(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    return page > 0 ? (uint64_t)page : 4096;
+}
+
+/* Map [off, off + len) of fd read-only; off must be a multiple of the page size.  NULL with a
+ * reason when the range does not fit this address space or the OS refuses. */
+static const uint8_t *platform_map(int fd, uint64_t off, uint64_t len, herr *e)
+{
+    /* with 32-bit pointers a range of 4 GiB or more cannot be mapped (and (size_t) would
+     * silently cut its size) */
+    if (len == 0 || len >= (uint64_t)SIZE_MAX || off > (uint64_t)INT64_MAX) {
+        herr_set(e, "%.1f GiB cannot be mapped in a %d-bit address space", (double)len / (1u << 30), (int)(8 * sizeof(void *)));
+        return NULL;
+    }
+    void *p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+    if (p == MAP_FAILED) {
+        herr_set(e, "cannot map %.1f MiB at offset %" PRIu64 ": %s", (double)len / (1u << 20), off, strerror(errno));
+        return NULL;
+    }
+    return p;
+}
+
+/* Open path and map its first min(max_bytes, file size) bytes. */
+static int file_map_open(file_map *m, const char *path, uint64_t max_bytes, herr *e)
 {
     memset(m, 0, sizeof *m);
     m->fd = -1;
@@ -247,23 +287,29 @@ static int file_map_open(file_map *m, const char *path, herr *e)
         close(fd);
         return -1;
     }
-    /* with 32-bit pointers, a file of 4 GiB or more cannot be mapped whole (and (size_t) would
-     * silently cut its size) */
-    if ((uint64_t)st.st_size >= (uint64_t)SIZE_MAX) {
-        herr_set(e, "%s (%.1f GiB) is too large to map in a %d-bit address space", path, (double)st.st_size / (1u << 30),
-                 (int)(8 * sizeof(void *)));
-        close(fd);
-        return -1;
-    }
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-        herr_set(e, "cannot map %s: %s", path, strerror(errno));
+    uint64_t size = (uint64_t)st.st_size < max_bytes ? (uint64_t)st.st_size : max_bytes;
+    herr me;
+    const uint8_t *p = platform_map(fd, 0, size, &me);
+    if (!p) {
+        herr_set(e, "%s (%.1f GiB): %s", path, (double)st.st_size / (1u << 30), me.msg);
         close(fd);
         return -1;
     }
     m->data = p;
-    m->size = (uint64_t)st.st_size;
+    m->size = size;
+    m->file_size = (uint64_t)st.st_size;
     m->fd = fd;
+    return 0;
+}
+
+/* Map the first `bytes` bytes instead (more or fewer); the old addresses become invalid. */
+static int file_map_resize(file_map *m, uint64_t bytes, herr *e)
+{
+    if (bytes > m->file_size) bytes = m->file_size;
+    const uint8_t *p = platform_map(m->fd, 0, bytes, e);
+    if (!p) return -1;
+    munmap((void *)m->data, (size_t)m->size);
+    m->data = p, m->size = bytes;
     return 0;
 }
 
@@ -273,6 +319,24 @@ static void file_map_close(file_map *m)
     if (m->fd >= 0) close(m->fd);
     memset(m, 0, sizeof *m);
     m->fd = -1;
+}
+
+/* Map [off, off + len) of the file: the mapping starts at the page holding off. */
+static int file_region_map(const file_map *m, uint64_t off, uint64_t len, file_region *r, herr *e)
+{
+    uint64_t page = platform_page_bytes(), end;
+    memset(r, 0, sizeof *r);
+    if (!add_u64(off, len, &end) || end > m->file_size || len == 0) return herr_set(e, "bytes [%" PRIu64 ", +%" PRIu64 ") are not in the file", off, len), -1;
+    r->off = off / page * page;
+    r->size = end - r->off;
+    if (!(r->data = platform_map(m->fd, r->off, r->size, e))) return -1;
+    return 0;
+}
+
+static void file_region_unmap(file_region *r)
+{
+    if (r->data) munmap((void *)r->data, (size_t)r->size);
+    memset(r, 0, sizeof *r);
 }
 
 /* Resident set split into anonymous and file-backed pages (Linux; -1 elsewhere).  Used to check
@@ -632,32 +696,37 @@ static void platform_memory_info(platform_memory *m)
     }
 }
 
-/* Bring [off, off+len) of a mapped file into memory: ask the kernel (MADV_WILLNEED), then touch
- * one byte per page, because some kernels treat the advice as optional. */
-static void platform_prefetch(const file_map *m, uint64_t off, uint64_t len)
+/* Bring [off, off+len) of the file (clipped to the region r maps) into memory: ask the kernel
+ * (MADV_WILLNEED), then touch one byte per page, because some kernels treat the advice as
+ * optional. */
+static void platform_prefetch(const file_region *r, uint64_t off, uint64_t len)
 {
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0 || off >= m->size) return;
-    if (off + len > m->size) len = m->size - off;
-    uint64_t a = off / (uint64_t)page * (uint64_t)page;
-    madvise((void *)(m->data + a), (size_t)(off + len - a), MADV_WILLNEED);
+    uint64_t page = platform_page_bytes();
+    if (!r->data || off >= r->off + r->size || off + len <= r->off) return;
+    if (off < r->off) len -= r->off - off, off = r->off;
+    if (off + len > r->off + r->size) len = r->off + r->size - off;
+    uint64_t a = off / page * page; /* r->off is page-aligned, so a >= r->off */
+    madvise((void *)(r->data + (a - r->off)), (size_t)(off + len - a), MADV_WILLNEED);
     volatile uint8_t sink = 0;
-    for (uint64_t p = off; p < off + len; p += (uint64_t)page) sink ^= m->data[p];
+    for (uint64_t p = off; p < off + len; p += page) sink ^= r->data[p - r->off];
     (void)sink;
 }
 
-/* Give [off, off+len) of a mapped file back: drop our page-table entries and tell the page cache
- * the pages are not needed soon, so an overloaded device evicts what it just used rather than
- * what it is about to use. */
-static void platform_release(const file_map *m, uint64_t off, uint64_t len)
+/* Give [off, off+len) of the file (clipped to the region r maps) back: drop our page-table
+ * entries and tell the page cache the pages are not needed soon, so an overloaded device evicts
+ * what it just used rather than what it is about to use. */
+static void platform_release(const file_region *r, int fd, uint64_t off, uint64_t len)
 {
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0 || off >= m->size) return;
-    if (off + len > m->size) len = m->size - off;
-    uint64_t a = (off + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page, e = (off + len) / (uint64_t)page * (uint64_t)page;
-    if (e > a) madvise((void *)(m->data + a), (size_t)(e - a), MADV_DONTNEED);
+    uint64_t page = platform_page_bytes();
+    if (!r->data || off >= r->off + r->size || off + len <= r->off) return;
+    if (off < r->off) len -= r->off - off, off = r->off;
+    if (off + len > r->off + r->size) len = r->off + r->size - off;
+    uint64_t a = (off + page - 1) / page * page, e = (off + len) / page * page;
+    if (e > a) madvise((void *)(r->data + (a - r->off)), (size_t)(e - a), MADV_DONTNEED);
 #ifdef POSIX_FADV_DONTNEED
-    if (m->fd >= 0) posix_fadvise(m->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+    if (fd >= 0) posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+#else
+    (void)fd;
 #endif
 }
 
@@ -3984,7 +4053,8 @@ static double platform_copy_bandwidth(thread_pool *pool, size_t bytes)
  * TRUST BOUNDARY: these bytes are untrusted.  Every length, count, offset, dimension and type
  * read here is checked against the bytes that remain before it is used, and every product of
  * sizes goes through the overflow-checked helpers.  A bad file gets a one-line reason; nothing
- * outside [0, file size) is ever read.  The tensor data itself stays in the mapping.
+ * outside [0, file size) is ever read.  Only the header is mapped here; tensor data is mapped by
+ * the model (section 7), window by window, and never copied.
  * ============================================================================================= */
 
 enum {
@@ -4016,11 +4086,13 @@ typedef struct {
     int type;                /* TYPE_* */
     uint64_t offset;         /* from the start of the data section */
     uint64_t bytes;
-    const uint8_t *data;     /* in the mapping */
+    uint64_t file_offset;    /* where its bytes start in the file (data_offset + offset) */
 } gguf_tensor;
 
+/* The header is parsed in place in the mapping; the tensor data is not mapped here (a model
+ * maps the parts it uses, section 7). */
 typedef struct {
-    file_map map;
+    file_map map;            /* the open file; map.data holds at least [0, data_offset) */
     uint32_t version;
     uint64_t n_kv, n_tensors;
     gguf_kv *kv;
@@ -4030,20 +4102,32 @@ typedef struct {
     uint64_t data_offset;    /* where tensor data starts in the file */
 } gguf_file;
 
-/* A read cursor over the mapping that refuses to move past the end. */
+/* A read cursor over the mapping that refuses to move past its end.  The mapping may hold only
+ * the start of the file: a read that needs bytes the file has but the mapping lacks sets
+ * short_map, and the caller maps more and parses again. */
 typedef struct {
-    const uint8_t *p, *end;
+    const uint8_t *p, *end;  /* end: the end of the mapped bytes */
     herr *e;
     bool bad;
-    const uint8_t *base; /* start of the file, for offsets in messages */
+    bool short_map;          /* stopped at the end of the mapping, not of the file */
+    const uint8_t *base;     /* start of the file, for offsets in messages */
+    uint64_t file_size;
 } gguf_cursor;
+
+/* Bytes of the file (not just of the mapping) after the cursor: the bound for sanity checks on
+ * counts, which must not depend on how much happens to be mapped. */
+static uint64_t cursor_file_left(const gguf_cursor *c) { return c->file_size - (uint64_t)(c->p - c->base); }
 
 static bool cursor_need(gguf_cursor *c, uint64_t n, const char *what)
 {
     if (c->bad) return false;
     if ((uint64_t)(c->end - c->p) < n) {
-        herr_set(c->e, "truncated file: %s needs %" PRIu64 " bytes at offset %" PRIu64 ", %" PRIu64 " remain", what,
-                 n, (uint64_t)(c->p - c->base), (uint64_t)(c->end - c->p));
+        if (cursor_file_left(c) >= n) {
+            c->short_map = true;
+            herr_set(c->e, "the header is longer than its mapping");
+        } else
+            herr_set(c->e, "truncated file: %s needs %" PRIu64 " bytes at offset %" PRIu64 ", %" PRIu64 " remain", what, n,
+                     (uint64_t)(c->p - c->base), cursor_file_left(c));
         c->bad = true;
         return false;
     }
@@ -4112,7 +4196,7 @@ static bool gguf_skip_value(gguf_cursor *c, int type, int depth)
         return true;
     }
     /* each string or nested array takes at least 8 bytes: a cheap check against huge counts */
-    if (n > (uint64_t)(c->end - c->p) / 8) {
+    if (n > cursor_file_left(c) / 8) {
         herr_set(c->e, "array claims %" PRIu64 " elements but the file is too short", n);
         return c->bad = true, false;
     }
@@ -4130,18 +4214,26 @@ static void gguf_close(gguf_file *f)
     memset(f, 0, sizeof *f);
 }
 
-/* Parse an already mapped GGUF image (used directly by the fuzzer).  On failure the reason is
- * in e and f holds nothing to free beyond gguf_close. */
+/* A failed read: -2 when it ran off the mapping but not off the file (map more), else -1. */
+static int gguf_fail(const gguf_cursor *c) { return c->short_map ? -2 : -1; }
+
+/* Parse an already mapped GGUF image (the fuzzer calls this directly, with map.size ==
+ * map.file_size).  Returns 0; -1 with the reason in e; or -2 when the mapping ends before the
+ * header and its padding to the data section do: map more and call again.  On failure f holds
+ * nothing to free beyond gguf_close. */
 static int gguf_parse(gguf_file *f, herr *e)
 {
-    gguf_cursor c = {f->map.data, f->map.data + f->map.size, e, false, f->map.data};
+    xfree(f->kv), xfree(f->tensors), xfree(f->strings); /* from a parse of a shorter mapping */
+    f->kv = NULL, f->tensors = NULL, f->strings = NULL;
+    gguf_cursor c = {f->map.data, f->map.data + f->map.size, e, false, false, f->map.data, f->map.file_size};
+    if (f->map.size < 4 && f->map.file_size > f->map.size) return -2;
     if (f->map.size < 4 || memcmp(c.p, "GGUF", 4) != 0) {
         herr_set(e, "not a GGUF file (bad magic)");
         return -1;
     }
     c.p += 4;
     f->version = cursor_u32(&c, "version");
-    if (c.bad) return -1;
+    if (c.bad) return gguf_fail(&c);
     if (f->version == 1) {
         herr_set(e, "GGUF version 1 is not supported (convert the file again with a recent llama.cpp)");
         return -1;
@@ -4152,9 +4244,9 @@ static int gguf_parse(gguf_file *f, herr *e)
     }
     f->n_tensors = cursor_u64(&c, "tensor count");
     f->n_kv = cursor_u64(&c, "metadata count");
-    if (c.bad) return -1;
+    if (c.bad) return gguf_fail(&c);
     /* every key-value takes >= 12 bytes, every tensor description >= 24 */
-    uint64_t left = (uint64_t)(c.end - c.p);
+    uint64_t left = cursor_file_left(&c);
     if (f->n_kv > left / 12 || f->n_tensors > left / 24) {
         herr_set(e, "header claims %" PRIu64 " metadata entries and %" PRIu64 " tensors, more than the file holds", f->n_kv,
                  f->n_tensors);
@@ -4165,30 +4257,30 @@ static int gguf_parse(gguf_file *f, herr *e)
     uint64_t str_bytes = 0;
     for (uint64_t i = 0; i < f->n_kv; i++) {
         uint64_t klen;
-        if (!cursor_str(&c, &klen, "metadata key") && c.bad) return -1;
+        if (!cursor_str(&c, &klen, "metadata key") && c.bad) return gguf_fail(&c);
         if (klen == 0 || klen > GGUF_MAX_NAME) {
             herr_set(e, "metadata key %" PRIu64 " has length %" PRIu64 " (1..%d allowed)", i, klen, GGUF_MAX_NAME);
             return -1;
         }
         str_bytes += klen + 1;
         int type = (int)cursor_u32(&c, "metadata type");
-        if (c.bad || !gguf_skip_value(&c, type, 0)) return -1;
+        if (c.bad || !gguf_skip_value(&c, type, 0)) return gguf_fail(&c);
     }
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         uint64_t nlen;
-        if (!cursor_str(&c, &nlen, "tensor name") && c.bad) return -1;
+        if (!cursor_str(&c, &nlen, "tensor name") && c.bad) return gguf_fail(&c);
         if (nlen == 0 || nlen > GGUF_MAX_NAME) {
             herr_set(e, "tensor %" PRIu64 " has a name of length %" PRIu64 " (1..%d allowed)", i, nlen, GGUF_MAX_NAME);
             return -1;
         }
         str_bytes += nlen + 1;
         uint32_t n_dims = cursor_u32(&c, "tensor dimension count");
-        if (c.bad) return -1;
+        if (c.bad) return gguf_fail(&c);
         if (n_dims == 0 || n_dims > GGUF_MAX_DIMS) {
             herr_set(e, "tensor %" PRIu64 " has %u dimensions (1..%d allowed)", i, n_dims, GGUF_MAX_DIMS);
             return -1;
         }
-        if (!cursor_need(&c, 8ull * n_dims + 4 + 8, "tensor description")) return -1;
+        if (!cursor_need(&c, 8ull * n_dims + 4 + 8, "tensor description")) return gguf_fail(&c);
         c.p += 8ull * n_dims + 4 + 8;
     }
     /* Pass 2: fill the tables. */
@@ -4286,28 +4378,45 @@ static int gguf_parse(gguf_file *f, herr *e)
                 return -1;
             }
     }
-    /* The data section starts at the next multiple of the alignment. */
+    /* The data section starts at the next multiple of the alignment.  The model's identity
+     * hashes [0, data_offset), so the mapping must hold it (a file with no tensors may end
+     * before). */
     uint64_t header_end = (uint64_t)(c.p - f->map.data);
     f->data_offset = (header_end + f->alignment - 1) / f->alignment * f->alignment;
+    if (f->data_offset > f->map.size && f->map.size < f->map.file_size) return -2;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         gguf_tensor *t = &f->tensors[i];
         uint64_t start, end;
-        if (!add_u64(f->data_offset, t->offset, &start) || !add_u64(start, t->bytes, &end) || end > f->map.size) {
+        if (!add_u64(f->data_offset, t->offset, &start) || !add_u64(start, t->bytes, &end) || end > f->map.file_size) {
             herr_set(e, "tensor '%s' (%" PRIu64 " bytes at data offset %" PRIu64 ") extends past the end of the file (%" PRIu64 " bytes)",
-                     t->name, t->bytes, t->offset, f->map.size);
+                     t->name, t->bytes, t->offset, f->map.file_size);
             return -1;
         }
-        t->data = f->map.data + start;
+        t->file_offset = start;
     }
     return 0;
 }
 
-/* Map and parse a GGUF file. */
+/* Bytes of the header a model's identity covers: [0, data_offset), or the whole file when it
+ * ends first (a file without tensors).  Always mapped (see gguf_parse). */
+static uint64_t gguf_header_bytes(const gguf_file *f) { return f->data_offset < f->map.size ? f->data_offset : f->map.size; }
+
+/* Open a GGUF file and parse its header.  Only the header stays mapped: the first MiB is
+ * mapped, and four times more while the header goes on (a vocabulary of 150k tokens takes a
+ * few MiB); at the end the mapping is cut back to the pages of [0, data_offset). */
 static int gguf_open(gguf_file *f, const char *path, herr *e)
 {
     memset(f, 0, sizeof *f);
-    if (file_map_open(&f->map, path, e) != 0) return -1;
-    if (gguf_parse(f, e) != 0) {
+    if (file_map_open(&f->map, path, 1u << 20, e) != 0) return -1;
+    int rc;
+    while ((rc = gguf_parse(f, e)) == -2) /* ends: the mapping grows to the whole file at most */
+        if (file_map_resize(&f->map, f->map.size * 4, e)) break;
+    uint64_t page = platform_page_bytes(), keep = (gguf_header_bytes(f) + page - 1) / page * page;
+    if (rc == 0 && keep < f->map.size) { /* give back the data pages mapped while looking for the header's end */
+        munmap((void *)(f->map.data + keep), (size_t)(f->map.size - keep));
+        f->map.size = keep;
+    }
+    if (rc != 0) {
         char reason[sizeof e->msg];
         snprintf(reason, sizeof reason, "%s", e->msg);
         herr_set(e, "%s: %s", path, reason);
@@ -4593,13 +4702,15 @@ typedef struct {
     bool rope_neox;        /* rotate (i, i + n_rot/2) pairs instead of (2i, 2i+1) */
 } model_hparams;
 
-/* A weight tensor: its bytes stay in the file mapping. */
+/* A weight tensor: its bytes stay in the file, mapped read-only (model_map). */
 typedef struct {
-    const void *data; /* NULL when the tensor is absent (optional tensors) */
+    const void *data; /* in a mapping; NULL when the tensor is absent (optional tensors) or this
+                         device does not map it (a layer another device runs) */
     int type;
     int64_t ne[2];    /* ne[0] = row length (input width), ne[1] = rows (output width) */
     size_t row_bytes;
-    const char *name;
+    const char *name; /* NULL when absent */
+    uint64_t file_offset, bytes; /* where its bytes are in the file */
 } tensor;
 
 typedef struct {
@@ -4610,16 +4721,31 @@ typedef struct {
 
 typedef struct tok_vocab tok_vocab; /* section 8 */
 
+/* Which parts of the file a model maps.  The header is always mapped (metadata, vocabulary,
+ * the tensor table).  Each run of consecutive held layers — a window — gets one mapping of its
+ * extent in the file; the head's tensors (token embedding, output norm, output matrix) get one
+ * mapping each on the device that embeds and samples.  Tensors of everything else keep
+ * data == NULL, so a layer used where it is not held fails loudly instead of paging in weights
+ * the plan gave to another device. */
+typedef struct {
+    file_region *regions;   /* [n_regions] the mappings of tensor data */
+    int n_regions;
+    bool head;              /* token embedding, output norm and output matrix are mapped */
+    int n_held;             /* layers mapped */
+} model_maps;
+
 struct halda_model {
     gguf_file file;
     model_hparams hp;
     tensor tok_embd;    /* n_vocab rows of n_embd */
     tensor output_norm; /* F32 [n_embd] */
     tensor output;      /* n_vocab rows of n_embd; == tok_embd when the embeddings are tied */
-    const float *rope_freqs; /* per-frequency divisors (Llama 3.1 scaling) or NULL */
+    tensor rope_freqs_t; /* F32 [n_rot/2], optional; every device maps it */
+    const float *rope_freqs; /* rope_freqs_t.data: per-frequency divisors (Llama 3.1 scaling) or NULL */
     layer_weights *layers;
     tok_vocab *vocab;
     uint64_t weight_bytes;
+    model_maps maps;
 };
 
 static tok_vocab *tok_vocab_load(const gguf_file *f, herr *e);
@@ -4649,12 +4775,12 @@ static int model_tensor(halda_model *m, tensor *t, const char *name, int64_t col
         herr_set(e, "tensor '%s' has type %s, which halda does not support yet", name, type_info(g->type)->name);
         return -1;
     }
-    t->data = g->data;
     t->type = g->type;
     t->ne[0] = cols;
     t->ne[1] = want_rows;
     t->row_bytes = type_row_bytes(g->type, cols);
     t->name = g->name;
+    t->file_offset = g->file_offset, t->bytes = g->bytes;
     return 0;
 }
 
@@ -4730,7 +4856,8 @@ static int model_read_hparams(halda_model *m, herr *e)
     return 0;
 }
 
-/* Find and check every tensor; record each layer's byte extent in the file. */
+/* Find and check every tensor; record each layer's byte extent in the file.  Nothing is mapped
+ * yet (model_map does that). */
 static int model_bind_tensors(halda_model *m, herr *e)
 {
     model_hparams *hp = &m->hp;
@@ -4743,10 +4870,8 @@ static int model_bind_tensors(halda_model *m, herr *e)
         model_tensor(m, &m->output_norm, "output_norm.weight", hp->n_embd, 0, true, e) ||
         model_tensor(m, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false, e))
         return -1;
-    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
-    tensor rf;
-    if (model_tensor(m, &rf, "rope_freqs.weight", hp->n_rot / 2, 0, false, e)) return -1;
-    m->rope_freqs = rf.data;
+    if (!m->output.name) m->output = m->tok_embd; /* tied embeddings */
+    if (model_tensor(m, &m->rope_freqs_t, "rope_freqs.weight", hp->n_rot / 2, 0, false, e)) return -1;
     m->layers = xcalloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return herr_set(e, "out of memory"), -1;
     m->weight_bytes = 0;
@@ -4771,7 +4896,7 @@ static int model_bind_tensors(halda_model *m, herr *e)
         for (uint64_t i = 0; i < m->file.n_tensors; i++) {
             const gguf_tensor *g = &m->file.tensors[i];
             if (strncmp(g->name, prefix, (size_t)plen)) continue;
-            uint64_t b = (uint64_t)(g->data - m->file.map.data);
+            uint64_t b = g->file_offset;
             if (b < L->file_begin) L->file_begin = b;
             if (b + g->bytes > L->file_end) L->file_end = b + g->bytes;
         }
@@ -4779,32 +4904,160 @@ static int model_bind_tensors(halda_model *m, herr *e)
     return 0;
 }
 
+/* ---- Mapping the parts a device uses --------------------------------------------------------- */
+
+/* The tensors of one layer, into out[16]; returns their count. */
+static int model_layer_tensors(layer_weights *L, tensor **out)
+{
+    tensor *t[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->bq, &L->bk, &L->bv, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+    int n = (int)(sizeof t / sizeof t[0]);
+    for (int i = 0; i < n; i++) out[i] = t[i];
+    return n;
+}
+
+/* Point t into the mapping r (which must cover it), or leave it unmapped. */
+static void model_bind(tensor *t, const file_region *r)
+{
+    t->data = t->name && r ? r->data + (t->file_offset - r->off) : NULL;
+}
+
+/* Drop every mapping of tensor data; every tensor's data becomes NULL.  The header stays. */
+static void model_unmap(halda_model *m)
+{
+    model_maps *mm = &m->maps;
+    for (int i = 0; i < mm->n_regions; i++) file_region_unmap(&mm->regions[i]);
+    xfree(mm->regions);
+    memset(mm, 0, sizeof *mm);
+    for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
+        tensor *t[16];
+        int n = model_layer_tensors(&m->layers[l], t);
+        for (int i = 0; i < n; i++) t[i]->data = NULL;
+    }
+    m->tok_embd.data = m->output_norm.data = m->output.data = m->rope_freqs_t.data = NULL;
+    m->rope_freqs = NULL;
+}
+
+/* Map one tensor on its own (the head's tensors, rope_freqs) and bind it. */
+static int model_map_tensor(halda_model *m, tensor *t, herr *e)
+{
+    if (!t->name) return 0;
+    file_region *r = &m->maps.regions[m->maps.n_regions];
+    if (file_region_map(&m->file.map, t->file_offset, t->bytes, r, e)) return -1;
+    m->maps.n_regions++;
+    model_bind(t, r);
+    return 0;
+}
+
+/* Map what this device uses: the layers marked in held (NULL: all), one mapping per run of
+ * consecutive held layers, and with head the token embedding, output norm and output matrix.
+ * rope_freqs, when present, is mapped on every device (each one rotates its own layers'
+ * queries and keys).  Earlier mappings are dropped first.  On failure nothing stays mapped. */
+static int model_map(halda_model *m, const bool *held, bool head, herr *e)
+{
+    model_unmap(m);
+    int L = m->hp.n_layer;
+    model_maps *mm = &m->maps;
+    mm->regions = xcalloc((size_t)L + 4, sizeof *mm->regions); /* at most L runs, and 4 lone tensors */
+    if (!mm->regions) return herr_set(e, "out of memory"), -1;
+    for (int a = 0; a < L;) {
+        if (held && !held[a]) {
+            a++;
+            continue;
+        }
+        int b = a;
+        uint64_t begin = UINT64_MAX, end = 0;
+        for (; b < L && (!held || held[b]); b++) {
+            if (m->layers[b].file_begin < begin) begin = m->layers[b].file_begin;
+            if (m->layers[b].file_end > end) end = m->layers[b].file_end;
+        }
+        file_region *r = &mm->regions[mm->n_regions];
+        herr me;
+        if (file_region_map(&m->file.map, begin, end - begin, r, &me)) {
+            herr_set(e, "layers %d..%d: %s", a, b - 1, me.msg);
+            goto fail;
+        }
+        mm->n_regions++;
+        for (int l = a; l < b; l++) {
+            tensor *t[16];
+            int n = model_layer_tensors(&m->layers[l], t);
+            for (int i = 0; i < n; i++) model_bind(t[i], r);
+        }
+        mm->n_held += b - a;
+        a = b;
+    }
+    if (model_map_tensor(m, &m->rope_freqs_t, e)) goto fail;
+    m->rope_freqs = m->rope_freqs_t.data;
+    if (head) {
+        bool tied = m->output.name == m->tok_embd.name;
+        if (model_map_tensor(m, &m->tok_embd, e) || model_map_tensor(m, &m->output_norm, e)) goto fail;
+        if (tied) m->output.data = m->tok_embd.data;
+        else if (model_map_tensor(m, &m->output, e)) goto fail;
+        mm->head = true;
+    }
+    return 0;
+fail:
+    model_unmap(m);
+    return -1;
+}
+
+/* Bytes of the file this device has mapped: the header and every region. */
+static uint64_t model_mapped_bytes(const halda_model *m)
+{
+    uint64_t n = m->file.map.size;
+    for (int i = 0; i < m->maps.n_regions; i++) n += m->maps.regions[i].size;
+    return n;
+}
+
+/* The mapping that holds [off, off + len) of the file, or NULL. */
+static const file_region *model_region_of(const halda_model *m, uint64_t off, uint64_t len)
+{
+    for (int i = 0; i < m->maps.n_regions; i++) {
+        const file_region *r = &m->maps.regions[i];
+        if (off >= r->off && off + len <= r->off + r->size) return r;
+    }
+    return NULL;
+}
+
+/* Open a model without mapping any tensor data: the header, hyper-parameters, tensor table and
+ * vocabulary.  A ring device maps its windows once it knows them (model_map). */
+static halda_model *model_open(const char *path, herr *e)
+{
+    halda_model *m = xcalloc(1, sizeof *m);
+    if (!m) return herr_set(e, "out of memory"), NULL;
+    if (gguf_open(&m->file, path, e) != 0) goto fail;
+    if (model_read_hparams(m, e) || model_bind_tensors(m, e)) goto fail_named;
+    if (!(m->vocab = tok_vocab_load(&m->file, e))) goto fail_named;
+    return m;
+fail_named: {
+    char reason[sizeof e->msg];
+    snprintf(reason, sizeof reason, "%s", e->msg);
+    herr_set(e, "%s: %s", path, reason);
+}
+fail:
+    halda_model_free(m);
+    return NULL;
+}
+
+/* A model for one device that runs it all: every layer and the head's tensors mapped. */
 halda_model *halda_model_load(const char *path, char *err, size_t err_len)
 {
     herr e = {{0}};
-    halda_model *m = xcalloc(1, sizeof *m);
-    if (!m) {
-        snprintf(err, err_len, "out of memory");
-        return NULL;
+    halda_model *m = model_open(path, &e);
+    if (m && model_map(m, NULL, true, &e)) {
+        char reason[sizeof e.msg];
+        snprintf(reason, sizeof reason, "%s", e.msg);
+        herr_set(&e, "%s: %s", path, reason);
+        halda_model_free(m);
+        m = NULL;
     }
-    if (gguf_open(&m->file, path, &e) != 0) goto fail;
-    if (model_read_hparams(m, &e) || model_bind_tensors(m, &e)) goto fail_named;
-    if (!(m->vocab = tok_vocab_load(&m->file, &e))) goto fail_named;
+    if (!m && err && err_len) snprintf(err, err_len, "%s", e.msg);
     return m;
-fail_named: {
-    char reason[sizeof e.msg];
-    snprintf(reason, sizeof reason, "%s", e.msg);
-    herr_set(&e, "%s: %s", path, reason);
-}
-fail:
-    if (err && err_len) snprintf(err, err_len, "%s", e.msg);
-    halda_model_free(m);
-    return NULL;
 }
 
 void halda_model_free(halda_model *m)
 {
     if (!m) return;
+    model_unmap(m);
     tok_vocab_free(m->vocab);
     xfree(m->layers);
     gguf_close(&m->file);
@@ -5213,6 +5466,7 @@ static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 static int model_embed(halda_context *c, const int32_t *tokens, int n_tok, float *x)
 {
     const halda_model *m = c->model;
+    if (!m->tok_embd.data || !m->output.data) return herr_set(&c->err, "the token embeddings and output are not mapped on this device"), -1;
     for (int i = 0; i < n_tok; i++) {
         if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab) return herr_set(&c->err, "token id %d is out of range", tokens[i]), -1;
         const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)tokens[i] * m->tok_embd.row_bytes;
@@ -5230,8 +5484,10 @@ static int model_forward_window(halda_context *c, float *x, int n_tok, const int
     kv_cache *kv = &c->kv;
     if (n_tok < 1 || n_tok > c->n_batch) return herr_set(&c->err, "batch of %d tokens (1..%d allowed)", n_tok, c->n_batch), -1;
     if (l0 < 0 || l1 > kv->n_layer || l0 > l1) return herr_set(&c->err, "layers [%d, %d) do not exist", l0, l1), -1;
-    for (int l = l0; l < l1; l++)
+    for (int l = l0; l < l1; l++) {
         if (kv->slot[l] < 0) return herr_set(&c->err, "layer %d is not held on this device", l), -1;
+        if (!m->layers[l].wq.data) return herr_set(&c->err, "layer %d's weights are not mapped on this device", l), -1;
+    }
     for (int t = 0; t < n_tok; t++) {
         if (seq[t] < 0 || seq[t] >= kv->n_seq) return herr_set(&c->err, "sequence %d does not exist", seq[t]), -1;
         if (pos[t] < 0 || pos[t] >= c->n_ctx) return herr_set(&c->err, "position %d is outside the context of %d", pos[t], c->n_ctx), -1;
@@ -8052,8 +8308,8 @@ static uint64_t prof_fnv1a(uint64_t h, const void *p, size_t n)
 static uint64_t prof_model_id(const gguf_file *f)
 {
     uint8_t size_le[8];
-    for (int i = 0; i < 8; i++) size_le[i] = (uint8_t)(f->map.size >> (8 * i));
-    uint64_t h = prof_fnv1a(PROF_FNV_BASIS, f->map.data, (size_t)f->data_offset);
+    for (int i = 0; i < 8; i++) size_le[i] = (uint8_t)(f->map.file_size >> (8 * i));
+    uint64_t h = prof_fnv1a(PROF_FNV_BASIS, f->map.data, (size_t)gguf_header_bytes(f));
     h = prof_fnv1a(h, size_le, 8);
     return h ? h : 1; /* 0 means "no model" */
 }
@@ -8262,24 +8518,24 @@ static int prof_standin_init(prof_standin *s, const model_hparams *hp, const pro
             int64_t ne[2];
             prof_matrix_shape(hp, i, ne);
             tensor *t = prof_matrix(L, i);
-            *t = (tensor){p, sig->type[i], {ne[0], ne[1]}, type_row_bytes(sig->type[i], ne[0]), prof_matrix_name[i]};
+            *t = (tensor){p, sig->type[i], {ne[0], ne[1]}, type_row_bytes(sig->type[i], ne[0]), prof_matrix_name[i], 0, 0};
             if (c == 0) prof_fill_tensor(p, t->type, ne[0], ne[1], row, &rng);
             p += prof_align64((size_t)ne[1] * t->row_bytes);
         }
         tensor *vec[5] = {&L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv};
         int64_t len[5] = {E, E, Q, K, K};
         for (int v = 0; v < (sig->bias ? 5 : 2); v++) {
-            *vec[v] = (tensor){p, TYPE_F32, {len[v], 1}, (size_t)len[v] * 4, "vector"};
+            *vec[v] = (tensor){p, TYPE_F32, {len[v], 1}, (size_t)len[v] * 4, "vector", 0, 0};
             if (c == 0)
                 for (int64_t j = 0; j < len[v]; j++) ((float *)p)[j] = v < 2 ? 1.0f + 0.1f * (2.0f * rand_unit(&rng) - 1.0f) : 0.1f * (2.0f * rand_unit(&rng) - 1.0f);
             p += prof_align64((size_t)len[v] * 4);
         }
         if (c > 0) memcpy(start, s->model.layers[0].wq.data, (size_t)(p - start)); /* same bytes, distinct memory */
     }
-    s->model.output = (tensor){p, out_type, {E, n_vocab}, type_row_bytes(out_type, E), "output.weight"};
+    s->model.output = (tensor){p, out_type, {E, n_vocab}, type_row_bytes(out_type, E), "output.weight", 0, 0};
     prof_fill_tensor(p, out_type, E, n_vocab, row, &rng);
     p += prof_align64((size_t)out_bytes);
-    s->model.output_norm = (tensor){p, TYPE_F32, {E, 1}, (size_t)E * 4, "output_norm.weight"};
+    s->model.output_norm = (tensor){p, TYPE_F32, {E, 1}, (size_t)E * 4, "output_norm.weight", 0, 0};
     for (int64_t j = 0; j < E; j++) ((float *)p)[j] = 1.0f;
     p += prof_align64((size_t)E * 4);
     s->embd_row = p, s->embd_type = embd_type;
@@ -10429,14 +10685,26 @@ static bool mac_equal(const uint8_t *a, const uint8_t *b, size_t n)
  * cycle computes the logits and samples.  Ring order within a cycle: workers 1..M-1, then the
  * head; with W = L/k layers per cycle, cycle c covers layers [cW, cW + W), split in that order.
  *
+ * Each device maps only what it runs (model_map, section 7): a worker the file's header and, once
+ * it has a plan, one mapping per window; the head its windows and the embedding and output
+ * tensors.  A worker drops its windows when its head goes away: the next head may plan others.
+ *
  * Connections.  The head opens one control connection to every worker (its --workers list).
- * Activations for the first worker ride on that connection (frames keep their order with the
- * KV commands), the last worker sends its output back on its own control connection, and each
- * worker in between opens a data connection to the next one.  Every blocking call has a
- * timeout; both sides send a heartbeat every second and give a peer up after 5 silent seconds.
+ * Activations for the first worker ride on that connection, the last worker sends its output
+ * back on its own control connection, and each worker in between opens a data connection to
+ * the next one.  KV commands (keep the first n positions of a sequence) travel the same way, so
+ * every worker applies them in order with the activations around them; the last one returns
+ * them to the head as the acknowledgement.  Every blocking call has a timeout; both sides send a
+ * heartbeat every second and give a peer up after 5 silent seconds.
+ *
+ * Setup, on the control connections: MODEL_CHECK (same file?); for an automatic plan
+ * PROFILE_REQ (each worker measures itself), ECHO (the head times its link to each worker) and
+ * LINK_REQ (worker i times its link to worker i+1 over a probe connection, role PROBE, of the
+ * same session, and answers LINK); then PLAN, answered READY once the windows are mapped and
+ * the data connections are up.
  *
  * Frames (all integers little-endian):
- *     0  magic "HLDR"   4  version (1)   5  type   6  flags (0)   8  payload length (u32)
+ *     0  magic "HLDR"   4  version (2)   5  type   6  flags (0)   8  payload length (u32)
  *    12  payload
  * TRUST BOUNDARY: frame bytes are untrusted.  The length is checked against the limit of the
  * frame's type before anything is allocated, payloads are decoded field by field with bounds
@@ -10462,7 +10730,7 @@ static bool mac_equal(const uint8_t *a, const uint8_t *b, size_t n)
 #endif
 
 #define RING_DEFAULT_PORT 9137
-#define RING_VERSION 1
+#define RING_VERSION 2 /* 2: KV commands travel the ring; workers time their links to each other */
 #define RING_HEARTBEAT_MS 1000
 #define RING_DEAD_MS 4000 /* a peer silent this long is gone: detection stays under 5 s */
 #define RING_IO_TIMEOUT_MS 5000
@@ -10471,9 +10739,13 @@ static bool mac_equal(const uint8_t *a, const uint8_t *b, size_t n)
 enum {
     FRAME_HELLO = 1, FRAME_HELLO_REPLY, FRAME_AUTH_OK, FRAME_MODEL_CHECK, FRAME_PLAN, FRAME_READY, FRAME_ACT,
     FRAME_KV_KEEP, FRAME_HEARTBEAT, FRAME_STOP, FRAME_ERROR, FRAME_OK, FRAME_PROFILE_REQ, FRAME_PROFILE, FRAME_ECHO,
-    FRAME_TYPE_COUNT
+    FRAME_LINK_REQ, FRAME_LINK, FRAME_TYPE_COUNT
 };
-enum { ROLE_CONTROL = 1, ROLE_DATA = 2 };
+/* What a connection is for: the head's control connection, a data link between neighbours, or
+ * a link probe (a worker timing its link to the next one while the head plans). */
+enum { ROLE_CONTROL = 1, ROLE_DATA = 2, ROLE_PROBE = 3 };
+#define LINK_PROBE_ROUNDS 5         /* echoes per link; the median round trip counts */
+#define LINK_PROBE_TIMEOUT_MS 2000  /* per connect and per echo */
 enum { WIRE_F32 = 0, WIRE_F16 = 1 };
 enum { PREFETCH_OFF = 0, PREFETCH_ON = 1, PREFETCH_AUTO = 2 };
 
@@ -10492,6 +10764,8 @@ static uint32_t frame_limit(int type, uint32_t act_limit)
     case FRAME_PROFILE_REQ: return 5;  /* n_ctx u32, kv_type u8 */
     case FRAME_PROFILE: return 1024;   /* a device profile record */
     case FRAME_ECHO: return 1u << 20;  /* a link probe, sent back as it came */
+    case FRAME_LINK_REQ: return 12 + 255; /* probe bytes u32, port u32, host length u32, host */
+    case FRAME_LINK: return 8 + 200;   /* one-way ns u64 (all ones: not timed), then the reason */
     case FRAME_READY: return 1; /* overloaded flag */
     case FRAME_HEARTBEAT: case FRAME_STOP: case FRAME_OK: return 0;
     default: return 0;
@@ -10724,8 +10998,8 @@ static int handshake_connect(ring_conn *c, const char *key, int role, uint64_t s
 /* The identity of a model file: its size and the SHA-256 of its header and tensor table. */
 static void model_fingerprint(const halda_model *m, uint8_t out[40])
 {
-    put_u64le(out, m->file.map.size);
-    sha256(m->file.map.data, (size_t)m->file.data_offset, out + 8);
+    put_u64le(out, m->file.map.file_size);
+    sha256(m->file.map.data, (size_t)gguf_header_bytes(&m->file), out + 8);
 }
 
 /* ---- The plan a worker receives ---------------------------------------------------------------- */
@@ -10833,6 +11107,55 @@ static int act_decode(const uint8_t *b, uint32_t len, int n_embd, int wire, int 
     return 0;
 }
 
+/* KV_KEEP payload: seq u32, n_keep u32 — keep the first n_keep positions of sequence seq (0
+ * clears it).  The head sends it along the ring like an activation frame; each worker applies
+ * it and passes it on, and the last one returns it to the head as the acknowledgement. */
+static void kv_keep_encode(uint8_t out[8], int seq, int n_keep)
+{
+    put_u32(out, (uint32_t)seq);
+    put_u32(out + 4, (uint32_t)n_keep);
+}
+
+static int kv_keep_decode(const uint8_t *b, uint32_t len, int n_seq, int *seq, int *n_keep, herr *e)
+{
+    if (len != 8) return herr_set(e, "KV command of %u bytes, expected 8", len), -1;
+    uint64_t s = read_le(b, 4), n = read_le(b + 4, 4);
+    if (s >= (uint64_t)n_seq || n > (1u << 24)) return herr_set(e, "KV command for sequence %" PRIu64 ", %" PRIu64 " positions", s, n), -1;
+    *seq = (int)s, *n_keep = (int)n;
+    return 0;
+}
+
+/* LINK_REQ payload: probe_bytes u32, port u32, host length u32, host bytes — time the link to
+ * host:port (the next device of the ring) with echoes of probe_bytes. */
+typedef struct {
+    uint32_t probe_bytes;
+    int port;
+    char host[256];
+} link_request;
+
+static uint32_t link_request_encode(const link_request *q, uint8_t *out)
+{
+    uint32_t hl = (uint32_t)strlen(q->host);
+    put_u32(out, q->probe_bytes);
+    put_u32(out + 4, (uint32_t)q->port);
+    put_u32(out + 8, hl);
+    memcpy(out + 12, q->host, hl);
+    return 12 + hl;
+}
+
+static int link_request_decode(const uint8_t *b, uint32_t len, link_request *q, herr *e)
+{
+    memset(q, 0, sizeof *q);
+    if (len < 12) return herr_set(e, "link request too short"), -1;
+    uint64_t probe = read_le(b, 4), port = read_le(b + 4, 4), hl = read_le(b + 8, 4);
+    if (probe < 1 || probe > frame_limit(FRAME_ECHO, 0) || port < 1 || port > 65535 || hl < 1 || hl > 255 || len != 12 + hl)
+        return herr_set(e, "link request has an invalid field"), -1;
+    memcpy(q->host, b + 12, (size_t)hl);
+    if (strlen(q->host) != hl) return herr_set(e, "link request host holds a NUL byte"), -1;
+    q->probe_bytes = (uint32_t)probe, q->port = (int)port;
+    return 0;
+}
+
 /* ---- Heartbeats ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -10883,15 +11206,25 @@ static void conn_close(ring_conn *c)
 /* ---- Prefetch ---------------------------------------------------------------------------------- *
  * While a device waits for the token to come around the ring, a background thread brings the
  * weights of its next window into memory, so the window starts at memory speed instead of disk
- * speed.  On an overloaded device (its windows do not all fit in RAM) it also releases the
- * window just computed, so that reading ahead never evicts pages that are about to be used.
- * With k = 1 there is only one window and nothing to do. */
+ * speed.  With k = 1 there is only one window and nothing to do.
+ *
+ * On an overloaded device (its windows do not all fit in RAM) something must be read again from
+ * disk every token.  Left alone, the page cache keeps what fits and re-reads the rest as it
+ * faults, in the window's critical path.  The prefetcher instead keeps most of every window
+ * resident and streams only the last s bytes of each: released right after the window is
+ * computed, read again ahead of its next use while the token is on other devices.  Release
+ * comes before the next read, so at most one window's tail is in memory besides the resident
+ * parts: held − (k−1)·s must fit, which gives s.  Releasing whole windows instead (s = window)
+ * re-reads everything every token: slower than leaving it to the page cache, as
+ * bench/prefetch.sh showed before this split. */
 
 typedef struct {
     const halda_model *m;
     const int *begin, *end; /* the device's windows, one per cycle */
     int k;
-    bool release;           /* overloaded: release each window after use */
+    bool release;           /* overloaded: release the tail of each window after use */
+    uint64_t stream_bytes;  /* overloaded: the bytes at the end of each window that are released
+                               after use and read ahead again (the rest stays resident) */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -10922,12 +11255,15 @@ static void *prefetch_main(void *arg)
         p->done_cycle = -1;
         pthread_mutex_unlock(&p->mu);
         uint64_t off, len;
+        const file_region *r; /* the window's mapping (model_map made one per run of held layers) */
         if (p->release) {
             window_extent(p->m, p->begin[c], p->end[c], &off, &len);
-            platform_release(&p->m->file.map, off, len);
+            uint64_t tail = p->stream_bytes < len ? p->stream_bytes : len;
+            if ((r = model_region_of(p->m, off, len))) platform_release(r, p->m->file.map.fd, off + len - tail, tail);
         }
+        /* the whole next window: its resident part costs a touch per page, its tail a read */
         window_extent(p->m, p->begin[next], p->end[next], &off, &len);
-        platform_prefetch(&p->m->file.map, off, len);
+        if ((r = model_region_of(p->m, off, len))) platform_prefetch(r, off, len);
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
@@ -10935,8 +11271,11 @@ static void *prefetch_main(void *arg)
 }
 
 /* Decide and start.  mode: PREFETCH_OFF / ON / AUTO (on exactly when the windows this device
- * holds do not fit in the memory it has available, i.e. the device is overloaded). */
-static void prefetcher_start(prefetcher *p, const halda_model *m, const int *begin, const int *end, int k, int mode)
+ * holds do not fit in the memory it has available, i.e. the device is overloaded).  ctx: the
+ * device's context.  Its KV cache is allocated but fills (is touched) only as the context does:
+ * that much of what is available now is not there for weights, and a little more for the rows
+ * of scratch a token touches (most of the arena serves long prompt batches only). */
+static void prefetcher_start(prefetcher *p, const halda_model *m, const halda_context *ctx, const int *begin, const int *end, int k, int mode)
 {
     memset(p, 0, sizeof *p);
     p->m = m, p->begin = begin, p->end = end, p->k = k, p->done_cycle = -1;
@@ -10949,6 +11288,12 @@ static void prefetcher_start(prefetcher *p, const halda_model *m, const int *beg
     int64_t avail = platform_ram_available_bytes();
     bool overloaded = avail >= 0 && held > (uint64_t)avail;
     p->release = overloaded;
+    if (overloaded) {
+        const kv_cache *kv = &ctx->kv;
+        uint64_t reserve = kv_cache_bytes(kv->n_slots, kv->n_seq, kv->n_ctx, kv->kv_dim, kv->type) + (8u << 20);
+        uint64_t room = (uint64_t)avail > reserve ? (uint64_t)avail - reserve : 0;
+        p->stream_bytes = k > 1 ? (held - room + (uint64_t)k - 2) / (uint64_t)(k - 1) : held;
+    }
     if (k < 2 || mode == PREFETCH_OFF || (mode == PREFETCH_AUTO && !overloaded)) return;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
@@ -10980,6 +11325,16 @@ static void prefetcher_stop(prefetcher *p)
 
 /* ---- Worker ----------------------------------------------------------------------------------- */
 
+/* What `halda worker` was started with. */
+typedef struct {
+    const char *model_path;
+    const char *host;      /* address to listen on ("" or NULL: every interface) */
+    int port;
+    const char *key;       /* cluster key, or NULL */
+    int n_threads;         /* 0: one per physical core */
+    bool verbose;          /* -v: log KV commands and link probes too */
+} worker_options;
+
 /* Accept the data connection from the previous device of this session, within the timeout;
  * anything else that connects meanwhile is turned away. */
 static int worker_accept_data(int listen_fd, const char *key, uint64_t session, ring_conn *in, herr *e)
@@ -11004,6 +11359,10 @@ static int worker_accept_data(int listen_fd, const char *key, uint64_t session, 
 /* Everything one session needs; freed by worker_session_end. */
 typedef struct {
     halda_model *m;
+    const worker_options *o;
+    uint64_t session;       /* the head's, from the handshake */
+    int listen_fd;
+    ring_conn *ctl;         /* the head's control connection */
     halda_context *ctx;
     ring_plan plan;
     ring_conn in, out;      /* data from the previous / to the next worker (fd -1 when unused) */
@@ -11014,8 +11373,13 @@ typedef struct {
     prefetcher pf;
 } worker_state;
 
+/* Frames travel along the ring: activations and KV commands come from the previous device (the
+ * head's control connection for the first worker) and go to the next (back to the head on the
+ * control connection for the last). */
+static ring_conn *worker_next(worker_state *w) { return w->plan.is_last ? w->ctl : &w->out; }
+
 /* Run the window of one activation frame and pass the result on. */
-static int worker_compute(worker_state *w, ring_conn *ctl, const uint8_t *payload, uint32_t len, herr *e)
+static int worker_compute(worker_state *w, const uint8_t *payload, uint32_t len, herr *e)
 {
     const model_hparams *hp = &w->m->hp;
     int cycle, n_tok;
@@ -11025,7 +11389,19 @@ static int worker_compute(worker_state *w, ring_conn *ctl, const uint8_t *payloa
         return herr_set(e, "%s", halda_last_error(w->ctx)), -1;
     uint32_t n = act_encode(w->buf, cycle, n_tok, w->pos, w->x, hp->n_embd, w->plan.wire);
     prefetcher_done(&w->pf, cycle);
-    return frame_send(w->plan.is_last ? ctl : &w->out, FRAME_ACT, w->buf, n, e);
+    return frame_send(worker_next(w), FRAME_ACT, w->buf, n, e);
+}
+
+/* A KV command: cut this device's cache as the head cut its own, and pass the command on, so
+ * that it reaches every worker in the same order as the activations around it. */
+static int worker_kv_keep(worker_state *w, const uint8_t *payload, uint32_t len, herr *e)
+{
+    int seq, n_keep;
+    if (kv_keep_decode(payload, len, w->ctx->kv.n_seq, &seq, &n_keep, e)) return -1;
+    kv_cache_keep(&w->ctx->kv, seq, n_keep);
+    if (w->o->verbose)
+        fprintf(stderr, "halda worker: KV cache: sequence %d keeps its first %d positions (%d held)\n", seq, n_keep, w->ctx->kv.n_pos[seq]);
+    return frame_send(worker_next(w), FRAME_KV_KEEP, payload, len, e);
 }
 
 static void worker_session_end(worker_state *w)
@@ -11034,14 +11410,27 @@ static void worker_session_end(worker_state *w)
     if (w->in.fd >= 0) conn_close(&w->in);
     if (w->out.fd >= 0) conn_close(&w->out);
     halda_context_free(w->ctx);
+    model_unmap(w->m); /* the next head may plan other windows */
     xfree(w->buf), xfree(w->x), xfree(w->pos), xfree(w->seq);
+    halda_model *m = w->m;
+    const worker_options *o = w->o;
     memset(w, 0, sizeof *w);
+    w->m = m, w->o = o;
     w->in.fd = w->out.fd = -1;
 }
 
-/* Set up from a PLAN frame: context for the windows, data connections, then READY. */
-static int worker_setup(worker_state *w, int listen_fd, ring_conn *ctl, const char *key, int n_threads,
-                        const uint8_t *payload, uint32_t len, herr *e)
+/* One line on what this device maps of the model file: the header and each window. */
+static void worker_print_maps(const halda_model *m)
+{
+    double mib = 1024.0 * 1024.0;
+    fprintf(stderr, "halda worker: mapped %.1f MiB of the %.1f MiB model file: header %.1f MiB", model_mapped_bytes(m) / mib,
+            m->file.map.file_size / mib, m->file.map.size / mib);
+    for (int i = 0; i < m->maps.n_regions; i++) fprintf(stderr, ", %.1f MiB at %" PRIu64, m->maps.regions[i].size / mib, m->maps.regions[i].off);
+    fprintf(stderr, " (%d layers)\n", m->maps.n_held);
+}
+
+/* Set up from a PLAN frame: map the windows, a context for them, data connections, then READY. */
+static int worker_setup(worker_state *w, const uint8_t *payload, uint32_t len, herr *e)
 {
     const model_hparams *hp = &w->m->hp;
     if (plan_decode(&w->plan, payload, len, hp->n_layer, e)) return -1;
@@ -11049,13 +11438,15 @@ static int worker_setup(worker_state *w, int listen_fd, ring_conn *ctl, const ch
     if (!held) return herr_set(e, "out of memory"), -1;
     for (int c = 0; c < w->plan.k; c++)
         for (int l = w->plan.begin[c]; l < w->plan.end[c]; l++) held[l] = true;
+    int mapped = model_map(w->m, held, false, e);
     halda_context_params cp = halda_context_default_params();
     cp.n_ctx = w->plan.n_ctx, cp.kv_type = w->plan.kv_type;
-    cp.n_threads = w->plan.n_threads ? w->plan.n_threads : n_threads;
+    cp.n_threads = w->plan.n_threads ? w->plan.n_threads : w->o->n_threads;
     char err[256];
-    w->ctx = context_new(w->m, &cp, held, err, sizeof err);
+    if (!mapped && !(w->ctx = context_new(w->m, &cp, held, err, sizeof err))) herr_set(e, "%s", err);
     xfree(held);
-    if (!w->ctx) return herr_set(e, "%s", err), -1;
+    if (!w->ctx) return -1;
+    worker_print_maps(w->m);
     w->act_limit = act_bytes(w->ctx->n_batch, hp->n_embd, WIRE_F32);
     w->buf = xmalloc(w->act_limit);
     w->x = xmalloc((size_t)w->ctx->n_batch * (size_t)hp->n_embd * sizeof *w->x);
@@ -11069,21 +11460,114 @@ static int worker_setup(worker_state *w, int listen_fd, ring_conn *ctl, const ch
         char name[300];
         snprintf(name, sizeof name, "next device %s:%d", w->plan.next_host, w->plan.next_port);
         conn_init(&w->out, fd, name);
-        if (handshake_connect(&w->out, key, ROLE_DATA, w->plan.session, e)) return -1;
+        if (handshake_connect(&w->out, w->o->key, ROLE_DATA, w->plan.session, e)) return -1;
     }
-    if (!w->plan.is_first && worker_accept_data(listen_fd, key, w->plan.session, &w->in, e)) return -1;
-    prefetcher_start(&w->pf, w->m, w->plan.begin, w->plan.end, w->plan.k, w->plan.prefetch);
-    if (w->pf.release) fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM%s\n",
-                               w->pf.on ? "; prefetching" : "");
+    if (w->plan.is_first && w->in.fd >= 0) conn_close(&w->in); /* nobody sends to the first worker but the head */
+    if (!w->plan.is_first && w->in.fd < 0 && worker_accept_data(w->listen_fd, w->o->key, w->plan.session, &w->in, e)) return -1;
+    prefetcher_start(&w->pf, w->m, w->ctx, w->plan.begin, w->plan.end, w->plan.k, w->plan.prefetch);
+    if (w->pf.release && w->pf.on)
+        fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM; prefetching, "
+                        "re-reading the last %.1f MiB of each window\n", w->pf.stream_bytes / 1048576.0);
+    else if (w->pf.release)
+        fprintf(stderr, "halda worker: this device is overloaded: its windows do not fit in available RAM\n");
     uint8_t overloaded = w->pf.release;
-    return frame_send(ctl, FRAME_READY, &overloaded, 1, e);
+    return frame_send(w->ctl, FRAME_READY, &overloaded, 1, e);
+}
+
+/* LINK_REQ: time the link to the next device of the ring with activation-sized echoes over a
+ * probe connection of this session, and answer LINK with the one-way time, or with a reason. */
+static int worker_time_link(worker_state *w, const uint8_t *payload, uint32_t len, herr *e)
+{
+    link_request q;
+    if (link_request_decode(payload, len, &q, e)) return -1;
+    uint8_t reply[8 + 200];
+    uint32_t n = 8;
+    herr le = {{0}};
+    double one_way_ms = -1;
+    uint8_t *buf = xmalloc(q.probe_bytes + 64);
+    int fd = buf ? net_connect(q.host, q.port, LINK_PROBE_TIMEOUT_MS, &le) : -1;
+    if (!buf) herr_set(&le, "out of memory");
+    if (fd >= 0) {
+        char name[300];
+        snprintf(name, sizeof name, "next device %s:%d", q.host, q.port);
+        ring_conn c;
+        conn_init(&c, fd, name);
+        if (handshake_connect(&c, w->o->key, ROLE_PROBE, w->session, &le) == 0) {
+            double rtt[LINK_PROBE_ROUNDS];
+            int r = 0;
+            for (; r < LINK_PROBE_ROUNDS; r++) {
+                int type;
+                uint32_t got;
+                memset(buf, 0x5a, q.probe_bytes);
+                double t0 = now_ms();
+                if (frame_send(&c, FRAME_ECHO, buf, q.probe_bytes, &le) ||
+                    frame_recv(c.fd, &type, buf, q.probe_bytes + 64, &got, 0, LINK_PROBE_TIMEOUT_MS, &le))
+                    break;
+                if (type != FRAME_ECHO || got != q.probe_bytes) {
+                    herr_set(&le, "answered a probe with frame type %d of %u bytes", type, got);
+                    break;
+                }
+                rtt[r] = now_ms() - t0;
+            }
+            if (r == LINK_PROBE_ROUNDS) one_way_ms = prof_median(rtt, r) / 2;
+        }
+        conn_close(&c);
+    }
+    xfree(buf);
+    uint64_t ns = one_way_ms >= 0 ? (uint64_t)(one_way_ms * 1e6) : UINT64_MAX;
+    if (ns == 0) ns = 1; /* a measured link is never free */
+    put_u64le(reply, ns);
+    if (one_way_ms < 0) {
+        n += (uint32_t)snprintf((char *)reply + 8, sizeof reply - 8, "%s", le.msg);
+        if (n > sizeof reply - 1) n = sizeof reply - 1;
+    }
+    if (w->o->verbose) {
+        if (one_way_ms >= 0) fprintf(stderr, "halda worker: link to %s:%d: %.3f ms one way (%u-byte echoes)\n", q.host, q.port, one_way_ms, q.probe_bytes);
+        else fprintf(stderr, "halda worker: link to %s:%d not timed: %s\n", q.host, q.port, le.msg);
+    }
+    return frame_send(w->ctl, FRAME_LINK, reply, n, e);
+}
+
+/* A connection before the plan.  Usually the other end of a link probe: the previous device of
+ * this session times its link to us; echo its frames until it hangs up (bounded: a few rounds,
+ * each with a timeout).  Or the previous device's data link, when its PLAN reached it before
+ * ours reached us: kept for worker_setup. */
+static void worker_answer_early(worker_state *w)
+{
+    int fd = accept(w->listen_fd, NULL, NULL);
+    if (fd < 0) return;
+    net_tune(fd);
+    ring_conn c;
+    conn_init(&c, fd, "prober");
+    int role = 0;
+    uint64_t s = 0;
+    herr he;
+    bool ours = handshake_accept(&c, w->o->key, &role, &s, &he) == 0 && s == w->session;
+    if (ours && role == ROLE_PROBE) {
+        uint32_t cap = frame_limit(FRAME_ECHO, 0);
+        uint8_t *buf = xmalloc(cap);
+        for (int r = 0; buf && r < 2 * LINK_PROBE_ROUNDS; r++) {
+            int type;
+            uint32_t len;
+            if (frame_recv(c.fd, &type, buf, cap, &len, 0, LINK_PROBE_TIMEOUT_MS, &he) || type != FRAME_ECHO) break;
+            if (frame_send(&c, FRAME_ECHO, buf, len, &he)) break;
+        }
+        xfree(buf);
+    } else if (ours && role == ROLE_DATA && w->in.fd < 0) {
+        pthread_mutex_destroy(&c.write_lock);
+        conn_init(&w->in, fd, "previous device");
+        return;
+    } else {
+        frame_send(&c, FRAME_ERROR, "busy with another session", 25, &he);
+    }
+    conn_close(&c);
 }
 
 /* Serve one head until it says STOP, goes silent or misbehaves.  Returns 0 on a clean STOP. */
-static int worker_session(halda_model *m, const char *model_path, int listen_fd, ring_conn *ctl, const char *key, int n_threads, herr *e)
+static int worker_session(halda_model *m, const worker_options *o, int listen_fd, ring_conn *ctl, uint64_t session, herr *e)
 {
     worker_state w = {0};
-    w.m = m;
+    w.m = m, w.o = o, w.session = session, w.listen_fd = listen_fd, w.ctl = ctl;
     w.in.fd = w.out.fd = -1;
     uint32_t cap = act_bytes(512, m->hp.n_embd, WIRE_F32) + frame_limit(FRAME_PLAN, 0) + frame_limit(FRAME_ECHO, 0);
     uint8_t *buf = xmalloc(cap);
@@ -11094,19 +11578,27 @@ static int worker_session(halda_model *m, const char *model_path, int listen_fd,
     double last_heard = now_ms();
     int rc = -1;
     for (;;) {
-        struct pollfd p[2] = {{ctl->fd, POLLIN, 0}, {w.in.fd, POLLIN, 0}};
-        int r = poll(p, w.in.fd >= 0 ? 2 : 1, 250);
+        /* before the plan, the listening socket too: the previous device may time its link to us */
+        struct pollfd p[2] = {{ctl->fd, POLLIN, 0}, {w.ctx ? w.in.fd : listen_fd, POLLIN, 0}};
+        int r = poll(p, p[1].fd >= 0 ? 2 : 1, 250);
         if (r < 0 && errno != EINTR) {
             herr_set(e, "poll: %s", strerror(errno));
             break;
         }
-        if (now_ms() - last_heard > RING_DEAD_MS) {
+        /* dead only when nothing from the head waits to be read: after a long task (a profile,
+         * a probe) its heartbeats are queued, and it is alive */
+        if (!(r > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) && now_ms() - last_heard > RING_DEAD_MS) {
             herr_set(e, "the head stopped answering");
             break;
         }
         if (r <= 0) continue;
-        int from_in = w.in.fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR));
+        if (!w.ctx && (p[1].revents & POLLIN)) {
+            worker_answer_early(&w);
+            continue;
+        }
+        int from_in = w.ctx && w.in.fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR));
         ring_conn *src = from_in ? &w.in : ctl;
+        bool from_prev = w.ctx && (from_in || w.plan.is_first); /* the frame comes along the ring */
         int type;
         uint32_t len;
         uint32_t limit = w.act_limit ? w.act_limit : 0;
@@ -11117,8 +11609,12 @@ static int worker_session(halda_model *m, const char *model_path, int listen_fd,
             rc = 0;
             break;
         }
-        if (type == FRAME_ACT && (from_in || w.plan.is_first) && w.ctx) {
-            if (worker_compute(&w, ctl, buf, len, e)) break;
+        if (type == FRAME_ACT && from_prev) {
+            if (worker_compute(&w, buf, len, e)) break;
+            continue;
+        }
+        if (type == FRAME_KV_KEEP && from_prev) {
+            if (worker_kv_keep(&w, buf, len, e)) break;
             continue;
         }
         if (type == FRAME_MODEL_CHECK && src == ctl && !w.ctx) {
@@ -11133,7 +11629,7 @@ static int worker_session(halda_model *m, const char *model_path, int listen_fd,
             continue;
         }
         if (type == FRAME_PLAN && src == ctl && !w.ctx) {
-            if (worker_setup(&w, listen_fd, ctl, key, n_threads, buf, len, e)) {
+            if (worker_setup(&w, buf, len, e)) {
                 herr tmp;
                 frame_send(ctl, FRAME_ERROR, e->msg, (uint32_t)strlen(e->msg), &tmp);
                 break;
@@ -11141,7 +11637,7 @@ static int worker_session(halda_model *m, const char *model_path, int listen_fd,
             continue;
         }
         if (type == FRAME_PROFILE_REQ && src == ctl && !w.ctx && len == 5) { /* measure (or recall) this device */
-            prof_options po = {model_path, NULL, n_threads, (int)read_le(buf, 4), buf[4] <= HALDA_KV_Q8_0 ? buf[4] : HALDA_KV_F16,
+            prof_options po = {o->model_path, NULL, o->n_threads, (int)read_le(buf, 4), buf[4] <= HALDA_KV_Q8_0 ? buf[4] : HALDA_KV_F16,
                                false, false, 0, 0};
             device_profile d;
             model_profile mp;
@@ -11160,8 +11656,8 @@ static int worker_session(halda_model *m, const char *model_path, int listen_fd,
             if (frame_send(ctl, FRAME_ECHO, buf, len, e)) break;
             continue;
         }
-        if (type == FRAME_KV_KEEP && src == ctl && w.ctx && len == 8) {
-            kv_cache_keep(&w.ctx->kv, (int)read_le(buf, 4), (int)read_le(buf + 4, 4));
+        if (type == FRAME_LINK_REQ && src == ctl && !w.ctx) {
+            if (worker_time_link(&w, buf, len, e)) break;
             continue;
         }
         if (type == FRAME_ERROR) {
@@ -11177,13 +11673,14 @@ static int worker_session(halda_model *m, const char *model_path, int listen_fd,
     return rc;
 }
 
-/* `halda worker`: wait for a head, serve it, and wait again — forever. */
-static int worker_serve(halda_model *m, const char *model_path, const char *host, int port, const char *key, int n_threads, herr *e)
+/* `halda worker`: wait for a head, serve it, and wait again — forever.  The model is open but
+ * none of its tensors is mapped between sessions. */
+static int worker_serve(halda_model *m, const worker_options *o, herr *e)
 {
-    int lfd = net_listen(host, port, e);
+    int lfd = net_listen(o->host, o->port, e);
     if (lfd < 0) return -1;
-    fprintf(stderr, "halda worker: listening on %s:%d, model %s (%d layers)%s\n", host && *host ? host : "*", port,
-            halda_model_arch(m), m->hp.n_layer, key && *key ? ", cluster key required" : "");
+    fprintf(stderr, "halda worker: listening on %s:%d, model %s (%d layers)%s\n", o->host && *o->host ? o->host : "*", o->port,
+            halda_model_arch(m), m->hp.n_layer, o->key && *o->key ? ", cluster key required" : "");
     for (;;) {
         if (net_wait(lfd, POLLIN, -1) <= 0) continue;
         int fd = accept(lfd, NULL, NULL);
@@ -11194,14 +11691,14 @@ static int worker_serve(halda_model *m, const char *model_path, const char *host
         int role;
         uint64_t session;
         herr se = {{0}};
-        if (handshake_accept(&ctl, key, &role, &session, &se) || role != ROLE_CONTROL) {
+        if (handshake_accept(&ctl, o->key, &role, &session, &se) || role != ROLE_CONTROL) {
             if (!se.msg[0]) herr_set(&se, "a data connection arrived outside a session");
             fprintf(stderr, "halda worker: dropped a connection: %s\n", se.msg);
             conn_close(&ctl);
             continue;
         }
         fprintf(stderr, "halda worker: session started\n");
-        if (worker_session(m, model_path, lfd, &ctl, key, n_threads, &se) == 0) fprintf(stderr, "halda worker: session ended\n");
+        if (worker_session(m, o, lfd, &ctl, session, &se) == 0) fprintf(stderr, "halda worker: session ended\n");
         else fprintf(stderr, "halda worker: session ended: %s\n", se.msg);
         conn_close(&ctl);
     }
@@ -11222,9 +11719,11 @@ typedef struct {
     char why[256];
 } ring_peer;
 
-/* A returned activation frame waiting for the head. */
+/* A frame that came back around the ring (activations, or a KV command's acknowledgement),
+ * waiting for the head. */
 typedef struct ring_msg {
     struct ring_msg *next;
+    int type;              /* FRAME_ACT or FRAME_KV_KEEP */
     uint32_t len;
     uint8_t data[];
 } ring_msg;
@@ -11271,13 +11770,13 @@ static void *ring_reader_main(void *arg)
         }
         p->last_heard = now_ms();
         if (type == FRAME_HEARTBEAT) continue;
-        if (type == FRAME_ACT && p == &r->peers[r->n_peers - 1]) {
+        if ((type == FRAME_ACT || type == FRAME_KV_KEEP) && p == &r->peers[r->n_peers - 1]) {
             ring_msg *msg = xmalloc(sizeof *msg + len);
             if (!msg) {
                 herr_set(&e, "out of memory");
                 break;
             }
-            msg->next = NULL, msg->len = len;
+            msg->next = NULL, msg->type = type, msg->len = len;
             memcpy(msg->data, buf, len);
             pthread_mutex_lock(&r->q_lock);
             if (r->q_tail) r->q_tail->next = msg;
@@ -11370,6 +11869,10 @@ static int ring_eval(ring_head *r, const int32_t *tokens, int n, int pos0, float
     for (int finished = 0; finished < n_mb;) {
         ring_msg *msg = ring_next(r, e);
         if (!msg) return -1;
+        if (msg->type != FRAME_ACT) {
+            xfree(msg);
+            return herr_set(e, "a KV command came back unasked"), -1;
+        }
         int cycle, nt;
         int rc = act_decode(msg->data, msg->len, E, r->wire, c->n_batch, c->n_ctx, r->k, &cycle, &nt, r->pos, r->x, e);
         xfree(msg);
@@ -11386,6 +11889,24 @@ static int ring_eval(ring_head *r, const int32_t *tokens, int n, int pos0, float
         if (r->pos[nt - 1] == pos0 + n - 1 && logits) model_output(c, r->x + (size_t)(nt - 1) * (size_t)E, logits);
     }
     r->n_done = pos0 + n;
+    return 0;
+}
+
+/* Keep the first n_keep positions of sequence seq in every device's KV cache (0 clears it): the
+ * head's own at once, the workers' by a KV command sent along the ring, in order with the
+ * activations, and back.  Waits for it to come back, so when this returns every cache agrees. */
+static int ring_kv_keep(ring_head *r, int seq, int n_keep, herr *e)
+{
+    kv_cache_keep(&r->ctx->kv, seq, n_keep);
+    if (r->n_peers == 0) return 0;
+    uint8_t cmd[8];
+    kv_keep_encode(cmd, seq, n_keep);
+    if (frame_send(&r->peers[0].conn, FRAME_KV_KEEP, cmd, 8, e)) return ring_send_failed(r, &r->peers[0], e);
+    ring_msg *msg = ring_next(r, e);
+    if (!msg) return -1;
+    bool same = msg->type == FRAME_KV_KEEP && msg->len == 8 && !memcmp(msg->data, cmd, 8);
+    xfree(msg);
+    if (!same) return herr_set(e, "the ring returned something else than the KV command sent"), -1;
     return 0;
 }
 
@@ -11409,6 +11930,7 @@ static void ring_head_close(ring_head *r)
         xfree(m);
     }
     halda_context_free(r->ctx);
+    model_unmap(r->m);
     xfree(r->peers), xfree(r->hb_conns), xfree(r->buf), xfree(r->x), xfree(r->pos), xfree(r->seq);
     xfree(r);
 }
@@ -11517,11 +12039,14 @@ static int ring_reply(ring_peer *p, int *type, uint8_t *buf, uint32_t cap, uint3
 }
 
 /* The Halda instance of this cluster (../shared/halda/MODEL.md) from measurements: the head's
- * own profile, each worker's (it measures itself, or recalls its cache), and the link to each
- * worker timed with activation-sized echoes.  t_comm of a device is the one-way time to hand a
- * token's activations to the next device of the ring; each hop is estimated by the head's
- * measured link to the device at its far end (in a home network every hop crosses the same
- * access point).  Returns a malloc'd text, or NULL. */
+ * own profile, each worker's (it measures itself, or recalls its cache), and every link of the
+ * ring timed with activation-sized echoes.  t_comm of a device is the one-way time to hand a
+ * token's activations to the next device of the ring (in --workers order: a device the solver
+ * leaves out makes its neighbours' hop another, which the model cannot know in advance).  The
+ * head times its links to the first and the last worker; each worker times its link to the next
+ * one when asked (LINK_REQ) and reports it.  A worker that cannot reach the next one gets the
+ * head's link to that one as an estimate, and the instance says so.  Returns a malloc'd text,
+ * or NULL. */
 static char *ring_cluster_instance(halda_model *m, const char *model_path, ring_peer *peers, int n, int n_ctx, int kv_type,
                                    herr *e)
 {
@@ -11558,19 +12083,55 @@ static char *ring_cluster_instance(halda_model *m, const char *model_path, ring_
         }
         one_way_ms[i + 1] = prof_median(rtt, 5) / 2;
     }
+    /* worker i to worker i+1, timed by worker i: hop_ms[i] (< 0: not timed; why[i] says why) */
+    double hop_ms[RING_MAX_DEVICES];
+    char why[RING_MAX_DEVICES][96];
+    for (int i = 0; i + 1 < n; i++) {
+        link_request q = {probe, peers[i + 1].port, ""};
+        snprintf(q.host, sizeof q.host, "%s", peers[i + 1].host);
+        uint8_t req[12 + 256];
+        uint32_t qn = link_request_encode(&q, req);
+        int type;
+        uint32_t len;
+        if (frame_send(&peers[i].conn, FRAME_LINK_REQ, req, qn, e) ||
+            ring_reply(&peers[i], &type, buf, probe + 2048, &len, 4 * LINK_PROBE_ROUNDS * LINK_PROBE_TIMEOUT_MS, e))
+            return xfree(buf), NULL;
+        if (type != FRAME_LINK || len < 8 || len > frame_limit(FRAME_LINK, 0)) {
+            xfree(buf);
+            return herr_set(e, "worker %d answered a link request with frame type %d", peers[i].index, type), NULL;
+        }
+        uint64_t ns = read_le(buf, 8);
+        hop_ms[i] = ns == UINT64_MAX || ns > (uint64_t)PROF_MAX_MS * 1000000 ? -1 : (double)ns / 1e6;
+        snprintf(why[i], sizeof why[i], "%.*s", (int)(len - 8 < 90 ? len - 8 : 90), (const char *)buf + 8);
+        for (char *c = why[i]; *c; c++) if (*c == '\n' || (uint8_t)*c < 0x20) *c = ' ';
+    }
     xfree(buf);
-    size_t cap = 512 + 512 * (size_t)(n + 1);
+    size_t cap = 512 + 1024 * (size_t)(n + 1);
     char *text = xmalloc(cap);
     if (!text) return herr_set(e, "out of memory"), NULL;
     size_t at = (size_t)snprintf(text, cap, "# halda instance v1, measured by the head\n");
+    /* the links, one way, as comments: what each t_comm below is made of */
+    for (int i = 0; i <= n && n > 0; i++) {
+        char from[16], to[16];
+        snprintf(from, sizeof from, i == 0 ? "head" : "w%d", i == 0 ? 0 : peers[i - 1].index);
+        snprintf(to, sizeof to, i == n ? "head" : "w%d", i == n ? 0 : peers[i].index);
+        if (i == 0 || i == n)
+            at += (size_t)snprintf(text + at, cap - at, "# link %s->%s %.4f ms one way (timed by the head)\n", from, to, one_way_ms[i == 0 ? 1 : n]);
+        else if (hop_ms[i - 1] >= 0)
+            at += (size_t)snprintf(text + at, cap - at, "# link %s->%s %.4f ms one way (timed by %s)\n", from, to, hop_ms[i - 1], from);
+        else
+            at += (size_t)snprintf(text + at, cap - at, "# link %s->%s %.4f ms one way (estimated from the head's link to %s: %s could not time it: %s)\n",
+                                   from, to, one_way_ms[i + 1], to, from, why[i - 1]);
+    }
     prof_instance_model_line(text + at, cap - at, &mp);
     at += strlen(text + at);
     for (int i = 0; i <= n; i++) {
         /* device i hands its output to device i+1 (the head, 0, after the last worker) */
         double t_comm = one_way_ms[(i + 1) % (n + 1)];
         if (i == n) t_comm = one_way_ms[n];
+        else if (i > 0 && hop_ms[i - 1] >= 0) t_comm = hop_ms[i - 1];
         char name[PROF_NAME_BYTES + 8];
-        snprintf(name, sizeof name, "%s", d[i].name);
+        snprintf(name, sizeof name, "%.*s", PROF_NAME_BYTES - 1, d[i].name);
         if (i > 0) snprintf(d[i].name, sizeof d[i].name, "w%d-%.24s", peers[i - 1].index, name);
         prof_instance_device_line(text + at, cap - at, &d[i], &mp, i == 0, t_comm);
         at += strlen(text + at);
@@ -11730,6 +12291,11 @@ have_plan:
         r->begin[c] = at, r->end[c] = at + w[0];
         for (int l = at; l < at + w[0]; l++) held[l] = true;
     }
+    /* the head maps its windows and the embedding and output tensors, nothing else */
+    if (model_map(m, held, true, e)) {
+        xfree(held);
+        goto fail;
+    }
     halda_context_params cp = halda_context_default_params();
     cp.n_ctx = n_ctx, cp.kv_type = o->kv_type, cp.n_threads = o->n_threads;
     char err[256];
@@ -11780,14 +12346,15 @@ have_plan:
         if (pthread_create(&p->reader, NULL, ring_reader_main, ra)) goto oom;
         p->reader_on = true;
     }
-    prefetcher_start(&r->pf, m, r->begin, r->end, k, o->prefetch);
+    prefetcher_start(&r->pf, m, r->ctx, r->begin, r->end, k, o->prefetch);
     if (r->pf.release) fprintf(stderr, "halda: the head is overloaded: its windows do not fit in available RAM\n");
     /* the plan, for the user */
     fprintf(stderr, "halda: ring of %d devices, k=%d, layers per cycle:", r->n_peers + 1, k);
     fprintf(stderr, " head %d", w[0]);
     for (int i = 0; i < r->n_peers; i++)
         fprintf(stderr, ", %s:%d %d%s", r->peers[i].host, r->peers[i].port, w[r->peers[i].index], r->peers[i].overloaded ? " (overloaded)" : "");
-    fprintf(stderr, "\n");
+    fprintf(stderr, "\nhalda: the head maps %.1f MiB of the %.1f MiB model file (its windows, the embeddings and the output)\n",
+            model_mapped_bytes(m) / 1048576.0, m->file.map.file_size / 1048576.0);
     return r;
 oom:
     herr_set(e, "out of memory");
@@ -11817,6 +12384,7 @@ typedef struct {
     const char *disk; /* profile: a file or folder on the file system to time */
     bool reprofile;   /* profile: measure again even when cached */
     bool print_instance; /* run/eval with --workers: print the measured cluster instance */
+    bool verbose;        /* worker -v: log KV commands and link probes */
     bool ignore_eos;     /* run: never stop at an end-of-generation token (benchmarks, tests) */
     halda_sampler_params sp;
     bool seed_set;
@@ -11903,7 +12471,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         snprintf(list, sizeof list, " %s ", allowed);
         if (f[0] != '-' || !strstr(list, token)) cli_die("unknown argument '%s' for '%s' (see halda %s --help)", f, cmd, cmd);
         bool is_switch = !strcmp(f, "--no-bos") || !strcmp(f, "--special") || !strcmp(f, "--tied") || !strcmp(f, "--reprofile") ||
-                         !strcmp(f, "--print-instance") || !strcmp(f, "--chat") || !strcmp(f, "--ignore-eos") || !strcmp(f, "--chatml");
+                         !strcmp(f, "--print-instance") || !strcmp(f, "--chat") || !strcmp(f, "--ignore-eos") || !strcmp(f, "--chatml") || !strcmp(f, "-v");
         if (!strcmp(f, "--cluster-key") && i + 1 >= argc) cli_die("--cluster-key needs a value");
         const char *v = is_switch ? NULL : (i + 1 < argc ? argv[++i] : NULL);
         if (!is_switch && !v) cli_die("%s needs a value", f);
@@ -11963,6 +12531,7 @@ static void cli_parse(int argc, char **argv, const char *cmd, const char *allowe
         else if (!strcmp(f, "--workers")) o->workers = v;
         else if (!strcmp(f, "--plan")) o->plan = v;
         else if (!strcmp(f, "--print-instance")) o->print_instance = true;
+        else if (!strcmp(f, "-v")) o->verbose = true;
         else if (!strcmp(f, "--ignore-eos")) o->ignore_eos = true;
         else if (!strcmp(f, "--cluster-key")) o->cluster_key = v;
         else if (!strcmp(f, "--host")) o->host = v;
@@ -12015,14 +12584,23 @@ static char *cli_prompt(const cli_opts *o, size_t *len)
     return s;
 }
 
-static halda_model *cli_load(const cli_opts *o)
+/* Open the model.  With --workers (a ring head) or for a worker, nothing of the tensor data is
+ * mapped yet: the ring maps each device's share once the plan is known. */
+static halda_model *cli_load(const cli_opts *o, bool map_all)
 {
     if (!o->model) cli_die("a model is needed (-m FILE.gguf)");
     if (access(o->model, R_OK) != 0) cli_die("cannot open model %s: %s", o->model, strerror(errno));
-    char err[512];
-    halda_model *m = halda_model_load(o->model, err, sizeof err);
+    herr e = {{0}};
+    halda_model *m = model_open(o->model, &e);
+    if (m && map_all && model_map(m, NULL, true, &e)) {
+        char reason[sizeof e.msg];
+        snprintf(reason, sizeof reason, "%s", e.msg);
+        herr_set(&e, "%s: %s", o->model, reason);
+        halda_model_free(m);
+        m = NULL;
+    }
     if (!m) {
-        fprintf(stderr, "halda: %s\n", err);
+        fprintf(stderr, "halda: %s\n", e.msg);
         exit(1);
     }
     return m;
@@ -12119,6 +12697,20 @@ static void cli_engine_eval(cli_engine *en, const int32_t *t, int n, int pos0, f
     }
 }
 
+/* Keep the first n positions of the KV cache (0 empties it): on a ring, in every device's. */
+static void cli_engine_kv_keep(cli_engine *en, int n)
+{
+    if (!en->ring) {
+        halda_kv_truncate(en->ctx, n);
+        return;
+    }
+    herr e = {{0}};
+    if (ring_kv_keep(en->ring, 0, n, &e)) {
+        fprintf(stderr, "halda: %s\n", e.msg);
+        exit(1);
+    }
+}
+
 static void cli_engine_close(cli_engine *en)
 {
     if (en->ring) ring_head_close(en->ring);
@@ -12173,7 +12765,7 @@ static int cmd_eval(int argc, char **argv)
     size_t len;
     char *text = cli_prompt(&o, &len);
     int n_gen = o.n_predict < 0 ? 32 : o.n_predict;
-    halda_model *m = cli_load(&o);
+    halda_model *m = cli_load(&o, !o.workers);
     int n_prompt;
     int32_t *toks = cli_tokenize(m, text, len, !o.no_bos, o.special, &n_prompt);
     if (n_prompt == 0) cli_die("the prompt has no tokens");
@@ -12262,7 +12854,7 @@ static int cmd_run(int argc, char **argv)
     int n_gen = o.n_predict < 0 ? 128 : o.n_predict;
     if (!o.seed_set) o.sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     double t0 = now_ms();
-    halda_model *m = cli_load(&o);
+    halda_model *m = cli_load(&o, !o.workers);
     int n_prompt;
     if (o.chat) text = cli_chat(m, &o, text, &len);
     int32_t *toks = cli_tokenize(m, text, len, !o.chat && !o.no_bos, o.special || o.chat, &n_prompt);
@@ -12309,7 +12901,7 @@ static int cmd_run(int argc, char **argv)
     double mib = 1024.0 * 1024.0;
     fprintf(stderr, "halda: memory %.1f MiB anonymous (KV cache %.1f MiB, scratch %.1f MiB), weights %.1f MiB mapped from the file\n",
             platform_rss_anon_bytes() / mib, kv_cache_bytes(c->kv.n_slots, c->kv.n_seq, c->kv.n_ctx, c->kv.kv_dim, c->kv.type) / mib,
-            c->arena_bytes / mib, halda_model_size_bytes(m) / mib);
+            c->arena_bytes / mib, model_mapped_bytes(m) / mib);
     halda_sampler_free(s);
     free(logits), free(toks), free(text);
     cli_engine_close(&en);
@@ -12328,11 +12920,9 @@ static int cmd_run(int argc, char **argv)
  * token, so an answer is the one `halda run` gives for the same text in one go (batched and
  * token-by-token evaluation are bit-identical; tests/test_engine.c checks it).
  *
- * On a ring only the head's cache is cut.  Attention at position p reads positions 0..p and the
- * new tokens overwrite the positions after the prefix in order, so what a worker holds past the
- * prefix is never read.  A FRAME_KV_KEEP would even be wrong here: it travels on the control
- * connection while activations reach the second and later workers over data connections, so a
- * worker could apply it after storing the new tokens and forget them.
+ * On a ring every device's cache is cut: the head's at once, the workers' by a KV command that
+ * travels the ring like an activation frame (ring_kv_keep), so that each worker applies it in
+ * order with the activations before and after it, and the head waits for it to come back.
  *
  * When the conversation would leave its answer less than a quarter of the context (or than -n
  * tokens, if fewer), the oldest exchanges are dropped (the system message stays) and the rest is
@@ -12451,7 +13041,7 @@ static int chat_prefill(chat_session *s, const int32_t *t, int n)
     int keep = 0;
     while (keep < n && keep < s->n_kv && s->kv_tok[keep] == t[keep]) keep++;
     if (keep == n) keep--;
-    halda_kv_truncate(s->en.ctx, keep);
+    cli_engine_kv_keep(&s->en, keep);
     s->n_kv = keep;
     while (s->n_kv < n && !cli_interrupted) {
         int pos = s->n_kv, chunk = n - pos < 256 ? n - pos : 256;
@@ -12568,7 +13158,7 @@ static void chat_reset(chat_session *s)
 {
     int first = chat_has_system(s);
     chat_remove(s, first, s->n_msg - first);
-    halda_kv_truncate(s->en.ctx, 0);
+    cli_engine_kv_keep(&s->en, 0);
     s->n_kv = 0;
 }
 
@@ -12668,7 +13258,7 @@ static int cmd_chat(int argc, char **argv)
     size_t len = 0;
     char *text = interactive ? NULL : chat_read_all(&len);
     if (!interactive && !len) cli_die("stdin holds no message (give one, or run halda chat on a terminal)");
-    halda_model *m = cli_load(&o);
+    halda_model *m = cli_load(&o, !o.workers);
     if (!o.chat_template && !halda_chat_template(m))
         cli_die("the model has no chat template halda knows: give --chat-template llama2|llama3|chatml|deepseek-r1");
     /* helper threads start with SIGINT blocked, so a Ctrl-C always reaches this thread */
@@ -12747,7 +13337,7 @@ static int cmd_bench(int argc, char **argv)
     int n_pp = o.prompt ? (int)cli_int("-p", o.prompt, 0, 1 << 20) : 512;
     int n_tg = o.n_predict < 0 ? 128 : o.n_predict, runs = o.runs > 0 ? o.runs : 3;
     if (n_pp + n_tg < 1) cli_die("nothing to measure: -p and -n are both 0");
-    halda_model *m = cli_load(&o);
+    halda_model *m = cli_load(&o, !o.workers);
     cli_opts oc = o;
     oc.n_ctx = n_pp + n_tg + 1;
     halda_context *c = cli_context(m, &oc, o.kv_type);
@@ -12791,23 +13381,25 @@ static int cmd_bench(int argc, char **argv)
 }
 
 static const char *const usage_worker =
-    "usage: halda worker -m MODEL [--host ADDR] [--port 9137] [--cluster-key KEY] [-t THREADS]\n"
-    "Wait for a head (halda run|eval --workers ...), run the layers it assigns, and wait again.\n"
-    "Without --cluster-key the worker listens on 127.0.0.1 only unless --host is given.\n";
+    "usage: halda worker -m MODEL [--host ADDR] [--port 9137] [--cluster-key KEY] [-t THREADS] [-v]\n"
+    "Wait for a head (halda run|eval|chat --workers ...), run the layers it assigns, and wait again.  Only those\n"
+    "layers of MODEL are mapped, while a head is served.  Without --cluster-key the worker listens on 127.0.0.1\n"
+    "only unless --host is given.  -v: also log the KV cache commands and link timings the head asks for.\n";
 
 static int cmd_worker(int argc, char **argv)
 {
     cli_opts o;
-    cli_parse(argc, argv, "worker", "-m --host --port --cluster-key -t", usage_worker, &o);
+    cli_parse(argc, argv, "worker", "-m --host --port --cluster-key -t -v", usage_worker, &o);
     signal(SIGPIPE, SIG_IGN);
-    halda_model *m = cli_load(&o);
+    halda_model *m = cli_load(&o, false); /* each head's plan says what to map */
     const char *host = o.host;
     if (!o.cluster_key || !*o.cluster_key) {
         if (!host) host = "127.0.0.1";
         fprintf(stderr, "halda worker: warning: no --cluster-key: anyone who can reach %s may use this worker\n", host);
     }
     herr e = {{0}};
-    worker_serve(m, o.model, host, o.port ? o.port : RING_DEFAULT_PORT, o.cluster_key, o.n_threads, &e);
+    worker_options wo = {o.model, host, o.port ? o.port : RING_DEFAULT_PORT, o.cluster_key, o.n_threads, o.verbose};
+    worker_serve(m, &wo, &e);
     fprintf(stderr, "halda: %s\n", e.msg);
     halda_model_free(m);
     return 1;

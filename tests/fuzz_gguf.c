@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     halda_model m;
     memset(&m, 0, sizeof m);
     m.file.map.data = copy;
-    m.file.map.size = size;
+    m.file.map.size = m.file.map.file_size = size; /* the whole file is mapped */
     m.file.map.fd = -1;
     herr e = {{0}};
     if (gguf_parse(&m.file, &e) == 0) {

@@ -4,7 +4,7 @@
 # test writes to fd 3 is typed on it): a turn evaluates only the tokens the KV cache lacks (the
 # count in the timing line is checked against the ids of the laid-out conversation), its greedy
 # answer is the one `halda run` gives for the whole conversation in one go — on one device and on
-# a ring of workers —, /reset empties the cache, /exit leaves; Ctrl-C stops an answer and the
+# a ring of workers, whose caches follow the head's —, /reset empties the cache, /exit leaves; Ctrl-C stops an answer and the
 # session goes on with the partial answer kept; Ctrl-C and Ctrl-D at the prompt leave; a full
 # context drops the oldest turns.  Nothing here asserts on time.  Every process started here is
 # stopped here, by pid.
@@ -135,9 +135,18 @@ session local
 if [ "$reuse" -gt "$n1" ]; then ok
 else skip=$((skip + 1)); echo "SKIP: here the answer of turn 1 does not tokenize back to its ids: their reuse is not exercised"; fi
 
-# the same on a ring: the head's cache is cut back, the workers' are not and need not be
-if start_worker "$C" -t 1 && P1=$WPORT && start_worker "$C" -t 1; then
-    session ring --workers "127.0.0.1:$P1,127.0.0.1:$WPORT" -k 2 --layer-window 1,0,1
+# the same on a ring, where every device's cache is cut back: the workers log each KV command
+# they apply (-v), and must have applied the head's, in order — turn 1 keeps 0 positions, turn 2
+# the $reuse it reuses, /reset and turn 3 keep 0.  First with k=2 and worker 1 left out of the
+# plan, then with both workers in the ring (the command passes from one to the other).
+kv_log() { sed -n 's/^halda worker: KV cache: sequence 0 keeps its first \([0-9]*\) positions.*/\1/p' "$T/w$1.log" | tr '\n' ' '; }
+if start_worker "$C" -t 1 -v && P1=$WPORT && start_worker "$C" -t 1 -v && P2=$WPORT; then
+    session ring --workers "127.0.0.1:$P1,127.0.0.1:$P2" -k 2 --layer-window 1,0,1
+    check "ring: worker 2 applied the head's KV commands (got: $(kv_log $P2))" test "$(kv_log $P2)" = "0 $reuse 0 0 "
+    check "ring: worker 1, left out, got none (got: $(kv_log $P1))" test -z "$(kv_log $P1)"
+    session ring2 --workers "127.0.0.1:$P1,127.0.0.1:$P2" -k 1 --layer-window 2,1,1
+    check "ring2: worker 1 applied the head's KV commands (got: $(kv_log $P1))" test "$(kv_log $P1)" = "0 $reuse 0 0 "
+    check "ring2: so did worker 2, after it (got: $(kv_log $P2))" test "$(kv_log $P2)" = "0 $reuse 0 0 0 $reuse 0 0 "
 else
     bad "cannot start workers"
 fi

@@ -367,6 +367,97 @@ static void test_windows(void)
     halda_model_free(m);
 }
 
+/* A device maps only what it runs: model_open maps the header alone; model_map maps one region
+ * per run of held layers (and the head's tensors when asked), whose bytes must be the file's
+ * (read back with pread, the independent truth); everything else stays NULL and is refused by
+ * the forward pass instead of being read. */
+static bool tensor_is_file(int fd, const tensor *t)
+{
+    if (!t->data) return false;
+    uint8_t *b = malloc((size_t)t->bytes);
+    bool same = b && pread(fd, b, (size_t)t->bytes, (off_t)t->file_offset) == (ssize_t)t->bytes && !memcmp(b, t->data, (size_t)t->bytes);
+    free(b);
+    return same;
+}
+
+static void test_maps(void)
+{
+    synth_params sp = {ARCH_QWEN2, TYPE_Q8_0, TYPE_Q4_0, 6, 128, 256, 4, 2, 512, 128, false, 5, SYNTH_MIX_NONE, false};
+    herr e = {{0}};
+    const char *path = synth_path("maps.gguf");
+    CHECK(synth_write(path, &sp, &e) == 0, "write: %s", e.msg);
+    halda_model *m = model_open(path, &e);
+    CHECK(m != NULL, "model_open: %s", e.msg);
+    if (!m) return;
+    uint64_t page = platform_page_bytes(), file = m->file.map.file_size;
+    CHECK(m->file.map.size == (m->file.data_offset + page - 1) / page * page && model_mapped_bytes(m) == m->file.map.size,
+          "model_open maps the header's pages only (%" PRIu64 " of %" PRIu64 " bytes)", model_mapped_bytes(m), file);
+    CHECK(!m->tok_embd.data && !m->output.data && !m->layers[0].wq.data, "nothing of the tensor data is mapped yet");
+    int fd = open(path, O_RDONLY);
+    bool held[6] = {0, 1, 0, 0, 1, 1};
+    CHECK(model_map(m, held, false, &e) == 0, "model_map: %s", e.msg);
+    CHECK(m->maps.n_regions == 2 && m->maps.n_held == 3, "one mapping per window: %d regions, %d layers", m->maps.n_regions, m->maps.n_held);
+    bool right = true;
+    uint64_t want = m->file.map.size;
+    for (int l = 0; l < 6; l++) {
+        layer_weights *L = &m->layers[l];
+        tensor *t[16];
+        int n = model_layer_tensors(L, t);
+        for (int i = 0; i < n; i++) right &= held[l] ? tensor_is_file(fd, t[i]) : !t[i]->data;
+        if (held[l]) want += L->file_end - L->file_begin;
+    }
+    CHECK(right, "held layers hold the file's bytes, the others are NULL");
+    CHECK(!m->tok_embd.data && !m->output.data && !m->output_norm.data, "a worker does not map the head's tensors");
+    CHECK(model_mapped_bytes(m) >= want && model_mapped_bytes(m) <= want + 2 * page && model_mapped_bytes(m) < file / 2,
+          "mapped %" PRIu64 " bytes for %" PRIu64 " of the window and header", model_mapped_bytes(m), want);
+    halda_context_params cp = halda_context_default_params();
+    cp.n_ctx = 16, cp.n_threads = 1;
+    char err[256];
+    bool all[6] = {1, 1, 1, 1, 1, 1};
+    halda_context *c = context_new(m, &cp, all, err, sizeof err);
+    CHECK(c != NULL, "context: %s", err);
+    if (c) {
+        float *x = calloc((size_t)m->hp.n_embd, sizeof *x);
+        int pos = 0, seq = 0, tok = 1;
+        x[0] = 1;
+        CHECK(model_forward_window(c, x, 1, &pos, &seq, 4, 6) == 0, "a mapped window runs: %s", halda_last_error(c));
+        CHECK(model_forward_window(c, x, 1, &pos, &seq, 2, 3) != 0 && strstr(halda_last_error(c), "not mapped"),
+              "an unmapped layer is refused: %s", halda_last_error(c));
+        CHECK(model_embed(c, &tok, 1, x) != 0 && strstr(halda_last_error(c), "not mapped"), "so is the embedding: %s", halda_last_error(c));
+        free(x);
+        halda_context_free(c);
+    }
+    bool head_only[6] = {0};
+    CHECK(model_map(m, head_only, true, &e) == 0 && m->maps.n_regions == 3 && tensor_is_file(fd, &m->tok_embd) &&
+              tensor_is_file(fd, &m->output) && tensor_is_file(fd, &m->output_norm) && !m->layers[1].wq.data,
+          "mapped again for the head alone: embeddings, output norm and output, the old windows gone: %s", e.msg);
+    model_unmap(m);
+    CHECK(!m->tok_embd.data && m->maps.n_regions == 0 && model_mapped_bytes(m) == m->file.map.size, "unmapped: the header alone");
+    /* the identity the ring's handshake compares: the file size and the SHA-256 of the header,
+     * read here with pread */
+    uint8_t fp[40], want_fp[40], *hdr = malloc((size_t)m->file.data_offset);
+    model_fingerprint(m, fp);
+    put_u64le(want_fp, file);
+    CHECK(hdr && pread(fd, hdr, (size_t)m->file.data_offset, 0) == (ssize_t)m->file.data_offset, "read the header");
+    if (hdr) sha256(hdr, (size_t)m->file.data_offset, want_fp + 8);
+    CHECK(!memcmp(fp, want_fp, 40), "the model fingerprint is the file size and the header's SHA-256");
+    free(hdr);
+    close(fd);
+    halda_model_free(m);
+    /* a header longer than the first MiB mapped: the mapping grows until the header fits */
+    const char *shared = test_shared_dir();
+    char vocab[512];
+    snprintf(vocab, sizeof vocab, "%s/models/ggml-vocab-qwen2.gguf", shared ? shared : "");
+    gguf_file f;
+    memset(&f, 0, sizeof f);
+    if (shared && access(vocab, R_OK) == 0) {
+        CHECK(gguf_open(&f, vocab, &e) == 0 && f.map.file_size > (1u << 20) && f.n_kv > 0 && gguf_header_bytes(&f) > (1u << 20) &&
+                  f.map.size >= gguf_header_bytes(&f),
+              "a %" PRIu64 "-byte header is mapped whole: %s", gguf_header_bytes(&f), e.msg);
+        gguf_close(&f);
+    }
+}
+
 /* The type table must agree with what the writer produces and the reader expects. */
 static void test_type_roundtrip(void)
 {
@@ -568,6 +659,7 @@ int main(void)
     test_type_roundtrip();
     test_synthetic();
     test_windows();
+    test_maps();
     test_mix();
     test_corrupt();
     test_references();

@@ -415,7 +415,7 @@ static void test_model_sizes_shared(void)
         bool layout_ok = true;
         uint64_t want_layer[4096] = {0}, want_head = 0;
         for (uint64_t i = 0; i < f.n_tensors; i++) {
-            uint64_t next = i + 1 < f.n_tensors ? order[i + 1]->offset : f.map.size - f.data_offset;
+            uint64_t next = i + 1 < f.n_tensors ? order[i + 1]->offset : f.map.file_size - f.data_offset;
             uint64_t gap = next - order[i]->offset, bytes = order[i]->bytes;
             bool fits = bytes <= gap && gap - bytes < f.alignment;
             if (!fits) fprintf(stderr, "  %s: tensor %s has %" PRIu64 " bytes in a gap of %" PRIu64 "\n", line, order[i]->name, bytes, gap);
@@ -440,7 +440,7 @@ static void test_model_sizes_shared(void)
             uint64_t lo = UINT64_MAX, hi = 0;
             for (uint64_t i = 0; i < f.n_tensors; i++)
                 if (!strncmp(f.tensors[i].name, "blk.0.", 6)) {
-                    uint64_t b = (uint64_t)(f.tensors[i].data - f.map.data);
+                    uint64_t b = f.tensors[i].file_offset;
                     lo = b < lo ? b : lo, hi = b + f.tensors[i].bytes > hi ? b + f.tensors[i].bytes : hi;
                 }
             CHECK(per_layer[0] <= hi - lo && hi - lo < per_layer[0] + 16 * f.alignment, "%s: layer 0's bytes fit its extent", line);

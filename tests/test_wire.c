@@ -73,6 +73,37 @@ static void test_act_roundtrip(void)
     CHECK(1, "random activation payloads survived");
 }
 
+static void test_kv_and_link(void)
+{
+    uint8_t b[8];
+    int seq, n;
+    herr er = {{0}};
+    kv_keep_encode(b, 0, 1234);
+    CHECK(kv_keep_decode(b, 8, 1, &seq, &n, &er) == 0 && seq == 0 && n == 1234, "KV command round trip: %s", er.msg);
+    CHECK(kv_keep_decode(b, 7, 1, &seq, &n, &er) != 0, "short KV command refused");
+    kv_keep_encode(b, 1, 5);
+    CHECK(kv_keep_decode(b, 8, 1, &seq, &n, &er) != 0, "KV command for a sequence that does not exist refused");
+    kv_keep_encode(b, 0, -1);
+    CHECK(kv_keep_decode(b, 8, 1, &seq, &n, &er) != 0, "KV command keeping 2^32-1 positions refused");
+    link_request q = {4096, 9137, "laptop.local"}, r;
+    uint8_t buf[12 + 256];
+    uint32_t len = link_request_encode(&q, buf);
+    CHECK(link_request_decode(buf, len, &r, &er) == 0 && r.probe_bytes == 4096 && r.port == 9137 && !strcmp(r.host, "laptop.local"),
+          "link request round trip: %s", er.msg);
+    for (uint32_t cut = 0; cut < len; cut++) CHECK(link_request_decode(buf, cut, &r, &er) != 0, "truncated link request (%u) refused", cut);
+    uint64_t rng = 3;
+    for (int i = 0; i < 20000; i++) {
+        uint8_t m[sizeof buf];
+        memcpy(m, buf, len);
+        for (int j = 0; j < 2; j++) m[splitmix64(&rng) % len] = (uint8_t)splitmix64(&rng);
+        if (link_request_decode(m, len, &r, &er) == 0)
+            CHECK(r.probe_bytes >= 1 && r.probe_bytes <= frame_limit(FRAME_ECHO, 0) && r.port >= 1 && r.port <= 65535 &&
+                      strlen(r.host) >= 1 && strlen(r.host) < 256,
+                  "an accepted mutated link request is within bounds");
+    }
+    CHECK(len <= frame_limit(FRAME_LINK_REQ, 0), "a link request fits its frame");
+}
+
 static void test_frame_recv(void)
 {
     int sv[2];
@@ -85,13 +116,13 @@ static void test_frame_recv(void)
     uint32_t len;
     CHECK(frame_send(&c, FRAME_ERROR, "oops", 4, &er) == 0, "send");
     CHECK(frame_recv(sv[1], &type, buf, sizeof buf, &len, 0, 1000, &er) == 0 && type == FRAME_ERROR && len == 4, "receive");
-    uint8_t h[12] = {'H', 'L', 'D', 'R', 1, FRAME_ERROR, 0, 0, 0xff, 0xff, 0xff, 0x7f};
+    uint8_t h[12] = {'H', 'L', 'D', 'R', RING_VERSION, FRAME_ERROR, 0, 0, 0xff, 0xff, 0xff, 0x7f};
     CHECK(write(sv[0], h, 12) == 12, "write");
     CHECK(frame_recv(sv[1], &type, buf, sizeof buf, &len, 0, 1000, &er) != 0 && strstr(er.msg, "limit"), "oversized frame refused before reading: %s", er.msg);
     uint8_t g[12] = {'G', 'E', 'T', ' ', '/', ' ', 'H', 'T', 'T', 'P', '/', '1'};
     CHECK(write(sv[0], g, 12) == 12, "write");
     CHECK(frame_recv(sv[1], &type, buf, sizeof buf, &len, 0, 1000, &er) != 0 && strstr(er.msg, "magic"), "bad magic refused: %s", er.msg);
-    uint8_t t[6] = {'H', 'L', 'D', 'R', 1, 2};
+    uint8_t t[6] = {'H', 'L', 'D', 'R', RING_VERSION, 2};
     CHECK(write(sv[0], t, 6) == 6, "write");
     CHECK(frame_recv(sv[1], &type, buf, sizeof buf, &len, 0, 300, &er) != 0 && strstr(er.msg, "timed out"), "truncated header times out: %s", er.msg);
     close(sv[1]);
@@ -102,6 +133,7 @@ int main(void)
 {
     test_plan_roundtrip();
     test_act_roundtrip();
+    test_kv_and_link();
     test_frame_recv();
     return test_summary("wire");
 }
