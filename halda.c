@@ -1199,7 +1199,7 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * Two summation orders per type, where llama.cpp has two.  An integer dot product is exact but
  * the F32 arithmetic around it is not, and llama.cpp's x86 backend adds up differently
  * depending on the matrix: one whose row count is a multiple of 8 (nearly every real one) is
- * "repacked" at load for some types (Q4_0, IQ4_NL, Q4_K, Q5_K, and Q2_K on AVX-512) and
+ * "repacked" at load for some types (Q4_0, IQ4_NL, Q4_K, and Q2_K on AVX-512) and
  * computed 8 rows at a time, one F32 accumulator per row; any other goes through its plain
  * dot product, which keeps 8 F32 lanes per row (see lane_acc).  `vec_dot_r8` is the first
  * order and `type_vec_dot` picks it by row count.  `vec_dot_r8_8rows` computes that order for
@@ -2440,12 +2440,13 @@ static void vec_dot_iq4_nl_r8_8rows_neon(int64_t n, const void *w, size_t row_by
 
 /* iscale = −127 / x_max with x_max the element of largest magnitude (its sign kept), q clamped
  * to 127 (the element x_max itself maps to −127), d = 1 / iscale; bsums are the per-16 sums.
- * q is the exact product iscale·x rounded once to the nearest integer (ties to even), not the
- * product first rounded to F32 and then to an integer: llama.cpp rounds with the "add 1.5·2^23"
- * trick, nearest_int(iscale·x), and its build (GCC's default -ffp-contract=fast in GNU C mode)
- * fuses that multiply and add into one FMA.  The two differ only when the product lies within
- * half an F32 ulp of a .5, but the references carry such flips: following the fused form took
- * two reference runs from greedy-token failures to agreement within 2e-6. */
+ * q is the product iscale·x rounded to F32, then to the nearest integer (ties to even) by the
+ * "add 1.5·2^23" trick, as llama.cpp's nearest_int(iscale·x) does.  The multiply and the add
+ * are not fused: that function (quantize_row_q8_K_ref) lives in ggml-base, which llama.cpp
+ * builds without -march=native, so there is no FMA instruction to contract them into (its
+ * object code is mulps, addps).  A fused form rounds differently when the product lies within
+ * half an F32 ulp of a .5; with everything before it bit-identical, that flip alone moved
+ * tiny-qwen2-q3_k_m.lily's logits by 1.2e-2. */
 __attribute__((unused)) static void quantize_q8_K(const float *src, void *dst, int64_t n)
 {
     block_q8_K *y = dst;
@@ -2459,7 +2460,8 @@ __attribute__((unused)) static void quantize_q8_K(const float *src, void *dst, i
         }
         float iscale = -127.0f / max;
         for (int j = 0; j < QK_K; j++) {
-            float f = fmaf(iscale, src[j], 12582912.0f); /* 1.5·2^23: the integer lands in the low bits */
+            float prod = iscale * src[j];
+            float f = prod + 12582912.0f; /* 1.5·2^23: the integer lands in the low bits */
             int v = (int)(f32_bits(f) & 0x007fffff) - 0x00400000;
             y[b].qs[j] = (int8_t)(v > 127 ? 127 : v);
         }
@@ -2499,7 +2501,7 @@ static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
         for (int j = 0; j < QK_K; j += 32) { /* 32 values: two groups of 16 */
             __m256i q[4];
             for (int k = 0; k < 4; k++) {
-                __m256 f = _mm256_fmadd_ps(vscale, _mm256_loadu_ps(src + j + 8 * k), magic);
+                __m256 f = _mm256_add_ps(_mm256_mul_ps(vscale, _mm256_loadu_ps(src + j + 8 * k)), magic);
                 __m256i v = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(f), _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x00400000));
                 q[k] = _mm256_min_epi32(v, _mm256_set1_epi32(127));
             }
@@ -2533,7 +2535,7 @@ static void quantize_q8_K_neon(const float *src, void *dst, int64_t n)
         for (int j = 0; j < QK_K; j += 32) { /* 32 values: two groups of 16 */
             int32x4_t q[8];
             for (int k = 0; k < 8; k++) {
-                float32x4_t f = vfmaq_f32(magic, vscale, vld1q_f32(src + j + 4 * k));
+                float32x4_t f = vaddq_f32(vmulq_f32(vscale, vld1q_f32(src + j + 4 * k)), magic);
                 int32x4_t v = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(vreinterpretq_u32_f32(f), vdupq_n_u32(0x007fffff))), vdupq_n_s32(0x00400000));
                 q[k] = vminq_s32(v, vdupq_n_s32(127));
             }
@@ -2959,7 +2961,7 @@ static void dequantize_q4_K(const void *src, float *dst, int64_t n)
         dequantize_k_scale_min(f16_to_f32(x[b].d), f16_to_f32(x[b].dmin), x[b].scales, q, dst);
     }
 }
-/* The repacked order of Q4_K and Q5_K, as for Q2_K above: exact integer sums per super-block,
+/* The repacked order of Q4_K, as for Q2_K above: exact integer sums per super-block,
  * a fused multiply-add into one F32 accumulator for the scales and one for the minimums,
  * subtracted at the end. */
 static void k_scale_min_dot(const int8_t *q, const uint8_t scales[12], f16_t d, f16_t dmin, const block_q8_K *y, float *acc,
@@ -3172,19 +3174,6 @@ __attribute__((unused)) static float vec_dot_q5_K(int64_t n, const void *w, cons
     }
     return lane_acc_sum(&acc) + summs;
 }
-/* The repacked order, as Q4_K's. */
-__attribute__((unused)) static float vec_dot_q5_K_r8(int64_t n, const void *w, const void *a)
-{
-    const block_q5_K *x = w;
-    const block_q8_K *y = a;
-    float acc = 0, acc_min = 0;
-    int8_t q[QK_K];
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        q5_K_unpack(&x[b], q);
-        k_scale_min_dot(q, x[b].scales, x[b].d, x[b].dmin, &y[b], &acc, &acc_min);
-    }
-    return acc - acc_min;
-}
 #if HALDA_AVX2
 /* k_lane_sums of a Q5_K super-block: Q4_K's nibbles, plus bit j of qh[0..31] as bit 4 of
  * sub-block j's values. */
@@ -3219,20 +3208,6 @@ static float vec_dot_q5_K_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(avx2_q5_K_lanes(&x[b], &y[b], sc)), acc);
     }
     return avx2_lane_sum(acc) + summs;
-}
-static float vec_dot_q5_K_r8_avx2(int64_t n, const void *w, const void *a)
-{
-    const block_q5_K *x = w;
-    const block_q8_K *y = a;
-    float acc = 0, acc_min = 0;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        int sc[8], m[8];
-        int32_t mins = 0;
-        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-        acc = fmaf((float)avx2_sum_i32(avx2_q5_K_lanes(&x[b], &y[b], sc)), f16_to_f32(x[b].d) * y[b].d, acc);
-        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
-    }
-    return acc - acc_min;
 }
 #endif
 #if HALDA_NEON
@@ -3275,22 +3250,6 @@ static float vec_dot_q5_K_neon(int64_t n, const void *w, const void *a)
         neon_fma_lanes(&acc_lo, &acc_hi, d, lo, hi);
     }
     return neon_lane_sum(acc_lo, acc_hi) + summs;
-}
-static float vec_dot_q5_K_r8_neon(int64_t n, const void *w, const void *a)
-{
-    const block_q5_K *x = w;
-    const block_q8_K *y = a;
-    float acc = 0, acc_min = 0;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        int sc[8], m[8];
-        int32_t mins = 0;
-        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-        int32x4_t lo, hi;
-        neon_q5_K_lanes(&x[b], &y[b], sc, &lo, &hi);
-        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * y[b].d, acc);
-        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
-    }
-    return acc - acc_min;
 }
 #endif
 
@@ -3730,7 +3689,6 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q4_K vec_dot_q4_K_avx2
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx2
 #define VEC_DOT_Q5_K vec_dot_q5_K_avx2
-#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8_avx2
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx2
 #define QUANTIZE_Q8_0 quantize_q8_0_avx2
 #define QUANTIZE_Q8_1 quantize_q8_1_avx2
@@ -3760,7 +3718,6 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q4_K vec_dot_q4_K_neon
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_neon
 #define VEC_DOT_Q5_K vec_dot_q5_K_neon
-#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8_neon
 #define VEC_DOT_Q6_K vec_dot_q6_K_neon
 #define QUANTIZE_Q8_0 quantize_q8_0_neon
 #define QUANTIZE_Q8_1 quantize_q8_1_neon
@@ -3785,7 +3742,6 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q4_K vec_dot_q4_K
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8
 #define VEC_DOT_Q5_K vec_dot_q5_K
-#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8
 #define VEC_DOT_Q6_K vec_dot_q6_K
 #define QUANTIZE_Q8_0 quantize_q8_0
 #define QUANTIZE_Q8_1 quantize_q8_1
@@ -3807,7 +3763,9 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, VEC_DOT_Q2_K, VEC_DOT_Q2_K_R8, NULL},
     [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, VEC_DOT_Q3_K, NULL, NULL},
     [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8, NULL},
-    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, VEC_DOT_Q5_K_R8, NULL},
+    /* No repacked order for Q5_K: llama.cpp repacks it only on ARM, never on x86 where the
+     * references were made; the plain order matches them bit for bit (tiny-qwen2-q5_k_m). */
+    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, NULL, NULL},
     [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, NULL, NULL},
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL, NULL},
     [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m, NULL, NULL},
@@ -5153,7 +5111,7 @@ struct halda_context {
     float *x, *xb, *q, *k, *v, *att, *ffn_gate, *ffn_up;
     float *rope_cs;  /* [n_batch][n_rot] cos, sin pairs for each row's position */
     float *scores;   /* [n_threads][n_ctx] attention weights, one row per thread */
-    float *att_tmp;  /* [n_threads][2 · head_dim + 16] a converted query and a dequantized value row */
+    float *att_tmp;  /* [n_threads][att_tmp_floats(head_dim)] a converted query, a value row, value-sum slots */
     float *logits;   /* [n_vocab] */
     int *pos, *seq;  /* [n_batch] positions and sequence slots of the rows of a batch */
     void *act;       /* activations converted for a matrix product: n_batch rows of the widest type */
@@ -5171,6 +5129,10 @@ const char *halda_last_error(const halda_context *ctx) { return ctx->err.msg; }
 /* Widest bytes any activation row of n elements can need (F32 is the widest per element). */
 static uint64_t act_row_bytes_max(int64_t n) { return (uint64_t)n * 4 + (uint64_t)(n / QK + 1) * 8; }
 
+/* Per-thread attention scratch, in floats: a converted query (hd + 16), a dequantized value row
+ * (hd) and the 64 slots of the F32 cache's value sum (64 · hd). */
+static int64_t att_tmp_floats(int hd) { return 66 * (int64_t)hd + 16; }
+
 /* Bytes of a context's scratch arena: every [n_batch × width] buffer of the forward pass, the
  * per-thread attention rows, the logits and the converted activations.  The profiler reports
  * this as the compute buffer a device needs, so both call this one function. */
@@ -5180,7 +5142,7 @@ static uint64_t context_arena_bytes(const model_hparams *hp, int n_ctx, int n_ba
     int64_t widest = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
     if (q_dim > widest) widest = q_dim;
     uint64_t floats = (uint64_t)(B * hp->n_embd * 2 + B * q_dim * 2 + B * kv_dim * 2 + B * hp->n_ff * 2 + B * hp->n_rot +
-                                 (int64_t)n_threads * n_ctx + hp->n_vocab + 2 * B + (int64_t)n_threads * (2 * hp->head_dim + 16));
+                                 (int64_t)n_threads * n_ctx + hp->n_vocab + 2 * B + (int64_t)n_threads * att_tmp_floats(hp->head_dim));
     return floats * sizeof(float) + (uint64_t)B * act_row_bytes_max(widest) + 64;
 }
 
@@ -5240,7 +5202,7 @@ static halda_context *context_new(halda_model *m, const halda_context_params *p,
     c->ffn_up = f, f += B * hp->n_ff;
     c->rope_cs = f, f += B * hp->n_rot;
     c->scores = f, f += (int64_t)c->pool->n_threads * c->n_ctx;
-    c->att_tmp = f, f += (int64_t)c->pool->n_threads * (2 * hp->head_dim + 16);
+    c->att_tmp = f, f += (int64_t)c->pool->n_threads * att_tmp_floats(hp->head_dim);
     c->logits = f, f += hp->n_vocab;
     static_assert(sizeof(int) == sizeof(float), "int rows are carved from the float arena");
     c->pos = (int *)f, f += B;
@@ -5281,6 +5243,79 @@ static void rmsnorm(float *out, const float *x, const float *w, int n_tok, int n
         float scale = 1.0f / sqrtf((float)(ss / n) + eps);
         for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
     }
+}
+
+/* ---- llama.cpp's rounding between two quantizations ------------------------------------------ *
+ * The activations are rounded to 8 bits before most matrix products, and that rounding turns a
+ * one-ulp difference in what came before into a whole quantization step now and then (about one
+ * value in 1e5): tiny-llama-q4_1.lily moved a logit by 3e-2 and a greedy token whose reference
+ * margin is 0.038 that way.  So the F32 steps in between — RoPE, attention and SiLU — compute
+ * exactly what ggml's CPU backend computes on the AVX-512 machine that made the references:
+ *   - RoPE fuses one product of each rotated pair (GCC contracts ggml's a·b − c·d);
+ *   - e^x in softmax and SiLU is ggml's polynomial (ggml_v_expf), not libm's expf;
+ *   - F32 dot products (attention's q·k and weights·v) add in ggml_vec_dot_f32's order.
+ * Each is written out below from what the arithmetic is, as scalar C.  fmaf is one instruction
+ * wherever the build targets FMA hardware (x86-64-v3 and later, every AArch64); a baseline
+ * x86-64 build calls libm's exact software fmaf, which makes its attention over an F32 cache
+ * about 1.7x slower — the price of the same numbers on every build. */
+
+/* e^x as ggml's vectorised expf computes it (ggml_v_expf; within about 1.5 ulp of e^x, and
+ * different from libm's expf in about half of the values).  Write x = n·ln2 + b with n an
+ * integer, so e^x = 2^n · e^b with |b| <= ln2/2, and e^b is a degree-5 polynomial fitted on that
+ * interval (its coefficients are close to 1/k!).  Each step rounds as ggml's does:
+ *   n = x·log2(e) rounded to an integer, by adding and subtracting 1.5·2^23 (the FPU rounds);
+ *   b = x − n·ln2, with ln2 split in a short head and a tail so that n·ln2_head is exact;
+ *   e^b = 1 + c1·b + b²·((c2 + c3·b) + b²·(c4 + c5·b)), each bracket a fused multiply-add;
+ * and 2^n · e^b saturates to 0 or infinity beyond |n| > 192 (e^-inf = 0 for masked scores). */
+static float expf_ggml(float x)
+{
+    const float shift = 0x1.8p23f, log2e = 0x1.715476p+0f, ln2_hi = 0x1.62e4p-1f, ln2_lo = 0x1.7f7d1cp-20f;
+    const float c1 = 0x1.ffffecp-1f, c2 = 0x1.fffdb6p-2f, c3 = 0x1.555e66p-3f, c4 = 0x1.573e2ep-5f, c5 = 0x1.0e4020p-7f;
+    float n = fmaf(x, log2e, shift) - shift;
+    float b = fmaf(-n, ln2_lo, fmaf(-n, ln2_hi, x));
+    float b2 = b * b;
+    float p = fmaf(fmaf(fmaf(c5, b, c4), b2, fmaf(c3, b, c2)), b2, fmaf(c1, b, 1.0f));
+    if (isnan(n)) return n;
+    if (fabsf(n) > 192.0f) return n > 0 ? INFINITY : 0.0f;
+    return ldexpf(p, (int)n);
+}
+
+/* The sum of 16 floats as _mm512_reduce_add_ps adds them: halves, then quarters, then pairs. */
+static float sum16_tree(const float *s)
+{
+    float h[8], q[4];
+    for (int l = 0; l < 8; l++) h[l] = s[l] + s[l + 8];
+    for (int l = 0; l < 4; l++) q[l] = h[l] + h[l + 4];
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+/* The sum of 64 accumulators, slot s = 16·j + l being ggml_vec_dot_f32's register j, lane l:
+ * registers (0 + 2) + (1 + 3), then the 16 lanes as above.  acc[s] is at acc[s * stride]. */
+static float sum64_tree(const float *acc, size_t stride)
+{
+    float lane[16];
+    for (int l = 0; l < 16; l++)
+        lane[l] = (acc[(size_t)l * stride] + acc[(size_t)(l + 32) * stride]) + (acc[(size_t)(l + 16) * stride] + acc[(size_t)(l + 48) * stride]);
+    return sum16_tree(lane);
+}
+
+/* x · y over n floats in ggml_vec_dot_f32's order (AVX-512): element i of each whole run of 64
+ * is fused-multiply-added into slot i % 64, the slots are added as sum64_tree; the leftover
+ * n % 64 elements are then added one at a time, the products rounded — except the last n % 8,
+ * which GCC left fused (its vectorised tail works on 16 and 8 at a time, the scalar rest fuses). */
+static float dot_f32_ggml(int n, const float *x, const float *y)
+{
+    float acc[64] = {0};
+    int n64 = n / 64 * 64, n8 = n / 8 * 8;
+    for (int i = 0; i < n64; i += 64)
+        for (int s = 0; s < 64; s++) acc[s] = fmaf(x[i + s], y[i + s], acc[s]);
+    float sum = sum64_tree(acc, 1);
+    for (int i = n64; i < n8; i++) {
+        float prod = x[i] * y[i]; /* its own statement, so that no compiler fuses it into the add */
+        sum += prod;
+    }
+    for (int i = n8; i < n; i++) sum = fmaf(x[i], y[i], sum);
+    return sum;
 }
 
 /* Matrix product out[t][r] = W[r] · x[t] for n_tok rows of x.  The activations are converted
@@ -5363,9 +5398,12 @@ static void rope_cache(const halda_model *m, int pos, float *cs)
     }
 }
 
-/* GCC 12 at -O3 turns this pair rotation into fused multiply-add/subtract instructions even
- * with -ffp-contract=off (its vectorizer's addsub pattern ignores the flag), which rounds
- * differently from the reference; so the rotation is kept out of vectorization. */
+/* The rotation rounds as ggml's does: GCC compiles its a·cos − b·sin and a·sin + b·cos with
+ * the first product fused (C++ contracts by default), so each new value is one fused
+ * multiply-add of a with the rounded product of b.  GCC 12 at -O3 once turned the unfused
+ * expressions here into vfmaddsub, fusing the other product, even with -ffp-contract=off (its
+ * vectorizer's addsub pattern ignores the flag); the loop stays out of vectorization so that
+ * only the fused operations written here happen. */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
@@ -5375,8 +5413,8 @@ static void rope_apply(const model_hparams *hp, float *head, const float *cs)
     for (int i = 0; i < half; i++) {
         int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
         float x0 = head[a], x1 = head[b], cos_t = cs[2 * i], sin_t = cs[2 * i + 1];
-        head[a] = x0 * cos_t - x1 * sin_t;
-        head[b] = x0 * sin_t + x1 * cos_t;
+        head[a] = fmaf(x0, cos_t, -(x1 * sin_t));
+        head[b] = fmaf(x0, sin_t, x1 * cos_t);
     }
 }
 
@@ -5390,29 +5428,57 @@ typedef struct {
     work_counter tasks; /* (row, head) pairs */
 } attention_job;
 
-/* One head's query · one cached key.  The F32 cache (what `halda eval` uses) is summed in plain
- * order — the order in which our logits match llama.cpp's references; F16 and Q8_0 caches go
- * through the weight-type table with the query converted once per head (q_conv). */
+/* One head's query · one cached key.  The F32 cache (what `halda eval` uses) is summed in
+ * ggml_vec_dot_f32's order, as llama.cpp's references are; F16 and Q8_0 caches go through the
+ * weight-type table with the query converted once per head (q_conv). */
 static float kv_dot(const kv_cache *kv, const uint8_t *k, const float *q, const void *q_conv, int hd)
 {
-    if (kv->type == HALDA_KV_F32) {
-        const float *kf = (const float *)k;
-        float s = 0;
-        for (int i = 0; i < hd; i++) s += q[i] * kf[i];
-        return s;
-    }
+    if (kv->type == HALDA_KV_F32) return dot_f32_ggml(hd, (const float *)k, q);
     return type_info(kv->gtype)->vec_dot(hd, k, q_conv);
 }
 
-/* out += a · v for one head's cached value row (tmp: hd floats of scratch). */
-static void kv_axpy(const kv_cache *kv, const uint8_t *v, float a, float *out, float *tmp, int hd)
+/* Softmax of w[0..n) in place, as ggml's soft_max computes it: e^(w − max) by expf_ggml, the
+ * values summed 16 at a time (each group as sum16_tree in F32, the groups in double; positions
+ * past n are masked, e^-inf = 0), then multiplied by the F32 reciprocal of the sum. */
+static void softmax_ggml(float *w, int n)
 {
-    const float *vf = (const float *)v;
-    if (kv->type != HALDA_KV_F32) {
-        type_info(kv->gtype)->dequantize(v, tmp, hd);
-        vf = tmp;
+    float max = -INFINITY;
+    for (int p = 0; p < n; p++)
+        if (w[p] > max) max = w[p];
+    double sum = 0;
+    for (int p0 = 0; p0 < n; p0 += 16) {
+        float group[16] = {0};
+        for (int p = p0; p < n && p < p0 + 16; p++) group[p - p0] = w[p] = expf_ggml(w[p] - max);
+        sum += sum16_tree(group);
     }
-    for (int i = 0; i < hd; i++) out[i] += a * vf[i];
+    float inv = (float)(1.0 / sum);
+    for (int p = 0; p < n; p++) w[p] *= inv;
+}
+
+/* out = Σ_p w[p] · v_p over positions 0..n-1 of one head's cached values, row p at
+ * v + p · kv->row.  For the F32 cache this is llama.cpp's product of the softmax row with its
+ * transposed V cache, a ggml_vec_dot_f32 over positions padded with zeros to whole runs of 64:
+ * position p is fused-multiply-added into slot p % 64 (slots: 64 × hd floats of scratch) and
+ * each output element is the sum64_tree of its slots.  F16 and Q8_0 rows are dequantized into
+ * tmp (hd floats) and added in plain order. */
+static void kv_weighted_sum(const kv_cache *kv, const uint8_t *v, const float *w, int n, float *out, float *tmp,
+                            float *slots, int hd)
+{
+    if (kv->type == HALDA_KV_F32) {
+        memset(slots, 0, 64 * (size_t)hd * sizeof *slots);
+        for (int p = 0; p < n; p++) {
+            const float *vf = (const float *)(v + (size_t)p * kv->row);
+            float *acc = slots + (size_t)(p % 64) * (size_t)hd;
+            for (int i = 0; i < hd; i++) acc[i] = fmaf(vf[i], w[p], acc[i]);
+        }
+        for (int i = 0; i < hd; i++) out[i] = sum64_tree(slots + i, (size_t)hd);
+        return;
+    }
+    memset(out, 0, (size_t)hd * sizeof *out);
+    for (int p = 0; p < n; p++) {
+        type_info(kv->gtype)->dequantize(v + (size_t)p * kv->row, tmp, hd);
+        for (int i = 0; i < hd; i++) out[i] += w[p] * tmp[i];
+    }
 }
 
 static void attention_task(void *arg, int ith, int nth)
@@ -5424,7 +5490,7 @@ static void attention_task(void *arg, int ith, int nth)
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     float scale = 1.0f / sqrtf((float)hd);
     float *w = c->scores + (size_t)ith * (size_t)c->n_ctx;
-    float *q_conv = c->att_tmp + (size_t)ith * (size_t)(2 * hd + 16), *tmp = q_conv + hd + 16;
+    float *q_conv = c->att_tmp + (size_t)ith * (size_t)att_tmp_floats(hd), *tmp = q_conv + hd + 16, *slots = tmp + hd;
     const type_traits *kt = type_info(kv->gtype), *qt = type_info(kt->act_type);
     int64_t b, e;
     (void)nth;
@@ -5435,20 +5501,10 @@ static void attention_task(void *arg, int ith, int nth)
             size_t head_off = type_row_bytes(kv->gtype, (int64_t)kvh * hd);
             if (kv->type != HALDA_KV_F32) qt->quantize(q, q_conv, hd);
             int n = j->pos[t] + 1;
-            float max = -INFINITY;
-            for (int p = 0; p < n; p++) {
-                w[p] = kv_dot(kv, kv_at(kv, kv->k, j->layer, j->seq[t], p) + head_off, q, q_conv, hd) * scale;
-                if (w[p] > max) max = w[p];
-            }
-            double sum = 0;
-            for (int p = 0; p < n; p++) {
-                w[p] = expf(w[p] - max);
-                sum += w[p];
-            }
-            float inv = (float)(1.0 / sum);
+            for (int p = 0; p < n; p++) w[p] = kv_dot(kv, kv_at(kv, kv->k, j->layer, j->seq[t], p) + head_off, q, q_conv, hd) * scale;
+            softmax_ggml(w, n);
             float *out = c->att + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
-            memset(out, 0, (size_t)hd * sizeof *out);
-            for (int p = 0; p < n; p++) kv_axpy(kv, kv_at(kv, kv->v, j->layer, j->seq[t], p) + head_off, w[p] * inv, out, tmp, hd);
+            kv_weighted_sum(kv, kv_at(kv, kv->v, j->layer, j->seq[t], 0) + head_off, w, n, out, tmp, slots, hd);
         }
     }
 }
@@ -5458,7 +5514,15 @@ static void kv_store(kv_cache *kv, uint8_t *base, int layer, int seq, int pos, c
     type_info(kv->gtype)->quantize(src, kv_at(kv, base, layer, seq, pos), kv->kv_dim);
 }
 
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+/* gate[i] = silu(gate[i]) · up[i] over one row of n, silu(x) = x / (1 + e^-x), as ggml's
+ * swiglu computes it: e^-x by expf_ggml on each whole group of 16 values (its AVX-512 loop) and by
+ * libm's expf on the last n % 16 (its scalar tail). */
+static void swiglu_row(float *gate, const float *up, int n)
+{
+    int n16 = n / 16 * 16;
+    for (int i = 0; i < n16; i++) gate[i] = gate[i] / (1.0f + expf_ggml(-gate[i])) * up[i];
+    for (int i = n16; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
 
 /* ---- The three seams ---------------------------------------------------------------------------- */
 
@@ -5525,7 +5589,7 @@ static int model_forward_window(halda_context *c, float *x, int n_tok, const int
         rmsnorm(c->xb, x, L->ffn_norm.data, n_tok, E, hp->rms_eps);
         matmul(c, c->ffn_gate, &L->w_gate, c->xb, n_tok);
         matmul(c, c->ffn_up, &L->w_up, c->xb, n_tok);
-        for (size_t i = 0; i < (size_t)n_tok * hp->n_ff; i++) c->ffn_gate[i] = silu(c->ffn_gate[i]) * c->ffn_up[i];
+        for (int t = 0; t < n_tok; t++) swiglu_row(c->ffn_gate + (size_t)t * hp->n_ff, c->ffn_up + (size_t)t * hp->n_ff, hp->n_ff);
         matmul(c, c->xb, &L->w_down, c->ffn_gate, n_tok);
         for (size_t i = 0; i < (size_t)n_tok * E; i++) x[i] += c->xb[i];
     }

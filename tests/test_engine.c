@@ -2,7 +2,9 @@
  *   1. llama.cpp's reference outputs in ../shared/ref (prompt ids, top logits, greedy tokens);
  *   2. invariants on synthetic models: batched prefill == token by token, results independent
  *      of the thread count, F16 KV cache close to F32;
- *   3. a corpus of corrupt GGUF files, each refused with a clear reason and no bad read. */
+ *   3. a corpus of corrupt GGUF files, each refused with a clear reason and no bad read;
+ *   4. the F32 steps between quantizations (e^x, SiLU, F32 dot products, softmax) bit for bit
+ *      against values computed by llama.cpp's own functions (its AVX-512 build). */
 #define HALDA_NO_MAIN
 #include "../halda.c"
 #include "test.h"
@@ -652,6 +654,69 @@ static void test_corrupt(void)
     free(b);
 }
 
+/* ---- 4. llama.cpp's arithmetic ------------------------------------------------------------
+ * Expected values from ggml's AVX-512 CPU build (the build that reproduces ../shared/ref):
+ * ggml_vec_soft_max_f32 with max 0 (= ggml_v_expf), ggml_vec_swiglu_f32 with up = 1 (19 values:
+ * a group of 16 and a scalar tail), ggml_vec_dot_f32, and the softmax of 37 scores padded with
+ * −inf to 48.  Without them tiny-llama-q4_1.lily's greedy token 11 differs. */
+
+static uint32_t lcg_state;
+static float lcg_float(void) /* uniform in [-2, 2), exactly as the values were made */
+{
+    lcg_state = lcg_state * 1664525u + 1013904223u;
+    return (float)((int32_t)(lcg_state >> 8) - (1 << 23)) / (float)(1 << 23) * 2.0f;
+}
+
+static void test_llama_arithmetic(void)
+{
+    static const float expf_cases[][2] = {
+        {-INFINITY, 0x0p+0}, {0x0p+0, 0x1p+0}, {-0x1p-1, 0x1.368b2ep-1}, {-0x1.0624dep-10, 0x1.ff7cfep-1},
+        {-0x1.4p+3, 0x1.7cd79cp-15}, {-0x1.5ep+6, 0x1.b2cafp-127}, {-0x1.9p+6, 0x1.bp-145}, {-0x1.ap+6, 0x0p+0},
+        {0x1p+0, 0x1.5bf0aap+1}, {0x1.d9999ap+1, 0x1.439416p+5}, {0x1.633334p+6, INFINITY}, {-0x1.62e43p-2, 0x1.6a09e4p-1},
+        {-0x1.2p+1, 0x1.afb718p-4}, {-0x1.e1999ap+4, 0x1.7d534cp-44}, {0x1p-3, 0x1.221602p+0}, {-0x1.bp+2, 0x1.32f066p-10},
+    };
+    for (size_t i = 0; i < sizeof expf_cases / sizeof *expf_cases; i++) {
+        float got = expf_ggml(expf_cases[i][0]);
+        CHECK(!memcmp(&got, &expf_cases[i][1], sizeof got), "expf_ggml(%a) = %a, ggml_v_expf gives %a", expf_cases[i][0], got,
+              expf_cases[i][1]);
+    }
+    static const float silu_cases[19][2] = {
+        {-0x1.eb1b9p+2, -0x1.d36f5ap-9}, {-0x1.ef0e18p+2, -0x1.bb0536p-9}, {0x1.61884p-1, 0x1.d6f582p-2},
+        {0x1.14489p+1, 0x1.ef5a3ep+0},   {0x1.a3dec4p+2, 0x1.a346dcp+2},   {-0x1.8cd6dcp+2, -0x1.9b4188p-7},
+        {-0x1.0d65p-4, -0x1.0489e6p-5},  {0x1.8c12ep-1, 0x1.0f0806p-1},    {0x1.89a04p+0, 0x1.43ffeep+0},
+        {0x1.2240dp+2, 0x1.1f2c6p+2},    {-0x1.d7307p+2, -0x1.320e24p-8},  {0x1.f34e08p+1, 0x1.e9680cp+1},
+        {0x1.dcfd2p+2, 0x1.dcb66p+2},    {-0x1.b4908p+2, -0x1.e6dee8p-8},  {0x1.98cb8p+1, 0x1.88afe6p+1},
+        {-0x1.45454p-1, -0x1.c29444p-3}, {-0x1.a800fp+0, -0x1.0fcf6ep-2},  {0x1.d68cbcp+2, 0x1.d63f8ep+2},
+        {-0x1.8082dp+0, -0x1.181ef2p-2},
+    };
+    float gate[19], up[19];
+    for (int i = 0; i < 19; i++) gate[i] = silu_cases[i][0], up[i] = 1.0f;
+    swiglu_row(gate, up, 19);
+    for (int i = 0; i < 19; i++)
+        CHECK(!memcmp(&gate[i], &silu_cases[i][1], sizeof *gate), "swiglu_row value %d: %a, ggml gives %a", i, gate[i], silu_cases[i][1]);
+    static const struct {
+        int n;
+        float want;
+    } dots[] = {{8, -0x1.4af6d4p+1}, {15, -0x1.514ccp+3},   {24, -0x1.6ed91ep+2}, {64, -0x1.09f9ap+4},
+                {72, 0x1.7dab38p+2}, {100, -0x1.0413f8p+2}, {256, -0x1.3aa0ccp+3}};
+    lcg_state = 777;
+    for (size_t k = 0; k < sizeof dots / sizeof *dots; k++) {
+        float x[256], y[256];
+        for (int i = 0; i < dots[k].n; i++) x[i] = lcg_float();
+        for (int i = 0; i < dots[k].n; i++) y[i] = lcg_float();
+        float got = dot_f32_ggml(dots[k].n, x, y);
+        CHECK(!memcmp(&got, &dots[k].want, sizeof got), "dot_f32_ggml n=%d: %a, ggml_vec_dot_f32 gives %a", dots[k].n, got, dots[k].want);
+    }
+    float w[37];
+    lcg_state = 99;
+    for (int i = 0; i < 37; i++) w[i] = lcg_float() * 8;
+    softmax_ggml(w, 37);
+    uint32_t fnv = 2166136261u;
+    for (int i = 0; i < 37; i++) fnv = (fnv ^ f32_bits(w[i])) * 16777619u;
+    CHECK(w[0] == 0x1.ad24e4p-34f && w[36] == 0x1.03c548p-27f && fnv == 1359766609u,
+          "softmax_ggml of 37 scores: p0 %a p36 %a hash %u (ggml: 0x1.ad24e4p-34 0x1.03c548p-27 1359766609)", w[0], w[36], fnv);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/halda-test-%d", (int)getpid());
@@ -662,6 +727,7 @@ int main(void)
     test_maps();
     test_mix();
     test_corrupt();
+    test_llama_arithmetic();
     test_references();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

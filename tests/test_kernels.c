@@ -517,7 +517,6 @@ static const simd_twin twins[] = {
     {"q4_k", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_avx2},
     {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx2},
     {"q5_k", TYPE_Q5_K, vec_dot_q5_K, vec_dot_q5_K_avx2},
-    {"q5_k r8", TYPE_Q5_K, vec_dot_q5_K_r8, vec_dot_q5_K_r8_avx2},
     {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx2},
 #else
     {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_neon},
@@ -535,7 +534,6 @@ static const simd_twin twins[] = {
     {"q2_k r8", TYPE_Q2_K, vec_dot_q2_K_r8, vec_dot_q2_K_r8_neon},
     {"q3_k", TYPE_Q3_K, vec_dot_q3_K, vec_dot_q3_K_neon},
     {"q5_k", TYPE_Q5_K, vec_dot_q5_K, vec_dot_q5_K_neon},
-    {"q5_k r8", TYPE_Q5_K, vec_dot_q5_K_r8, vec_dot_q5_K_r8_neon},
 #endif
 };
 
