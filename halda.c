@@ -1198,11 +1198,75 @@ static size_t type_row_bytes(int type, int64_t n)
 static void dequantize_f32(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
 static void quantize_f32(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
 
-static void dequantize_f16(const void *src, float *dst, int64_t n)
+__attribute__((unused)) static void dequantize_f16(const void *src, float *dst, int64_t n)
 {
     const f16_t *s = src;
     for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32(s[i]);
 }
+#if HALDA_F16C
+/* 8 halves per instruction, the same bits as f16_to_f32 (F16C converts them).  Attention reads
+ * every cached value row of an F16 KV cache through this, once per query. */
+static void dequantize_f16_f16c(const void *src, float *dst, int64_t n)
+{
+    const f16_t *s = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    for (; i < n; i++) dst[i] = f16_to_f32(s[i]);
+}
+#endif
+
+/* out[i] = Σ_p a[p]·row_p[i] over n rows of hd F16 values, `stride` bytes apart: attention's
+ * weighted sum of an F16 cache's value rows.  Each product is rounded before it is added, and
+ * the rows are added in order p = 0, 1, ..., element by element. */
+__attribute__((unused)) static void f16_rows_weighted_sum(const uint8_t *rows, size_t stride, const float *a, int n, float *out, int hd)
+{
+    for (int i = 0; i < hd; i++) out[i] = 0;
+    for (int p = 0; p < n; p++) {
+        const f16_t *v = (const f16_t *)(rows + (size_t)p * stride);
+        for (int i = 0; i < hd; i++) {
+            float prod = a[p] * f16_to_f32(v[i]);
+            out[i] += prod;
+        }
+    }
+}
+#if HALDA_F16C
+/* 64 outputs at a time stay in eight registers while the rows stream past (a sum in memory
+ * would wait on its own store at every row); each element sees the same operations in the same
+ * order as in the scalar function. */
+static void f16_rows_weighted_sum_f16c(const uint8_t *rows, size_t stride, const float *a, int n, float *out, int hd)
+{
+    int i0 = 0;
+    for (; i0 + 64 <= hd; i0 += 64) {
+        __m256 acc[8];
+        for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        for (int p = 0; p < n; p++) {
+            const f16_t *v = (const f16_t *)(rows + (size_t)p * stride) + i0;
+            __m256 ap = _mm256_set1_ps(a[p]);
+            for (int k = 0; k < 8; k++) acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(ap, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 8 * k)))));
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(out + i0 + 8 * k, acc[k]);
+    }
+    for (; i0 + 8 <= hd; i0 += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int p = 0; p < n; p++) {
+            const f16_t *v = (const f16_t *)(rows + (size_t)p * stride) + i0;
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(a[p]), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)v))));
+        }
+        _mm256_storeu_ps(out + i0, acc);
+    }
+    for (; i0 < hd; i0++) {
+        float s = 0;
+        for (int p = 0; p < n; p++) {
+            float prod = a[p] * f16_to_f32(((const f16_t *)(rows + (size_t)p * stride))[i0]);
+            s += prod;
+        }
+        out[i0] = s;
+    }
+}
+#define F16_ROWS_WEIGHTED_SUM f16_rows_weighted_sum_f16c
+#else
+#define F16_ROWS_WEIGHTED_SUM f16_rows_weighted_sum
+#endif
 static void quantize_f16(const float *src, void *dst, int64_t n)
 {
     f16_t *d = dst;
@@ -3798,26 +3862,33 @@ static inline void k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[
     memcpy(sc, out, 8), memcpy(mn, out + 2, 8);
 }
 
-/* Q4_K in the repacked order (vec_dot_q4_K_r8): per pair and super-block an exact integer sum of
- * the scaled products and one of the minimums, then one fused multiply-add each into the pair's
- * two F32 accumulators, which are lanes: lane t of acc[r] is pair (r, t).  The nibbles of
- * sub-block j meet the activation bytes 32j..32j+31: maddubs forms 16-bit pair sums (at most
- * 2·15·127), the sub-block's scale multiplies them into 32 bits.  The tile is 8 tokens wide:
- * unpacking a row's scales costs more than loading a token's block. */
-#define GEMM_Q4_K_ROWS (HALDA_AVX512VNNI ? 2 : 1)
-static void gemm_q4_K_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+/* Q4_K and Q5_K in the repacked order (vec_dot_q4_K_r8, vec_dot_q5_K_r8): per pair and
+ * super-block an exact integer sum of the scaled products and one of the minimums, then one
+ * fused multiply-add each into the pair's two F32 accumulators, which are lanes: lane t of
+ * acc[r] is pair (r, t).  The values of sub-block j (Q4_K's nibbles, plus bit j of qh's bytes as
+ * bit 4 for Q5_K) meet the activation bytes 32j..32j+31: maddubs forms 16-bit pair sums (at most
+ * 2·31·127), the sub-block's scale multiplies them into 32 bits.  The tile is 8 tokens wide:
+ * unpacking a row's scales costs more than loading a token's block.  The two types share the
+ * layout of d, dmin and the scales; qs (and Q5_K's qh) sit at the offsets of their structs. */
+#define GEMM_K_ROWS (HALDA_AVX512VNNI ? 2 : 1)
+static inline __attribute__((always_inline)) void gemm_k_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                                 bool q5)
 {
-    enum { R = GEMM_Q4_K_ROWS, T = 8 };
-    const __m256i m4 = _mm256_set1_epi8(15);
+    enum { R = GEMM_K_ROWS, T = 8 };
+    const size_t bb = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_at = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    static_assert(offsetof(block_q5_K, scales) == offsetof(block_q4_K, scales) && offsetof(block_q5_K, dmin) == offsetof(block_q4_K, dmin),
+                  "Q4_K and Q5_K share the scales' layout");
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
     __m256 acc[R], acc_min[R];
     for (int r = 0; r < R; r++) acc[r] = acc_min[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const block_q4_K *x[R];
+        const block_q4_K *x[R]; /* d, dmin and scales; qs at qs_at, qh (Q5_K) in block_q5_K's place */
         const block_q8_K *y[T];
         int32_t sc2[R][8]; /* scale j of row r, twice as 16 bits: the madd operand */
         __m128i mins[R], bsum[T]; /* per sub-block: the row's minimums, the token's sums */
         for (int r = 0; r < R; r++) {
-            x[r] = (const block_q4_K *)w[r] + b;
+            x[r] = (const block_q4_K *)(w[r] + (size_t)b * bb);
             uint8_t sc[8], mn[8];
             k_scales_mins(x[r]->scales, sc, mn);
             for (int j = 0; j < 8; j++) sc2[r][j] = sc[j] * 0x10001;
@@ -3833,8 +3904,12 @@ static void gemm_q4_K_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uin
         for (int j = 0; j < 8; j++) { /* sub-block j: nibble j % 2 of qs[32·(j/2) ..] */
             __m256i q[R];
             for (int r = 0; r < R; r++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(x[r]->qs + 32 * (j / 2)));
+                __m256i raw = _mm256_loadu_si256((const __m256i *)((const uint8_t *)x[r] + qs_at + 32 * (j / 2)));
                 q[r] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(raw, 4) : raw, m4);
+                if (q5) {
+                    __m256i qh = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)x[r])->qh);
+                    q[r] = _mm256_or_si256(q[r], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
+                }
             }
             for (int t = 0; t < T; t++) {
                 __m256i av = _mm256_loadu_si256((const __m256i *)(y[t]->qs + 32 * j));
@@ -3853,10 +3928,17 @@ static void gemm_q4_K_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uin
     }
     for (int r = 0; r < R; r++) _mm256_storeu_ps(out + T * r, _mm256_sub_ps(acc[r], acc_min[r]));
 }
+static void gemm_q4_K_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out) { gemm_k_r8_tile(n, w, a, out, false); }
+static void gemm_q5_K_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out) { gemm_k_r8_tile(n, w, a, out, true); }
 static void gemm_q4_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
                               float *out, size_t out_stride)
 {
-    gemm_tiles((gemm_tile){gemm_q4_K_r8_tile_avx2, GEMM_Q4_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+    gemm_tiles((gemm_tile){gemm_q4_K_r8_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+}
+static void gemm_q5_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                              float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q5_K_r8_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
 }
 
 /* Q6_K in vec_dot_q6_K's order: per pair, the 8 lanes of k_lane_sums — each run of 32 elements
@@ -3992,6 +4074,7 @@ static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n
 #define QUANTIZE_Q8_1 quantize_q8_1_avx2
 #define QUANTIZE_Q8_K quantize_q8_K_avx2
 #define GEMM_Q4_K_R8 gemm_q4_K_r8_avx2
+#define GEMM_Q5_K_R8 gemm_q5_K_r8_avx2
 #define GEMM_Q6_K gemm_q6_K_avx2
 #define GEMM_Q8_0 gemm_q8_0_avx2
 #if HALDA_F16C
@@ -4025,6 +4108,7 @@ static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n
 #define QUANTIZE_Q8_1 quantize_q8_1_neon
 #define QUANTIZE_Q8_K quantize_q8_K_neon
 #define GEMM_Q4_K_R8 NULL
+#define GEMM_Q5_K_R8 NULL
 #define GEMM_Q6_K NULL
 #define GEMM_Q8_0 NULL
 #else
@@ -4053,13 +4137,20 @@ static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n
 #define QUANTIZE_Q8_1 quantize_q8_1
 #define QUANTIZE_Q8_K quantize_q8_K
 #define GEMM_Q4_K_R8 NULL
+#define GEMM_Q5_K_R8 NULL
 #define GEMM_Q6_K NULL
 #define GEMM_Q8_0 NULL
 #endif
 
+#if HALDA_F16C
+#define DEQUANTIZE_F16 dequantize_f16_f16c
+#else
+#define DEQUANTIZE_F16 dequantize_f16
+#endif
+
 static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, VEC_DOT_F32, NULL, NULL, NULL, NULL},
-    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, dequantize_f16, quantize_f16, VEC_DOT_F16, NULL, NULL, NULL, NULL},
+    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, NULL, NULL, NULL, NULL},
     [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, NULL, NULL, NULL, NULL},
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8,
                    VEC_DOT_Q4_0_R8_8ROWS, NULL, NULL},
@@ -4073,7 +4164,8 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, VEC_DOT_Q3_K, NULL, NULL, NULL, NULL},
     [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8, NULL,
                    NULL, GEMM_Q4_K_R8},
-    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, VEC_DOT_Q5_K_R8, NULL, NULL, NULL},
+    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, VEC_DOT_Q5_K_R8, NULL,
+                   NULL, GEMM_Q5_K_R8},
     [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, NULL, NULL, GEMM_Q6_K, NULL},
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL, NULL, NULL, NULL},
     [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m, NULL, NULL, NULL, NULL},
@@ -5544,6 +5636,11 @@ static void attention_task(void *arg, int ith, int nth)
             }
             float inv = (float)(1.0 / sum);
             float *out = c->att + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
+            if (kv->type == HALDA_KV_F16) { /* the same sums, the rows streamed through registers */
+                for (int p = 0; p < n; p++) w[p] *= inv;
+                F16_ROWS_WEIGHTED_SUM(kv_at(kv, kv->v, j->layer, j->seq[t], 0) + head_off, kv->row, w, n, out, hd);
+                continue;
+            }
             memset(out, 0, (size_t)hd * sizeof *out);
             for (int p = 0; p < n; p++) kv_axpy(kv, kv_at(kv, kv->v, j->layer, j->seq[t], p) + head_off, w[p] * inv, out, tmp, hd);
         }
@@ -11176,7 +11273,7 @@ static int act_decode(const uint8_t *b, uint32_t len, int n_embd, int wire, int 
     }
     const uint8_t *v = b + 8 + 4 * (size_t)*n_tok;
     size_t n = (size_t)*n_tok * (size_t)n_embd;
-    if (wire == WIRE_F16) dequantize_f16(v, x, (int64_t)n);
+    if (wire == WIRE_F16) type_info(TYPE_F16)->dequantize(v, x, (int64_t)n);
     else memcpy(x, v, n * 4);
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return herr_set(e, "activation frame holds a non-finite value"), -1;

@@ -486,6 +486,48 @@ static void test_f16_conversions(void)
         }
     }
     CHECK(bad == 0, "f32_to_f16 differs from f32_to_f16_ref on %d floats", bad);
+    /* the table's F16 dequantizer (8 at a time with F16C) against the scalar loop: every half,
+     * starting at every offset mod 8 with a ragged tail */
+    static f16_t all[65536 + 8];
+    static float got[65536 + 8], spec[65536 + 8];
+    for (uint32_t h = 0; h < 65536 + 8; h++) all[h] = (f16_t)h;
+    for (int off = 0; off < 8; off++) {
+        type_info(TYPE_F16)->dequantize(all + off, got, 65536 - off + 3);
+        dequantize_f16(all + off, spec, 65536 - off + 3);
+        CHECK(!memcmp(got, spec, (size_t)(65536 - off + 3) * 4), "the table's F16 dequantizer differs from dequantize_f16 (offset %d)", off);
+    }
+}
+
+/* Attention's weighted sum of F16 value rows: the table build's kernel equals the scalar one
+ * (and the dequantize-then-accumulate loop it replaced), for head sizes that are and are not
+ * multiples of 64 and 8, rows a stride apart. */
+static void test_weighted_sum(void)
+{
+    static const int hds[] = {1, 7, 8, 24, 64, 72, 128, 200};
+    for (size_t hi = 0; hi < sizeof hds / sizeof *hds; hi++)
+        for (int n = 1; n <= 40; n += 13) {
+            int hd = hds[hi];
+            size_t stride = (size_t)hd * 2 + 6;
+            uint8_t *rows = malloc(stride * (size_t)n);
+            float *a = malloc((size_t)n * 4), *got = malloc((size_t)hd * 4), *spec = malloc((size_t)hd * 4), *old = calloc((size_t)hd, 4);
+            float *tmp = malloc((size_t)hd * 4), *x = malloc((size_t)hd * 4);
+            for (int p = 0; p < n; p++) {
+                for (int i = 0; i < hd; i++) x[i] = normalish() * (p % 3 ? 1.0f : 100.0f);
+                quantize_f16(x, rows + (size_t)p * stride, hd);
+                a[p] = rand_unit(&rng) / (float)n;
+            }
+            F16_ROWS_WEIGHTED_SUM(rows, stride, a, n, got, hd);
+            f16_rows_weighted_sum(rows, stride, a, n, spec, hd);
+            for (int p = 0; p < n; p++) {
+                dequantize_f16(rows + (size_t)p * stride, tmp, hd);
+                for (int i = 0; i < hd; i++) {
+                    float prod = a[p] * tmp[i];
+                    old[i] += prod;
+                }
+            }
+            CHECK(!memcmp(got, spec, (size_t)hd * 4) && !memcmp(spec, old, (size_t)hd * 4), "f16 weighted sum hd=%d n=%d differs from its scalar twin", hd, n);
+            free(rows), free(a), free(got), free(spec), free(old), free(tmp), free(x);
+        }
 }
 
 #if HALDA_AVX2 || HALDA_NEON
@@ -775,6 +817,7 @@ int main(void)
     test_hand_iq1();
     test_f16_conversions();
     test_simd_twins();
+    test_weighted_sum();
     test_gemm();
     return test_summary("kernels");
 }
