@@ -3999,34 +3999,74 @@ static void gemm_q6_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n
     gemm_tiles((gemm_tile){gemm_q6_K_tile_avx2, GEMM_Q6_K_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
 }
 
-/* Q8_0 in vec_dot_q8_0's order: per pair, 8 F32 lanes, each block adding its scale (the F32
- * product of the two F16 scales) times the block's 8 integer lane sums in one fused
- * multiply-add; lane_acc_sum at the end.  A 32-element block has little work per pair, so the
- * scales are prepared apart, 8 blocks at a time: each row's and token's 8 F16 scales converted
- * in one instruction, each pair's 8 products in one multiply, kept in memory, from where the
- * multiply-add takes them as a broadcast operand at no extra cost. */
-#define GEMM_Q8_0_ROWS (HALDA_AVX512VNNI ? 4 : 2)
-static void gemm_q8_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+/* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0, IQ4_NL, all
+ * with their F16 scale d first and Q8_0 activations — as the per-row kernels decode them. */
+static inline __m256i gemm_q8_0_bytes(const uint8_t *blk) { return _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)blk)->qs); }
+static inline __m256i gemm_q4_0_bytes(const uint8_t *blk) { return avx2_q4_0_bytes((const block_q4_0 *)blk); }
+static inline __m256i gemm_q5_0_bytes(const uint8_t *blk)
 {
-    enum { R = GEMM_Q8_0_ROWS, T = 4 };
-    const size_t bb = sizeof(block_q8_0);
+    const block_q5_0 *x = (const block_q5_0 *)blk;
+    return _mm256_sub_epi8(avx2_q5_values(x->qs, x->qh), _mm256_set1_epi8(16));
+}
+static inline __m256i gemm_iq4_nl_bytes(const uint8_t *blk) { return avx2_iq4_nl_values((const block_iq4_nl *)blk); }
+typedef __m256i (*gemm_bytes_fn)(const uint8_t *blk);
+
+/* The products of the pairs' two F16 scales for 8 blocks b0..b0+7 (nb <= 8 of them), as
+ * scale[p][i]: pair p = r·T + t, block b0 + i.  For a whole 8, each row's and token's 8 scales
+ * are converted in one instruction and each pair's 8 products formed in one multiply. */
+static inline void gemm_scales_32(const uint8_t *const *w, const uint8_t *const *a, int R, int T, size_t bb, int64_t b0, int nb,
+                                  float scale[GEMM_TILE_MAX][8])
+{
+    const size_t ab = sizeof(block_q8_0);
+    if (nb == 8) {
+        __m256 dw[GEMM_TILE_MAX], da[GEMM_TILE_MAX];
+        for (int r = 0; r < R; r++) dw[r] = avx2_f16x8_strided(w[r] + (size_t)b0 * bb, bb);
+        for (int t = 0; t < T; t++) da[t] = avx2_f16x8_strided(a[t] + (size_t)b0 * ab, ab);
+        for (int p = 0; p < R * T; p++) _mm256_storeu_ps(scale[p], _mm256_mul_ps(dw[p / T], da[p % T]));
+        return;
+    }
+    for (int i = 0; i < 8; i++) /* a last, partial group: zeros past its end */
+        for (int p = 0; p < R * T; p++)
+            scale[p][i] = i < nb ? f16_to_f32(*(const f16_t *)(w[p / T] + (size_t)(b0 + i) * bb)) * f16_to_f32(((const block_q8_0 *)a[p % T])[b0 + i].d) : 0;
+}
+
+/* The 8×8 transpose of 8 float vectors: lane j of out[i] = lane i of v[j]. */
+static inline void avx2_transpose8_ps(const __m256 v[8], __m256 out[8])
+{
+    __m256 t[8], u[8];
+    for (int k = 0; k < 4; k++) t[2 * k] = _mm256_unpacklo_ps(v[2 * k], v[2 * k + 1]), t[2 * k + 1] = _mm256_unpackhi_ps(v[2 * k], v[2 * k + 1]);
+    for (int k = 0; k < 2; k++)
+        for (int h = 0; h < 2; h++) {
+            __m256d x = _mm256_castps_pd(t[4 * k + h]), y = _mm256_castps_pd(t[4 * k + 2 + h]);
+            u[4 * k + 2 * h] = _mm256_castpd_ps(_mm256_unpacklo_pd(x, y));
+            u[4 * k + 2 * h + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(x, y));
+        }
+    /* u[m] holds, in each 128-bit half, rows 4k..4k+3 (k = m / 4) of column (m % 4) + 4·half */
+    for (int i = 0; i < 4; i++) {
+        out[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        out[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* Those types in their vec_dot order (as vec_dot_q8_0): per pair, 8 F32 lanes, each block
+ * adding its scale (the F32 product of the two F16 scales) times the block's 8 integer lane
+ * sums in one fused multiply-add; lane_acc_sum at the end.  A 32-element block has little work
+ * per pair, so the scales are prepared apart, 8 blocks at a time (gemm_scales_32), and the
+ * multiply-add takes each from memory as a broadcast operand at no extra cost. */
+#define GEMM_I8_ROWS (HALDA_AVX512VNNI ? 4 : 2)
+static inline __attribute__((always_inline)) void gemm_i8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                               size_t bb, gemm_bytes_fn bytes)
+{
+    enum { R = GEMM_I8_ROWS, T = 4 };
     __m256 acc[R * T];
     for (int p = 0; p < R * T; p++) acc[p] = _mm256_setzero_ps();
     for (int64_t b0 = 0; b0 < n / QK; b0 += 8) {
         int nb = n / QK - b0 < 8 ? (int)(n / QK - b0) : 8;
-        float scale[R * T][8]; /* scale[p][i]: pair p, block b0 + i */
-        if (nb == 8) {
-            __m256 dw[R], da[T];
-            for (int r = 0; r < R; r++) dw[r] = avx2_f16x8_strided(w[r] + (size_t)b0 * bb, bb);
-            for (int t = 0; t < T; t++) da[t] = avx2_f16x8_strided(a[t] + (size_t)b0 * bb, bb);
-            for (int p = 0; p < R * T; p++) _mm256_storeu_ps(scale[p], _mm256_mul_ps(dw[p / T], da[p % T]));
-        } else
-            for (int i = 0; i < nb; i++)
-                for (int p = 0; p < R * T; p++)
-                    scale[p][i] = f16_to_f32(((const block_q8_0 *)w[p / T])[b0 + i].d) * f16_to_f32(((const block_q8_0 *)a[p % T])[b0 + i].d);
+        float scale[GEMM_TILE_MAX][8];
+        gemm_scales_32(w, a, R, T, bb, b0, nb, scale);
         for (int i = 0; i < nb; i++) {
             __m256i xw[R];
-            for (int r = 0; r < R; r++) xw[r] = gemm_i8_weights(_mm256_loadu_si256((const __m256i *)((const block_q8_0 *)w[r])[b0 + i].qs));
+            for (int r = 0; r < R; r++) xw[r] = gemm_i8_weights(bytes(w[r] + (size_t)(b0 + i) * bb));
             for (int t = 0; t < T; t++) {
                 __m256i ya = _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)a[t])[b0 + i].qs), bias = gemm_i8_bias(ya);
                 for (int r = 0; r < R; r++) {
@@ -4038,10 +4078,93 @@ static void gemm_q8_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_
     }
     for (int p = 0; p < R * T; p++) out[p] = avx2_lane_sum(acc[p]);
 }
-static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
+
+/* Q4_0 and IQ4_NL in the repacked order (vec_dot_q4_0_r8): per pair and block the exact total of
+ * the 8 lanes — 8 pairs reduced together, as the 8-row kernels do — then one fused multiply-add
+ * by the block's scale product into the pair's F32 accumulator, 8 pairs to a register. */
+static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                                  size_t bb, gemm_bytes_fn bytes)
 {
-    gemm_tiles((gemm_tile){gemm_q8_0_tile_avx2, GEMM_Q8_0_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+    enum { R = GEMM_I8_ROWS, T = 4 };
+    __m256 acc[R * T / 8];
+    for (int g = 0; g < R * T / 8; g++) acc[g] = _mm256_setzero_ps();
+    for (int64_t b0 = 0; b0 < n / QK; b0 += 8) {
+        int nb = n / QK - b0 < 8 ? (int)(n / QK - b0) : 8;
+        float scale[GEMM_TILE_MAX][8];
+        gemm_scales_32(w, a, R, T, bb, b0, nb, scale);
+        __m256 by_block[R * T / 8][8]; /* by_block[g][i]: the scales of pairs 8g..8g+7 for block b0 + i */
+        for (int g = 0; g < R * T / 8; g++) {
+            __m256 v[8];
+            for (int k = 0; k < 8; k++) v[k] = _mm256_loadu_ps(scale[8 * g + k]);
+            avx2_transpose8_ps(v, by_block[g]);
+        }
+        for (int i = 0; i < nb; i++) {
+            __m256i xw[R], lanes[R * T];
+            for (int r = 0; r < R; r++) xw[r] = gemm_i8_weights(bytes(w[r] + (size_t)(b0 + i) * bb));
+            for (int t = 0; t < T; t++) {
+                __m256i ya = _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)a[t])[b0 + i].qs), bias = gemm_i8_bias(ya);
+                for (int r = 0; r < R; r++) lanes[r * T + t] = gemm_i8_lanes(xw[r], ya, bias);
+            }
+            for (int g = 0; g < R * T / 8; g++)
+                acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(avx2_sum8_i32(lanes + 8 * g)), by_block[g][i], acc[g]);
+        }
+    }
+    for (int g = 0; g < R * T / 8; g++) _mm256_storeu_ps(out + 8 * g, acc[g]);
+}
+
+static void gemm_q8_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_tile(n, w, a, out, sizeof(block_q8_0), gemm_q8_0_bytes);
+}
+static void gemm_q4_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_tile(n, w, a, out, sizeof(block_q4_0), gemm_q4_0_bytes);
+}
+static void gemm_q5_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_tile(n, w, a, out, sizeof(block_q5_0), gemm_q5_0_bytes);
+}
+static void gemm_iq4_nl_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes);
+}
+static void gemm_q4_0_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_r8_tile(n, w, a, out, sizeof(block_q4_0), gemm_q4_0_bytes);
+}
+static void gemm_iq4_nl_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_r8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes);
+}
+static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+        float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q8_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+}
+static void gemm_q4_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+        float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q4_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+}
+static void gemm_q5_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+        float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q5_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+}
+static void gemm_iq4_nl_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+        float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_iq4_nl_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+}
+static void gemm_q4_0_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+        float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q4_0_r8_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+}
+static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+        float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_iq4_nl_r8_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
 }
 #endif
 
@@ -4077,6 +4200,11 @@ static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n
 #define GEMM_Q5_K_R8 gemm_q5_K_r8_avx2
 #define GEMM_Q6_K gemm_q6_K_avx2
 #define GEMM_Q8_0 gemm_q8_0_avx2
+#define GEMM_Q4_0 gemm_q4_0_avx2
+#define GEMM_Q4_0_R8 gemm_q4_0_r8_avx2
+#define GEMM_Q5_0 gemm_q5_0_avx2
+#define GEMM_IQ4_NL gemm_iq4_nl_avx2
+#define GEMM_IQ4_NL_R8 gemm_iq4_nl_r8_avx2
 #if HALDA_F16C
 #define VEC_DOT_F16 vec_dot_f16_avx2
 #else
@@ -4111,6 +4239,11 @@ static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n
 #define GEMM_Q5_K_R8 NULL
 #define GEMM_Q6_K NULL
 #define GEMM_Q8_0 NULL
+#define GEMM_Q4_0 NULL
+#define GEMM_Q4_0_R8 NULL
+#define GEMM_Q5_0 NULL
+#define GEMM_IQ4_NL NULL
+#define GEMM_IQ4_NL_R8 NULL
 #else
 #define VEC_DOT_F32 vec_dot_f32
 #define VEC_DOT_F16 vec_dot_f16
@@ -4140,6 +4273,11 @@ static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n
 #define GEMM_Q5_K_R8 NULL
 #define GEMM_Q6_K NULL
 #define GEMM_Q8_0 NULL
+#define GEMM_Q4_0 NULL
+#define GEMM_Q4_0_R8 NULL
+#define GEMM_Q5_0 NULL
+#define GEMM_IQ4_NL NULL
+#define GEMM_IQ4_NL_R8 NULL
 #endif
 
 #if HALDA_F16C
@@ -4153,9 +4291,9 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, NULL, NULL, NULL, NULL},
     [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, NULL, NULL, NULL, NULL},
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8,
-                   VEC_DOT_Q4_0_R8_8ROWS, NULL, NULL},
+                   VEC_DOT_Q4_0_R8_8ROWS, GEMM_Q4_0, GEMM_Q4_0_R8},
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, NULL, NULL, NULL, NULL},
-    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, VEC_DOT_Q5_0, NULL, NULL, NULL, NULL},
+    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, VEC_DOT_Q5_0, NULL, NULL, GEMM_Q5_0, NULL},
     [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, VEC_DOT_Q5_1, NULL, NULL, NULL, NULL},
     [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, QUANTIZE_Q8_0, VEC_DOT_Q8_0, NULL, NULL, GEMM_Q8_0, NULL},
     [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, QUANTIZE_Q8_1, NULL, NULL, NULL, NULL, NULL},
@@ -4170,7 +4308,7 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL, NULL, NULL, NULL},
     [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m, NULL, NULL, NULL, NULL},
     [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, VEC_DOT_IQ4_NL, VEC_DOT_IQ4_NL_R8,
-                     VEC_DOT_IQ4_NL_R8_8ROWS, NULL, NULL},
+                     VEC_DOT_IQ4_NL_R8_8ROWS, GEMM_IQ4_NL, GEMM_IQ4_NL_R8},
     /* Known to GGUF; geometry recorded so files parse and are refused by name, not garbled. */
     [TYPE_IQ2_XXS] = {"iq2_xxs", QK_K, 66, TYPE_Q8_K, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     [TYPE_IQ2_XS] = {"iq2_xs", QK_K, 74, TYPE_Q8_K, NULL, NULL, NULL, NULL, NULL, NULL, NULL},

@@ -114,10 +114,21 @@ static double cpu_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* What matmul does without a gemm kernel: the 8-row kernel where there is one, else a dot
+ * product per pair. */
+static void gemm_without(vec_dot_fn dot, vec_dot_8rows_fn dot8, int64_t n, const uint8_t *w, size_t row_bytes, int64_t rows,
+                         const uint8_t *act, size_t act_bytes, int64_t n_tok, float *out)
+{
+    int64_t r = 0;
+    for (; dot8 && r + 8 <= rows; r += 8)
+        for (int64_t t = 0; t < n_tok; t++) dot8(n, w + (size_t)r * row_bytes, row_bytes, act + (size_t)t * act_bytes, out + t * rows + r);
+    gemm_by_rows(dot, n, w + (size_t)r * row_bytes, row_bytes, rows - r, act, act_bytes, n_tok, out + r, (size_t)rows);
+}
+
 /* Best CPU seconds per matrix product of rows × n weights with n_tok activation rows: through
- * gemm, or (gemm NULL) a dot product per pair, as matmul does without a gemm kernel. */
-static double time_gemm(gemm_fn gemm, vec_dot_fn dot, const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n, const uint8_t *act,
-                        size_t act_bytes, int64_t n_tok, float *out)
+ * gemm, or (gemm NULL) as matmul does without a gemm kernel. */
+static double time_gemm(gemm_fn gemm, vec_dot_fn dot, vec_dot_8rows_fn dot8, const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n,
+                        const uint8_t *act, size_t act_bytes, int64_t n_tok, float *out)
 {
     double best = 1e30;
     for (int rep = 0; rep < 7; rep++) {
@@ -125,7 +136,7 @@ static double time_gemm(gemm_fn gemm, vec_dot_fn dot, const uint8_t *w, size_t r
         double t0 = cpu_s(), t;
         do {
             if (gemm) gemm(n, w, row_bytes, rows, act, act_bytes, n_tok, out, (size_t)rows);
-            else gemm_by_rows(dot, n, w, row_bytes, rows, act, act_bytes, n_tok, out, (size_t)rows);
+            else gemm_without(dot, dot8, n, w, row_bytes, rows, act, act_bytes, n_tok, out);
             iters++;
         } while ((t = cpu_s() - t0) < 0.05);
         best = fmin(best, t / iters);
@@ -133,13 +144,14 @@ static double time_gemm(gemm_fn gemm, vec_dot_fn dot, const uint8_t *w, size_t r
     return best;
 }
 
-/* Prefill: a matrix of 256 × 2048 weights times 64 tokens, per pair vs the table's gemm. */
+/* Prefill: a matrix of 256 × 2048 weights times 64 tokens, the table's gemm against the per-row
+ * kernels (8 rows at a time where there is such a kernel, else a dot product per pair). */
 static void bench_gemm(void)
 {
     const int64_t rows = 256, n = 2048, n_tok = 64;
     uint64_t rng = 3;
-    printf("\nprefill: %lld x %lld weights times %lld tokens, per-pair dot products vs gemm\n%-12s %12s %12s %10s %10s %8s\n",
-           (long long)rows, (long long)n, (long long)n_tok, "type", "pairs ns", "gemm ns", "pairs GMAC/s", "gemm GMAC/s", "speed-up");
+    printf("\nprefill: %lld x %lld weights times %lld tokens, per-row kernels vs gemm\n%-12s %12s %12s %10s %10s %8s\n",
+           (long long)rows, (long long)n, (long long)n_tok, "type", "per-row ns", "gemm ns", "rows GMAC/s", "gemm GMAC/s", "speed-up");
     for (int type = 0; type < TYPE_COUNT; type++) {
         const type_traits *t = type_info(type);
         if (!t || !t->vec_dot || !t->quantize || !t->dequantize) continue;
@@ -152,8 +164,9 @@ static void bench_gemm(void)
             uint8_t *w = malloc(row_bytes * (size_t)rows), *act = malloc(act_bytes * (size_t)n_tok);
             for (int64_t r = 0; r < rows; r++) synth_fill(x, n, 1.0f, &rng), t->quantize(x, w + (size_t)r * row_bytes, n);
             for (int64_t r = 0; r < n_tok; r++) synth_fill(x, n, 1.0f, &rng), type_info(t->act_type)->quantize(x, act + (size_t)r * act_bytes, n);
-            double tp = time_gemm(NULL, dot, w, row_bytes, rows, n, act, act_bytes, n_tok, out);
-            double tg = time_gemm(gemm, dot, w, row_bytes, rows, n, act, act_bytes, n_tok, out);
+            vec_dot_8rows_fn dot8 = order ? t->vec_dot_r8_8rows : NULL;
+            double tp = time_gemm(NULL, dot, dot8, w, row_bytes, rows, n, act, act_bytes, n_tok, out);
+            double tg = time_gemm(gemm, dot, dot8, w, row_bytes, rows, n, act, act_bytes, n_tok, out);
             double macs = (double)rows * (double)n * (double)n_tok;
             char name[32];
             snprintf(name, sizeof name, "%s%s", t->name, order ? " r8" : "");
