@@ -1132,7 +1132,8 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * for Q4_0, Q8_K for the k-quants, F16 for F16 ...): that is what makes integer dot products
  * possible, and it is also exactly how llama.cpp rounds, which is what lets our logits match
  * its reference outputs.  A matrix product converts its activations once and shares them
- * across all rows and threads.  SIMD variants replace the dot products and the activation
+ * across all rows and threads; for a batch of tokens (a prompt) it hands whole tiles of rows ×
+ * tokens to the type's `gemm` kernel (see "Matrix-matrix products" below).  SIMD variants replace the dot products and the activation
  * quantizers (Q8_0, Q8_1, Q8_K); the scalar functions are the specification.
  *
  * Two summation orders per type, where llama.cpp has two.  An integer dot product is exact but
@@ -3726,17 +3727,21 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * token, and pays a horizontal sum per pair and block.  A `gemm` kernel computes a tile of a
  * few weight rows × a few tokens together instead: each weight block is decoded once into
  * registers and multiplied with the same block of every token of the tile, each activation block
- * is loaded once for all the rows, and the per-pair sums are reduced 8 pairs at a time.  That
- * is 2.2-3x faster per pair than the vec_dot loop (make bench-kernels).
+ * is loaded once for all the rows, and the per-pair sums are reduced 8 pairs at a time.  On an
+ * AVX-512 core that is about 3x the per-row kernels' speed for Q4_K and Q5_K, 2.3-2.6x for Q6_K,
+ * Q8_0, Q4_0, Q5_0 and IQ4_NL, and 1.8x over the 8-row kernels of Q4_0/IQ4_NL (make
+ * bench-kernels).  Types without a gemm kernel (Q2_K, Q3_K, Q4_1, Q5_1, IQ1, the floats) take
+ * their pairs one by one, as before.
  *
  * Tile shapes.  A tile's accumulators live in registers, one 256-bit register per pair, next to
  * a register per decoded weight row and one for the activation block at hand.  AVX-512VL gives
- * 32 registers (16 pairs: 4 rows × 4 tokens, or 2 × 8 for Q4_K, whose per-row scale unpacking
- * is the costlier side); plain AVX2 has 16 (8 pairs).  gemm_tiles() walks a chunk of rows tile
- * by tile; at a ragged edge (rows or tokens not a multiple of the tile) the missing rows or
- * tokens repeat the last real one and only the real pairs are stored.  Tokens are taken in
- * blocks of about GEMM_ACT_BYTES of activations, which stay in the L2 cache while every row
- * tile of the chunk passes over them.  (On this file's development machine, an AVX-512 core
+ * 32 registers: 16 pairs, 4 rows × 4 tokens, or 2 × 8 for Q4_K and Q5_K, whose per-row scale
+ * unpacking is the costlier side.  Plain AVX2 has 16: 8 pairs, 2 × 4 or 1 × 8 (make test runs
+ * the kernel tests in both forms).  gemm_tiles() walks a chunk of rows tile by tile; at a
+ * ragged edge (rows or tokens not a multiple of the tile) the missing rows or tokens repeat the
+ * last real one and only the real pairs are stored.  Tokens are taken in blocks of about
+ * GEMM_ACT_BYTES of activations, which stay in the L2 cache while every row tile of the chunk
+ * passes over them.  (On this file's development machine, an AVX-512 core
  * where vpdpbusd, vpmaddubsw, vpdpwssd and the F32 multiply-adds share two pipes, the byte
  * products themselves are about half of a tile's time; the rest is unpacking and the per-pair
  * F32 steps, which the tile shapes amortise.)
@@ -3803,7 +3808,8 @@ static inline __m256i gemm_madd_acc(__m256i acc, __m256i p, __m256i s) { return 
 static inline __m256i gemm_madd_acc(__m256i acc, __m256i p, __m256i s) { return _mm256_add_epi32(acc, _mm256_madd_epi16(p, s)); }
 #endif
 
-/* Signed bytes times signed bytes, 4 products per 32-bit lane (Q8_0 weights).  vpdpbusd takes
+/* Signed bytes times signed bytes, 4 products per 32-bit lane (the weights of the 32-element
+ * types, decoded, times Q8_0 activations).  vpdpbusd takes
  * its first operand unsigned, so the weights are offset by 128 (x ^ 0x80 is x + 128 as an
  * unsigned byte) and the accumulator starts at −128·Σy over the lane's 4 activation bytes,
  * which gemm_i8_bias computes once per activation block:
@@ -3950,7 +3956,7 @@ static void gemm_q5_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_
 static void gemm_q6_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
     enum { R = GEMM_Q6_K_ROWS, T = 4 };
-    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), m32 = _mm256_set1_epi8(32);
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30), m32 = _mm256_set1_epi8(32);
     /* bytes 0,1 (a 16-bit scale) repeated in the low half, bytes 2,3 in the high half */
     const __m256i scale_pair = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
     __m256 acc[R * T];
@@ -3971,9 +3977,12 @@ static void gemm_q6_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_
             __m256i q[R], sc[R];
             for (int r = 0; r < R; r++) {
                 __m256i low = _mm256_loadu_si256((const __m256i *)(x[r]->ql + 64 * h + 32 * (k % 2)));
-                __m256i high = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(x[r]->qh + 32 * h)), 2 * k);
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(x[r]->qh + 32 * h));
+                /* bits 2k, 2k+1 of qh's bytes moved to bits 4, 5 (16-bit shifts: the mask drops what
+                 * crosses from the neighbouring byte) */
+                __m256i high = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
                 if (k >= 2) low = _mm256_srli_epi16(low, 4);
-                q[r] = _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_slli_epi16(_mm256_and_si256(high, m2), 4));
+                q[r] = _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_and_si256(high, m30));
                 /* groups 2·run and 2·run + 1: 32-bit word `run` of the scales, split over the halves */
                 sc[r] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(scales[r], _mm256_set1_epi32(run)), scale_pair);
             }
