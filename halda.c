@@ -3728,7 +3728,7 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * few weight rows × a few tokens together instead: each weight block is decoded once into
  * registers and multiplied with the same block of every token of the tile, each activation block
  * is loaded once for all the rows, and the per-pair sums are reduced 8 pairs at a time.  On an
- * AVX-512 core that is about 3x the per-row kernels' speed for Q4_K and Q5_K, 2.3-2.6x for Q6_K,
+ * AVX-512 core that is about 3x the per-row kernels' speed for Q4_K and Q5_K, 2.3-2.7x for Q6_K,
  * Q8_0, Q4_0, Q5_0 and IQ4_NL, and 1.8x over the 8-row kernels of Q4_0/IQ4_NL (make
  * bench-kernels).  Types without a gemm kernel (Q2_K, Q3_K, Q4_1, Q5_1, IQ1, the floats) take
  * their pairs one by one, as before.
