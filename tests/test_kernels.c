@@ -773,7 +773,7 @@ static void check_gemm(const char *name, int type, gemm_fn gemm, vec_dot_fn dot,
 
 static void test_gemm(void)
 {
-    static const int blocks[] = {1, 2, 3, 8};
+    static const int blocks[] = {1, 2, 3, 8, 13}; /* 13: a whole group of 8 blocks and a partial one */
     static const int rows[] = {1, 3, 4, 5, 8, 13, 16};
     int kernels = 0;
     for (int type = 0; type < TYPE_COUNT; type++) {
