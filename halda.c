@@ -1133,8 +1133,9 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * possible, and it is also exactly how llama.cpp rounds, which is what lets our logits match
  * its reference outputs.  A matrix product converts its activations once and shares them
  * across all rows and threads; for a batch of tokens (a prompt) it hands whole tiles of rows ×
- * tokens to the type's `gemm` kernel (see "Matrix-matrix products" below).  SIMD variants replace the dot products and the activation
- * quantizers (Q8_0, Q8_1, Q8_K); the scalar functions are the specification.
+ * tokens to the type's `gemm` kernel (see "Matrix-matrix products" below).  SIMD variants
+ * replace the dot products and the activation quantizers (Q8_0, Q8_1, Q8_K); the scalar
+ * functions are the specification.
  *
  * Two summation orders per type, where llama.cpp has two.  An integer dot product is exact but
  * the F32 arithmetic around it is not, and llama.cpp's x86 backend adds up differently
@@ -3741,10 +3742,10 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * ragged edge (rows or tokens not a multiple of the tile) the missing rows or tokens repeat the
  * last real one and only the real pairs are stored.  Tokens are taken in blocks of about
  * GEMM_ACT_BYTES of activations, which stay in the L2 cache while every row tile of the chunk
- * passes over them.  (On this file's development machine, an AVX-512 core
- * where vpdpbusd, vpmaddubsw, vpdpwssd and the F32 multiply-adds share two pipes, the byte
- * products themselves are about half of a tile's time; the rest is unpacking and the per-pair
- * F32 steps, which the tile shapes amortise.)
+ * passes over them.  (On this file's development machine, an AVX-512 core where vpdpbusd,
+ * vpmaddubsw, vpdpwssd and the F32 multiply-adds share two pipes, the byte products themselves
+ * are about half of a tile's time; the rest is unpacking and the per-pair F32 steps, which the
+ * tile shapes amortise.)
  *
  * Bit-identical results.  Every value a gemm kernel writes is bit for bit the one its row's dot
  * product gives — vec_dot for `gemm`, vec_dot_r8 for `gemm_r8` — so a batched prompt gives the
@@ -3808,11 +3809,11 @@ static inline __m256i gemm_madd_acc(__m256i acc, __m256i p, __m256i s) { return 
 static inline __m256i gemm_madd_acc(__m256i acc, __m256i p, __m256i s) { return _mm256_add_epi32(acc, _mm256_madd_epi16(p, s)); }
 #endif
 
-/* Signed bytes times signed bytes, 4 products per 32-bit lane (the weights of the 32-element
- * types, decoded, times Q8_0 activations).  vpdpbusd takes
- * its first operand unsigned, so the weights are offset by 128 (x ^ 0x80 is x + 128 as an
- * unsigned byte) and the accumulator starts at −128·Σy over the lane's 4 activation bytes,
- * which gemm_i8_bias computes once per activation block:
+/* Signed bytes times signed bytes, 4 products per 32-bit lane (the decoded weights of the
+ * 32-element types times Q8_0 activations).  vpdpbusd takes its first operand unsigned, so the
+ * weights are offset by 128 (x ^ 0x80 is x + 128 as an unsigned byte) and the accumulator starts
+ * at −128·Σy over the lane's 4 activation bytes, which gemm_i8_bias computes once per
+ * activation block:
  *     Σ (x + 128)·y − 128·Σ y = Σ x·y, exactly, for every x and y.
  * Without VNNI, avx2_dot_i8_lanes' sign trick (exact for bytes in [−127, 127]). */
 #if HALDA_AVX512VNNI
@@ -3875,28 +3876,30 @@ static inline void k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[
  * bit 4 for Q5_K) meet the activation bytes 32j..32j+31: maddubs forms 16-bit pair sums (at most
  * 2·31·127), the sub-block's scale multiplies them into 32 bits.  The tile is 8 tokens wide:
  * unpacking a row's scales costs more than loading a token's block.  The two types share the
- * layout of d, dmin and the scales; qs (and Q5_K's qh) sit at the offsets of their structs. */
+ * places of d, dmin and the scales; qs (and Q5_K's qh) sit at the offsets of their structs. */
 #define GEMM_K_ROWS (HALDA_AVX512VNNI ? 2 : 1)
 static inline __attribute__((always_inline)) void gemm_k_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
                                                                  bool q5)
 {
     enum { R = GEMM_K_ROWS, T = 8 };
     const size_t bb = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    const size_t qs_at = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
-    static_assert(offsetof(block_q5_K, scales) == offsetof(block_q4_K, scales) && offsetof(block_q5_K, dmin) == offsetof(block_q4_K, dmin),
-                  "Q4_K and Q5_K share the scales' layout");
+    const size_t qs_at = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs), qh_at = offsetof(block_q5_K, qh);
+    const size_t d_at = offsetof(block_q4_K, d), dmin_at = offsetof(block_q4_K, dmin), scales_at = offsetof(block_q4_K, scales);
+    static_assert(offsetof(block_q5_K, d) == offsetof(block_q4_K, d) && offsetof(block_q5_K, dmin) == offsetof(block_q4_K, dmin) &&
+                      offsetof(block_q5_K, scales) == offsetof(block_q4_K, scales),
+                  "Q4_K and Q5_K keep d, dmin and the scales in the same places");
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
     __m256 acc[R], acc_min[R];
     for (int r = 0; r < R; r++) acc[r] = acc_min[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const block_q4_K *x[R]; /* d, dmin and scales; qs at qs_at, qh (Q5_K) in block_q5_K's place */
+        const uint8_t *x[R]; /* the rows' blocks */
         const block_q8_K *y[T];
         int32_t sc2[R][8]; /* scale j of row r, twice as 16 bits: the madd operand */
         __m128i mins[R], bsum[T]; /* per sub-block: the row's minimums, the token's sums */
         for (int r = 0; r < R; r++) {
-            x[r] = (const block_q4_K *)(w[r] + (size_t)b * bb);
+            x[r] = w[r] + (size_t)b * bb;
             uint8_t sc[8], mn[8];
-            k_scales_mins(x[r]->scales, sc, mn);
+            k_scales_mins(x[r] + scales_at, sc, mn);
             for (int j = 0; j < 8; j++) sc2[r][j] = sc[j] * 0x10001;
             mins[r] = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
         }
@@ -3910,10 +3913,10 @@ static inline __attribute__((always_inline)) void gemm_k_r8_tile(int64_t n, cons
         for (int j = 0; j < 8; j++) { /* sub-block j: nibble j % 2 of qs[32·(j/2) ..] */
             __m256i q[R];
             for (int r = 0; r < R; r++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)((const uint8_t *)x[r] + qs_at + 32 * (j / 2)));
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(x[r] + qs_at + 32 * (j / 2)));
                 q[r] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(raw, 4) : raw, m4);
                 if (q5) {
-                    __m256i qh = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)x[r])->qh);
+                    __m256i qh = _mm256_loadu_si256((const __m256i *)(x[r] + qh_at));
                     q[r] = _mm256_or_si256(q[r], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
                 }
             }
@@ -3928,8 +3931,9 @@ static inline __attribute__((always_inline)) void gemm_k_r8_tile(int64_t n, cons
             __m128i m8[8];
             for (int t = 0; t < T; t++) m8[t] = mins[r];
             __m256 s = _mm256_cvtepi32_ps(avx2_sum8_i32(isum + T * r)), m = _mm256_cvtepi32_ps(avx2_dot8_i16(m8, bsum));
-            acc[r] = _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_set1_ps(f16_to_f32(x[r]->d)), da), acc[r]);
-            acc_min[r] = _mm256_fmadd_ps(m, _mm256_mul_ps(_mm256_set1_ps(f16_to_f32(x[r]->dmin)), da), acc_min[r]);
+            float dw = f16_to_f32((f16_t)f16_bits_at(x[r] + d_at)), dminw = f16_to_f32((f16_t)f16_bits_at(x[r] + dmin_at));
+            acc[r] = _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_set1_ps(dw), da), acc[r]);
+            acc_min[r] = _mm256_fmadd_ps(m, _mm256_mul_ps(_mm256_set1_ps(dminw), da), acc_min[r]);
         }
     }
     for (int r = 0; r < R; r++) _mm256_storeu_ps(out + T * r, _mm256_sub_ps(acc[r], acc_min[r]));
