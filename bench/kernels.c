@@ -8,7 +8,9 @@
  * bytes per second, and the speed-up of the table's kernel over the scalar one.  Two sizes:
  * one that stays in the L2 cache (compute-bound) and one of ~64 MiB that streams from memory.
  * The activation quantizers (Q8_0, Q8_1, Q8_K) convert one row of 4096 floats, as a matrix
- * product does once per token.  Each figure is the best of several timed repetitions, to stay
+ * product does once per token.  Prefill: a matrix times 64 tokens through the table's gemm
+ * kernel against a dot product per (row, token) pair (`build/bench-kernels gemm` runs just
+ * that).  Each figure is the best of several timed repetitions, to stay
  * robust on a shared machine. */
 #define HALDA_NO_MAIN
 #include "../halda.c"
@@ -103,8 +105,83 @@ static void bench_quantizers(void)
     free(x), free(dst);
 }
 
-int main(void)
+/* CPU seconds this thread has run: unlike the wall clock, it does not count the time another
+ * program holds the core, so figures taken on a busy machine stay comparable. */
+static double cpu_s(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* What matmul does without a gemm kernel: the 8-row kernel where there is one, else a dot
+ * product per pair. */
+static void gemm_without(vec_dot_fn dot, vec_dot_8rows_fn dot8, int64_t n, const uint8_t *w, size_t row_bytes, int64_t rows,
+                         const uint8_t *act, size_t act_bytes, int64_t n_tok, float *out)
+{
+    int64_t r = 0;
+    for (; dot8 && r + 8 <= rows; r += 8)
+        for (int64_t t = 0; t < n_tok; t++) dot8(n, w + (size_t)r * row_bytes, row_bytes, act + (size_t)t * act_bytes, out + t * rows + r);
+    gemm_by_rows(dot, n, w + (size_t)r * row_bytes, row_bytes, rows - r, act, act_bytes, n_tok, out + r, (size_t)rows);
+}
+
+/* Best CPU seconds per matrix product of rows × n weights with n_tok activation rows: through
+ * gemm, or (gemm NULL) as matmul does without a gemm kernel. */
+static double time_gemm(gemm_fn gemm, vec_dot_fn dot, vec_dot_8rows_fn dot8, const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n,
+                        const uint8_t *act, size_t act_bytes, int64_t n_tok, float *out)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 7; rep++) {
+        int iters = 0;
+        double t0 = cpu_s(), t;
+        do {
+            if (gemm) gemm(n, w, row_bytes, rows, act, act_bytes, n_tok, out, (size_t)rows);
+            else gemm_without(dot, dot8, n, w, row_bytes, rows, act, act_bytes, n_tok, out);
+            iters++;
+        } while ((t = cpu_s() - t0) < 0.05);
+        best = fmin(best, t / iters);
+    }
+    return best;
+}
+
+/* Prefill: a matrix of 256 × 2048 weights times 64 tokens, the table's gemm against the per-row
+ * kernels (8 rows at a time where there is such a kernel, else a dot product per pair). */
+static void bench_gemm(void)
+{
+    const int64_t rows = 256, n = 2048, n_tok = 64;
+    uint64_t rng = 3;
+    printf("\nprefill: %lld x %lld weights times %lld tokens, per-row kernels vs gemm\n%-12s %12s %12s %10s %10s %8s\n",
+           (long long)rows, (long long)n, (long long)n_tok, "type", "per-row ns", "gemm ns", "rows GMAC/s", "gemm GMAC/s", "speed-up");
+    for (int type = 0; type < TYPE_COUNT; type++) {
+        const type_traits *t = type_info(type);
+        if (!t || !t->vec_dot || !t->quantize || !t->dequantize) continue;
+        for (int order = 0; order < 2; order++) {
+            gemm_fn gemm = order ? t->gemm_r8 : t->gemm;
+            vec_dot_fn dot = order ? t->vec_dot_r8 : t->vec_dot;
+            if (!gemm || !dot) continue;
+            size_t row_bytes = type_row_bytes(type, n), act_bytes = type_row_bytes(t->act_type, n);
+            float *x = malloc((size_t)n * 4), *out = malloc((size_t)(rows * n_tok) * 4);
+            uint8_t *w = malloc(row_bytes * (size_t)rows), *act = malloc(act_bytes * (size_t)n_tok);
+            for (int64_t r = 0; r < rows; r++) synth_fill(x, n, 1.0f, &rng), t->quantize(x, w + (size_t)r * row_bytes, n);
+            for (int64_t r = 0; r < n_tok; r++) synth_fill(x, n, 1.0f, &rng), type_info(t->act_type)->quantize(x, act + (size_t)r * act_bytes, n);
+            vec_dot_8rows_fn dot8 = order ? t->vec_dot_r8_8rows : NULL;
+            double tp = time_gemm(NULL, dot, dot8, w, row_bytes, rows, n, act, act_bytes, n_tok, out);
+            double tg = time_gemm(gemm, dot, dot8, w, row_bytes, rows, n, act, act_bytes, n_tok, out);
+            double macs = (double)rows * (double)n * (double)n_tok;
+            char name[32];
+            snprintf(name, sizeof name, "%s%s", t->name, order ? " r8" : "");
+            printf("%-12s %12.0f %12.0f %10.2f %10.2f %7.2fx\n", name, 1e9 * tp, 1e9 * tg, macs / tp / 1e9, macs / tg / 1e9, tp / tg);
+            free(x), free(out), free(w), free(act);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "gemm")) { /* just the prefill kernels */
+        bench_gemm();
+        return 0;
+    }
     const bench_case cases[] = {
         {TYPE_F32, vec_dot_f32, false},       {TYPE_F16, vec_dot_f16, false},          {TYPE_BF16, vec_dot_bf16, false},
         {TYPE_Q8_0, vec_dot_q8_0, false},     {TYPE_Q4_0, vec_dot_q4_0, false},        {TYPE_Q4_0, vec_dot_q4_0_r8, true},
@@ -156,5 +233,6 @@ int main(void)
         }
     }
     bench_quantizers();
+    bench_gemm();
     return 0;
 }

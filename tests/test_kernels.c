@@ -486,6 +486,48 @@ static void test_f16_conversions(void)
         }
     }
     CHECK(bad == 0, "f32_to_f16 differs from f32_to_f16_ref on %d floats", bad);
+    /* the table's F16 dequantizer (8 at a time with F16C) against the scalar loop: every half,
+     * starting at every offset mod 8 with a ragged tail */
+    static f16_t all[65536 + 8];
+    static float got[65536 + 8], spec[65536 + 8];
+    for (uint32_t h = 0; h < 65536 + 8; h++) all[h] = (f16_t)h;
+    for (int off = 0; off < 8; off++) {
+        type_info(TYPE_F16)->dequantize(all + off, got, 65536 - off + 3);
+        dequantize_f16(all + off, spec, 65536 - off + 3);
+        CHECK(!memcmp(got, spec, (size_t)(65536 - off + 3) * 4), "the table's F16 dequantizer differs from dequantize_f16 (offset %d)", off);
+    }
+}
+
+/* Attention's weighted sum of F16 value rows: the table build's kernel equals the scalar one
+ * (and the dequantize-then-accumulate loop it replaced), for head sizes that are and are not
+ * multiples of 64 and 8, rows a stride apart. */
+static void test_weighted_sum(void)
+{
+    static const int hds[] = {1, 7, 8, 24, 64, 72, 128, 200};
+    for (size_t hi = 0; hi < sizeof hds / sizeof *hds; hi++)
+        for (int n = 1; n <= 40; n += 13) {
+            int hd = hds[hi];
+            size_t stride = (size_t)hd * 2 + 6;
+            uint8_t *rows = malloc(stride * (size_t)n);
+            float *a = malloc((size_t)n * 4), *got = malloc((size_t)hd * 4), *spec = malloc((size_t)hd * 4), *old = calloc((size_t)hd, 4);
+            float *tmp = malloc((size_t)hd * 4), *x = malloc((size_t)hd * 4);
+            for (int p = 0; p < n; p++) {
+                for (int i = 0; i < hd; i++) x[i] = normalish() * (p % 3 ? 1.0f : 100.0f);
+                quantize_f16(x, rows + (size_t)p * stride, hd);
+                a[p] = rand_unit(&rng) / (float)n;
+            }
+            F16_ROWS_WEIGHTED_SUM(rows, stride, a, n, got, hd);
+            f16_rows_weighted_sum(rows, stride, a, n, spec, hd);
+            for (int p = 0; p < n; p++) {
+                dequantize_f16(rows + (size_t)p * stride, tmp, hd);
+                for (int i = 0; i < hd; i++) {
+                    float prod = a[p] * tmp[i];
+                    old[i] += prod;
+                }
+            }
+            CHECK(!memcmp(got, spec, (size_t)hd * 4) && !memcmp(spec, old, (size_t)hd * 4), "f16 weighted sum hd=%d n=%d differs from its scalar twin", hd, n);
+            free(rows), free(a), free(got), free(spec), free(old), free(tmp), free(x);
+        }
 }
 
 #if HALDA_AVX2 || HALDA_NEON
@@ -697,6 +739,68 @@ static void test_simd_twins(void)
 static void test_simd_twins(void) { SKIP("no SIMD kernels in this build (%s): SIMD twins not compared", HALDA_SIMD_NAME); }
 #endif
 
+/* The matrix-matrix kernels: every (row, token) value bit for bit the one its row's dot product
+ * gives (gemm_by_rows, the specification), for matrices whose rows and tokens are and are not
+ * whole tiles, at several lengths and for the extreme blocks of check_twin; and nothing written
+ * outside the n_rows × n_tok corner of the output. */
+static void check_gemm(const char *name, int type, gemm_fn gemm, vec_dot_fn dot, int64_t n, int64_t n_rows, int64_t n_tok, int mode)
+{
+    const type_traits *t = type_info(type);
+    size_t row = type_row_bytes(type, n), act = type_row_bytes(t->act_type, n), stride = (size_t)n_rows + 3;
+    float *x = malloc((size_t)n * 4), *got = malloc(stride * (size_t)n_tok * 4), *spec = malloc(stride * (size_t)n_tok * 4);
+    uint8_t *w = malloc(row * (size_t)n_rows), *aq = malloc(act * (size_t)n_tok);
+    for (int64_t r = 0; r < n_rows + n_tok; r++) {
+        for (int64_t i = 0; i < n; i++) {
+            x[i] = normalish() * (float)(r % 5 + 1);
+            if (mode == 1) x[i] = (i + r) % 2 ? 1e4f : -1e4f; /* every byte at ±127 */
+            if (mode == 2 && i % 64 == r % 64) x[i] *= 1e3f;  /* outliers: skewed scales */
+        }
+        if (r < n_rows) t->quantize(x, w + (size_t)r * row, n);
+        else type_info(t->act_type)->quantize(x, aq + (size_t)(r - n_rows) * act, n);
+    }
+    for (size_t i = 0; i < stride * (size_t)n_tok; i++) got[i] = spec[i] = -12345.0f;
+    gemm(n, w, row, n_rows, aq, act, n_tok, got, stride);
+    gemm_by_rows(dot, n, w, row, n_rows, aq, act, n_tok, spec, stride);
+    size_t bad = 0;
+    while (bad < stride * (size_t)n_tok && !memcmp(&got[bad], &spec[bad], 4)) bad++;
+    CHECK(bad == stride * (size_t)n_tok, "%s gemm n=%lld %lld rows x %lld tokens mode %d: row %zu token %zu gives %.9g, its dot product %.9g",
+          name, (long long)n, (long long)n_rows, (long long)n_tok, mode, bad % stride, bad / stride,
+          bad < stride * (size_t)n_tok ? got[bad] : 0.0, bad < stride * (size_t)n_tok ? spec[bad] : 0.0);
+    free(x), free(got), free(spec), free(w), free(aq);
+}
+
+static void test_gemm(void)
+{
+    static const int blocks[] = {1, 2, 3, 8, 13}; /* 13: a whole group of 8 blocks and a partial one */
+    static const int rows[] = {1, 3, 4, 5, 8, 13, 16};
+    int kernels = 0;
+    for (int type = 0; type < TYPE_COUNT; type++) {
+        const type_traits *t = type_info(type);
+        if (!has_kernels(t)) continue;
+        for (int order = 0; order < 2; order++) {
+            gemm_fn gemm = order ? t->gemm_r8 : t->gemm;
+            vec_dot_fn dot = order ? t->vec_dot_r8 : t->vec_dot;
+            if (!gemm) continue;
+            char name[32];
+            snprintf(name, sizeof name, "%s%s", t->name, order ? " r8" : "");
+            CHECK(type_gemm(t, order ? 8 : 7) == gemm, "%s: type_gemm picks the kernel of the order type_vec_dot picks", name);
+            kernels++;
+            for (size_t bi = 0; bi < sizeof blocks / sizeof *blocks; bi++)
+                for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++)
+                    for (int n_tok = 1; n_tok <= 9; n_tok++)
+                        for (int mode = 0; mode < 3; mode++)
+                            check_gemm(name, type, gemm, dot, (int64_t)blocks[bi] * t->block_elems, rows[ri], n_tok, mode);
+            /* more tokens than one block of GEMM_ACT_BYTES of activations holds */
+            int64_t n = 8 * t->block_elems, n_tok = (int64_t)(300 << 10) / (int64_t)type_row_bytes(t->act_type, n) + 5;
+            check_gemm(name, type, gemm, dot, n, 5, n_tok, 0);
+        }
+    }
+#if HALDA_AVX2
+    CHECK(kernels > 0, "this build has gemm kernels");
+#endif
+    if (!kernels) SKIP("no gemm kernels in this build (%s)", HALDA_SIMD_NAME);
+}
+
 int main(void)
 {
     test_round_trips();
@@ -711,5 +815,7 @@ int main(void)
     test_hand_iq1();
     test_f16_conversions();
     test_simd_twins();
+    test_weighted_sum();
+    test_gemm();
     return test_summary("kernels");
 }
