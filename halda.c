@@ -97,6 +97,26 @@
 #else
 #define HALDA_F16C 0
 #endif
+/* AVX-512 (x86-64): the F, BW (byte and word) and VL (the same instructions on 256 and 128 bits)
+ * subsets, which every AVX-512 processor since Skylake-SP has.  Its kernels are twins of the
+ * AVX2 ones and use their helpers, so it needs AVX2 (and F16C, which every AVX-512 processor has).  VNNI adds the 4-byte dot product
+ * vpdpbusd (u8 × s8, summed into 32 bits) and vpdpwssd (16 × 16 bits); AVX-VNNI (Alder Lake and
+ * later, without AVX-512) has the same two on 256 bits, which is all the AVX2 kernels use. */
+#if HALDA_AVX2 && HALDA_F16C && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define HALDA_AVX512 1
+#else
+#define HALDA_AVX512 0
+#endif
+#if HALDA_AVX512 && defined(__AVX512VNNI__)
+#define HALDA_AVX512VNNI 1
+#else
+#define HALDA_AVX512VNNI 0
+#endif
+#if HALDA_AVX2 && (HALDA_AVX512VNNI || defined(__AVXVNNI__))
+#define HALDA_AVX_VNNI 1 /* the 256-bit byte and word dot products, from either extension */
+#else
+#define HALDA_AVX_VNNI 0
+#endif
 /* NEON on 64-bit ARM only: the kernels use A64 intrinsics (across-vector adds, vfmaq_f32)
  * that 32-bit ARM lacks, so 32-bit ARM runs the scalar kernels.  The dot product extension
  * (armv8.2-a+dotprod, __ARM_FEATURE_DOTPROD) gives the 4-byte dot product in one instruction;
@@ -114,7 +134,10 @@
 #endif
 /* What this build's kernels use, for reports. */
 #define HALDA_SIMD_NAME                                                                                  \
-    (HALDA_AVX2 && HALDA_F16C ? "avx2 fma f16c"                                                          \
+    (HALDA_AVX512VNNI         ? "avx512 vnni"                                                            \
+     : HALDA_AVX512           ? "avx512"                                                                 \
+     : HALDA_AVX_VNNI         ? "avx2 fma avx-vnni"                                                      \
+     : HALDA_AVX2 && HALDA_F16C ? "avx2 fma f16c"                                                        \
      : HALDA_AVX2             ? "avx2 fma"                                                               \
      : HALDA_F16C             ? "f16c"                                                                   \
      : HALDA_NEON_DOTPROD     ? "neon dotprod"                                                           \
@@ -1383,20 +1406,42 @@ static inline int32_t k_dot(const int8_t *qw, const int *gscale, const int8_t *q
  * maddubs adds two products into 16 bits, which cannot saturate while the signed bytes stay in
  * [−127, 127] — every quantizer here and in llama.cpp keeps them there, and llama.cpp's own
  * kernels make the same assumption.  The scalar twins stay compiled as the specification
- * (marked unused where the table no longer names them). */
+ * (marked unused where the table no longer names them).
+ *
+ * With VNNI (AVX512-VNNI or AVX-VNNI) the two steps after maddubs — madd into 32 bits, then add
+ * to a sum — are one instruction: vpdpbusd does all of it for a plain byte dot product, and
+ * vpdpwssd the madd and the add of a scaled one.  vpdpbusd sums its four products in 32 bits, so
+ * it gives maddubs' integers wherever maddubs does not saturate, which is everywhere here: a
+ * pair of products is at most 2·128·127 = 32512 for the signed bytes and, with unsigned weights
+ * (the k-quants, Q4_1, Q5_1), 2·63·127 = 16002 (Q6_K's six bits).  So the results stay bit for
+ * bit the scalar ones. */
 #if HALDA_AVX2
-/* lane l = Σ_{i=4l..4l+3} x_i·y_i over 32 signed bytes: |x| times y with x's sign, paired into
- * 16 bits, then paired again into 32. */
+/* acc + lane l = Σ_{i=4l..4l+3} x_i·y_i over 32 unsigned bytes x and signed bytes y; and
+ * acc + lane l = a_2l·b_2l + a_2l+1·b_2l+1 over 16-bit a and b. */
+#if HALDA_AVX512VNNI
+static inline __m256i avx2_dot_u8_acc(__m256i acc, __m256i x, __m256i y) { return _mm256_dpbusd_epi32(acc, x, y); }
+static inline __m256i avx2_madd_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
+#elif HALDA_AVX_VNNI
+static inline __m256i avx2_dot_u8_acc(__m256i acc, __m256i x, __m256i y) { return _mm256_dpbusd_avx_epi32(acc, x, y); }
+static inline __m256i avx2_madd_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_avx_epi32(acc, a, b); }
+#else
+static inline __m256i avx2_dot_u8_acc(__m256i acc, __m256i x, __m256i y)
+{
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)));
+}
+static inline __m256i avx2_madd_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+#endif
+/* lane l = Σ_{i=4l..4l+3} x_i·y_i over 32 signed bytes: |x| times y with x's sign. */
 static inline __m256i avx2_dot_i8_lanes(__m256i x, __m256i y)
 {
-    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+    return avx2_dot_u8_acc(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
 }
-/* The same for unsigned x (k-quant weights), each 16-element half weighted by its own 16-bit scale. */
-static inline __m256i avx2_dot_u8_lanes(__m256i x, __m256i y, int scale_lo, int scale_hi)
+/* acc + the lanes of unsigned x (k-quant weights) and signed y, each 16-element half weighted by
+ * its own 16-bit scale. */
+static inline __m256i avx2_dot_u8_scaled(__m256i acc, __m256i x, __m256i y, int scale_lo, int scale_hi)
 {
     __m256i sc = _mm256_set_m128i(_mm_set1_epi16((int16_t)scale_hi), _mm_set1_epi16((int16_t)scale_lo));
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), sc);
+    return avx2_madd_acc(acc, _mm256_maddubs_epi16(x, y), sc);
 }
 /* lane_acc_sum's order, on a vector of 8 lanes */
 static inline float avx2_lane_sum(__m256 v)
@@ -1422,11 +1467,10 @@ static inline __m256i avx2_sum8_i32(const __m256i v[8])
     __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
     return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
 }
-/* Signed x and y, each 16-element half weighted by its own 16-bit scale (Q3_K's signed q). */
-static inline __m256i avx2_dot_i8_scaled(__m256i x, __m256i y, int scale_lo, int scale_hi)
+/* The same for signed x (Q3_K's signed q). */
+static inline __m256i avx2_dot_i8_scaled(__m256i acc, __m256i x, __m256i y, int scale_lo, int scale_hi)
 {
-    __m256i sc = _mm256_set_m128i(_mm_set1_epi16((int16_t)scale_hi), _mm_set1_epi16((int16_t)scale_lo));
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)), sc);
+    return avx2_dot_u8_scaled(acc, _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x), scale_lo, scale_hi);
 }
 /* 32 bytes from 32 bits: byte i is 0xff where bit i is set, 0 where not (Q5's fifth bits).
  * Each byte gets a copy of the bit's byte, ORed with a mask that has every bit but bit i%8 set;
@@ -1463,6 +1507,57 @@ static inline __m256i avx2_nibbles(const uint8_t qs[16])
 }
 /* |x| for 8 floats (clears the sign bits) */
 static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+/* The 8 scales and 8 minimums of a Q4_K/Q5_K block (k_scale_min's layout) at once, as bytes:
+ * scales 0..7 in bytes 0..7, minimums 0..7 in bytes 8..15.  Four bytes at a time, one 32-bit
+ * word per four fields of the layout: w[0] = bytes 0..3, w[1] = 4..7, w[2] = 8..11. */
+static inline __m128i k_scale_min_unpack(const uint8_t s[12])
+{
+    uint32_t w[3];
+    memcpy(w, s, 12);
+    uint32_t sc_lo = w[0] & 0x3f3f3f3f, sc_hi = (w[2] & 0x0f0f0f0f) | (w[0] >> 6 & 0x03030303) << 4;
+    uint32_t m_lo = w[1] & 0x3f3f3f3f, m_hi = (w[2] >> 4 & 0x0f0f0f0f) | (w[1] >> 6 & 0x03030303) << 4;
+    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+}
+#endif
+
+/* ---- AVX-512 ---------------------------------------------------------------------------------
+ * 512-bit twins of the AVX2 kernels, for the types where they pay.  A 512-bit register holds two
+ * runs of 32 elements, so its 16 integer lanes are two sets of the 8 lanes of lane_acc: lanes
+ * 0..7 for the first run and 8..15 for the second.  The two halves are added (exact integers)
+ * before any F32 arithmetic, so the F32 operations and their order are the AVX2 kernel's, that
+ * is the scalar function's, and the results are bit for bit the same (tests/test_kernels.c).
+ * Without VNNI the same integer sums come from maddubs and madd as on AVX2. */
+#if HALDA_AVX512
+#if HALDA_AVX512VNNI
+static inline __m512i avx512_dot_u8_acc(__m512i acc, __m512i x, __m512i y) { return _mm512_dpbusd_epi32(acc, x, y); }
+static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { return _mm512_dpwssd_epi32(acc, a, b); }
+#else
+static inline __m512i avx512_dot_u8_acc(__m512i acc, __m512i x, __m512i y)
+{
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(x, y), _mm512_set1_epi16(1)));
+}
+static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)); }
+#endif
+/* The 16 lanes of two runs folded into the 8 of lane_acc: lane l + lane l+8. */
+static inline __m256i avx512_fold_i32(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
+/* 64 bytes: the 32 at p twice, the second copy shifted right by 4 bits in every byte's 64-bit
+ * word, so the nibble planes of 32 bytes (low nibbles, then high) come out as 64 elements after
+ * one mask. */
+static inline __m512i avx512_nibble_planes(const uint8_t *p)
+{
+    __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_and_si512(_mm512_srlv_epi64(raw, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0)), _mm512_set1_epi8(15));
+}
+/* 32 16-bit words: word k of v in the low 16, word k+1 in the high 16 (one scale per run). */
+static inline __m512i avx512_two_words(__m128i v, int k)
+{
+    const uint64_t ones = 0x0001000100010001ull;
+    __m512i idx = _mm512_set_epi64((long long)(ones * (uint64_t)(k + 1)), (long long)(ones * (uint64_t)(k + 1)),
+                                   (long long)(ones * (uint64_t)(k + 1)), (long long)(ones * (uint64_t)(k + 1)),
+                                   (long long)(ones * (uint64_t)k), (long long)(ones * (uint64_t)k), (long long)(ones * (uint64_t)k),
+                                   (long long)(ones * (uint64_t)k));
+    return _mm512_permutexvar_epi16(idx, _mm512_castsi128_si512(v));
+}
 #endif
 
 /* ---- NEON (64-bit ARM) -----------------------------------------------------------------------
@@ -1911,7 +2006,7 @@ static float vec_dot_q4_1_avx2(int64_t n, const void *w, const void *a)
     float mins = 0;
     for (int64_t b = 0; b < n / QK; b++) {
         mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
-        __m256i lanes = avx2_dot_u8_lanes(avx2_nibbles(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs), 1, 1);
+        __m256i lanes = avx2_dot_u8_acc(_mm256_setzero_si256(), avx2_nibbles(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc) + mins;
@@ -2090,7 +2185,7 @@ static float vec_dot_q5_1_avx2(int64_t n, const void *w, const void *a)
     float mins = 0;
     for (int64_t b = 0; b < n / QK; b++) {
         mins = fmaf(f16_to_f32(x[b].m), f16_to_f32(y[b].s), mins);
-        __m256i lanes = avx2_dot_u8_lanes(avx2_q5_values(x[b].qs, x[b].qh), _mm256_loadu_si256((const __m256i *)y[b].qs), 1, 1);
+        __m256i lanes = avx2_dot_u8_acc(_mm256_setzero_si256(), avx2_q5_values(x[b].qs, x[b].qh), _mm256_loadu_si256((const __m256i *)y[b].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc) + mins;
@@ -2641,9 +2736,8 @@ static inline __m256i avx2_q2_K_lanes(const block_q2_K *x, const block_q8_K *y)
         __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
         for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2)) {
             int r = 4 * h + s;
-            __m256i p = avx2_dot_u8_lanes(_mm256_and_si256(raw, m2), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
-                                          x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
-            sum = _mm256_add_epi32(sum, p);
+            sum = avx2_dot_u8_scaled(sum, _mm256_and_si256(raw, m2), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
+                                     x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
         }
     }
     return sum;
@@ -2799,7 +2893,7 @@ static inline __m256i avx2_q3_K_lanes(const block_q3_K *x, const block_q8_K *y, 
             int r = 4 * h + s;
             __m256i clear = _mm256_xor_si256(_mm256_and_si256(hmask, one), one); /* 1 where the bit is clear */
             __m256i q = _mm256_sub_epi8(_mm256_and_si256(raw, m2), _mm256_slli_epi16(clear, 2));
-            sum = _mm256_add_epi32(sum, avx2_dot_i8_scaled(q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]));
+            sum = avx2_dot_i8_scaled(sum, q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]);
         }
     }
     return sum;
@@ -2955,13 +3049,12 @@ static inline __m256i avx2_q4_K_lanes(const block_q4_K *x, const block_q8_K *y, 
     for (int c = 0; c < 4; c++) {
         __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
         __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-        __m256i plo = avx2_dot_u8_lanes(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
-        __m256i phi = avx2_dot_u8_lanes(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
-        sum = _mm256_add_epi32(sum, _mm256_add_epi32(plo, phi));
+        sum = avx2_dot_u8_scaled(sum, lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
+        sum = avx2_dot_u8_scaled(sum, hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
     }
     return sum;
 }
-static float vec_dot_q4_K_avx2(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_K_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
@@ -2979,7 +3072,7 @@ static float vec_dot_q4_K_avx2(int64_t n, const void *w, const void *a)
     }
     return avx2_lane_sum(acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
 }
-static float vec_dot_q4_K_r8_avx2(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q4_K_r8_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
@@ -2992,6 +3085,64 @@ static float vec_dot_q4_K_r8_avx2(int64_t n, const void *w, const void *a)
         acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
     }
     return acc - acc_min;
+}
+#endif
+#if HALDA_AVX512
+/* k_lane_sums of a Q4_K super-block in two halves (see avx512_fold_i32): 32 bytes of qs give
+ * the 64 elements of sub-blocks 2c and 2c+1, against 64 activation bytes; sc16 holds the 8
+ * scales as 16-bit words. */
+static inline __m512i avx512_q4_K_sums(const block_q4_K *x, const block_q8_K *y, __m128i sc16)
+{
+    __m512i sum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        __m512i p16 = _mm512_maddubs_epi16(avx512_nibble_planes(x->qs + 32 * c), _mm512_loadu_si512(y->qs + 64 * c));
+        sum = avx512_madd_acc(sum, p16, avx512_two_words(sc16, 2 * c));
+    }
+    return sum;
+}
+/* The minimums' integer terms of a Q4_K/Q5_K block, lane k = m[2k]·(bsums[4k] + bsums[4k+1]) +
+ * m[2k+1]·(bsums[4k+2] + bsums[4k+3]): the sums of pairs of bsums, times the 16-bit minimums. */
+static inline __m128i avx512_k_min_lanes(__m128i scale_min, const block_q8_K *y)
+{
+    __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+    __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    return _mm_madd_epi16(pairs, _mm_unpackhi_epi8(scale_min, _mm_setzero_si128()));
+}
+static float vec_dot_q4_K_avx512(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m128i scale_min = k_scale_min_unpack(x[b].scales);
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(avx512_k_min_lanes(scale_min, &y[b])), acc_m);
+        __m256i lanes = avx512_fold_i32(avx512_q4_K_sums(&x[b], &y[b], _mm_cvtepu8_epi16(scale_min)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    __m128 m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m)); /* (m0 + m2), (m1 + m3) */
+    return avx2_lane_sum(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+}
+/* The repacked order: both integer totals of a block (products and minimums) from one reduction,
+ * and both fused multiply-adds in lanes 0 and 1 of one register (lane 0: acc, lane 1: acc_min). */
+static float vec_dot_q4_K_r8_avx512(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m128i scale_min = k_scale_min_unpack(x[b].scales);
+        __m256i s8 = avx512_fold_i32(avx512_q4_K_sums(&x[b], &y[b], _mm_cvtepu8_epi16(scale_min)));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+        __m128i t = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, &y[b]));
+        t = _mm_hadd_epi32(t, t); /* lane 0: the products' total, lane 1: the minimums' */
+        uint32_t d_dmin;           /* d and dmin, side by side at the start of the block */
+        memcpy(&d_dmin, &x[b].d, 4);
+        __m128 scale = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)d_dmin)), _mm_set1_ps(y[b].d));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(t), scale, acc);
+    }
+    return _mm_cvtss_f32(acc) - _mm_cvtss_f32(_mm_movehdup_ps(acc));
 }
 #endif
 #if HALDA_NEON
@@ -3129,9 +3280,8 @@ static inline __m256i avx2_q5_K_lanes(const block_q5_K *x, const block_q8_K *y, 
         qh = _mm256_srli_epi16(qh, 1);
         __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
         qh = _mm256_srli_epi16(qh, 1);
-        __m256i plo = avx2_dot_u8_lanes(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
-        __m256i phi = avx2_dot_u8_lanes(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
-        sum = _mm256_add_epi32(sum, _mm256_add_epi32(plo, phi));
+        sum = avx2_dot_u8_scaled(sum, lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
+        sum = avx2_dot_u8_scaled(sum, hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
     }
     return sum;
 }
@@ -3300,7 +3450,7 @@ __attribute__((unused)) static float vec_dot_q6_K(int64_t n, const void *w, cons
     return lane_acc_sum(&acc);
 }
 #if HALDA_AVX2
-static float vec_dot_q6_K_avx2(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q6_K_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
@@ -3324,10 +3474,46 @@ static float vec_dot_q6_K_avx2(int64_t n, const void *w, const void *a)
                 __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], a8), _mm256_maddubs_epi16(m32, a8));
                 int g = 8 * h + 2 * k;
                 __m256i sc = _mm256_set_m128i(_mm_set1_epi16(x[b].scales[g + 1]), _mm_set1_epi16(x[b].scales[g]));
-                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p16, sc));
+                sum = avx2_madd_acc(sum, p16, sc);
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(sum), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+#endif
+#if HALDA_AVX512
+/* 64 elements at a time, as 64 bytes of ql hold them: in each half, the low nibbles of ql are
+ * elements 0..63 (quarters 0 and 1) and the high nibbles 64..127 (quarters 2 and 3).  Their
+ * high bits are bits 2k..2k+1 of qh for quarter k: the 32 bytes of qh twice, each copy shifted so
+ * that its quarter's two bits land on bits 4..5 of every byte. */
+static float vec_dot_q6_K_avx512(int64_t n, const void *w, const void *a)
+{
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30), m32 = _mm512_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
+        __m512i sum = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) {
+            __m512i ql = _mm512_loadu_si512(x[b].ql + 64 * h);
+            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h)));
+            __m512i q[2] = {
+                _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi64(qh, _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4)), m30)),
+                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(_mm512_srlv_epi64(qh, _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0)), m30)),
+            };
+            for (int k = 0; k < 2; k++) { /* elements 64k..64k+63 of the half: groups 8h+4k .. 8h+4k+3 */
+                __m512i a8 = _mm512_loadu_si512(y[b].qs + 128 * h + 64 * k);
+                __m512i p16 = _mm512_sub_epi16(_mm512_maddubs_epi16(q[k], a8), _mm512_maddubs_epi16(m32, a8));
+                int g = 8 * h + 4 * k; /* word i of p16 (elements 2i, 2i+1) is in group g + i/8 */
+                __m512i idx = _mm512_set_epi64(0x0003000300030003ll, 0x0003000300030003ll, 0x0002000200020002ll, 0x0002000200020002ll,
+                                               0x0001000100010001ll, 0x0001000100010001ll, 0, 0);
+                __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(idx, _mm512_set1_epi16((short)g)), _mm512_castsi256_si512(sc16));
+                sum = avx512_madd_acc(sum, p16, sc);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(avx512_fold_i32(sum)), acc);
     }
     return avx2_lane_sum(acc);
 }
@@ -3721,6 +3907,15 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define QUANTIZE_Q8_0 quantize_q8_0
 #define QUANTIZE_Q8_1 quantize_q8_1
 #define QUANTIZE_Q8_K quantize_q8_K
+#endif
+/* AVX-512 builds replace the AVX2 kernels that have a 512-bit twin. */
+#if HALDA_AVX512
+#undef VEC_DOT_Q4_K
+#define VEC_DOT_Q4_K vec_dot_q4_K_avx512
+#undef VEC_DOT_Q4_K_R8
+#define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx512
+#undef VEC_DOT_Q6_K
+#define VEC_DOT_Q6_K vec_dot_q6_K_avx512
 #endif
 
 static const type_traits type_table[TYPE_COUNT] = {
