@@ -1161,7 +1161,8 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * register, the activations are read once for all 8, and no row pays for a horizontal sum and a
  * dependent fused multiply-add per block on its own.  That matters for the 32-element blocks
  * (Q4_0, IQ4_NL: 1.5-1.8x); a 256-element k-quant block has enough work per row to hide them
- * (an 8-row Q4_K kernel measured 15% slower than the row-by-row one, so there is none).  Each
+ * on AVX2 (an 8-row Q4_K kernel measured 15% slower than the row-by-row one there), but not on
+ * AVX-512, whose row-by-row Q4_K kernel spends a third of its time on them.  Each
  * row's result is bit for bit its vec_dot_r8.  Matching llama.cpp bit for bit is what makes
  * its reference logits a usable test at all: the activations are re-quantized before every
  * matrix product, so a one-ulp difference that crosses a rounding boundary moves the logits by
@@ -1508,15 +1509,18 @@ static inline __m256i avx2_nibbles(const uint8_t qs[16])
 /* |x| for 8 floats (clears the sign bits) */
 static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 /* The 8 scales and 8 minimums of a Q4_K/Q5_K block (k_scale_min's layout) at once, as bytes:
- * scales 0..7 in bytes 0..7, minimums 0..7 in bytes 8..15.  Four bytes at a time, one 32-bit
- * word per four fields of the layout: w[0] = bytes 0..3, w[1] = 4..7, w[2] = 8..11. */
-static inline __m128i k_scale_min_unpack(const uint8_t s[12])
+ * scales 0..7 in bytes 0..7, minimums 0..7 in bytes 8..15.  Four fields at a time, in the 32-bit
+ * words w0 = bytes 0..3, w1 = 4..7, w2 = 8..11 of the packed scales:
+ *     scales 0..3 = w0 & 0x3f…,   scales 4..7 = (w2 & 0x0f…) | (w0 >> 2 & 0x30…),
+ *     mins 0..3   = w1 & 0x3f…,   mins 4..7   = (w2 >> 4 & 0x0f…) | (w1 >> 2 & 0x30…).
+ * It reads 16 bytes from s: the 12 and the first 4 of the qs (Q4_K) or qh (Q5_K) after them. */
+static inline __m128i k_scale_min_unpack(const uint8_t *s)
 {
-    uint32_t w[3];
-    memcpy(w, s, 12);
-    uint32_t sc_lo = w[0] & 0x3f3f3f3f, sc_hi = (w[2] & 0x0f0f0f0f) | (w[0] >> 6 & 0x03030303) << 4;
-    uint32_t m_lo = w[1] & 0x3f3f3f3f, m_hi = (w[2] >> 4 & 0x0f0f0f0f) | (w[1] >> 6 & 0x03030303) << 4;
-    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+    __m128i w = _mm_loadu_si128((const __m128i *)s);
+    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4)); /* w0 w2 w1 w2>>4 */
+    low = _mm_and_si128(low, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i high = _mm_srli_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0)), 2); /* w0>>2 w0>>2 w1>>2 w1>>2 */
+    return _mm_or_si128(low, _mm_and_si128(high, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
 }
 #endif
 
@@ -1871,12 +1875,14 @@ static float vec_dot_q4_0_r8_avx2(int64_t n, const void *w, const void *a)
  * matrix product asks for next) are fetched as one sequential stream, `bytes` of them per
  * step.  Without it the 8 rows read side by side, a block at a time, ran at half the memory
  * bandwidth that one row read straight through gets: the hardware prefetchers do not follow 8
- * short interleaved streams.  (A prefetch past the end of the matrix is harmless: it never
+ * short interleaved streams.  The lines go to L2, not L1: the 8 rows of a k-quant (18 KiB for
+ * 4096 columns of Q4_K) would crowd L1 out, which cost the 8-row Q4_K kernel 40% (Q4_0 and
+ * IQ4_NL run the same either way).  (A prefetch past the end of the matrix is harmless: it never
  * faults.) */
 static inline void avx2_prefetch_next_8rows(const void *w, size_t row_bytes, size_t offset, size_t bytes)
 {
     const char *next = (const char *)w + 8 * row_bytes + offset;
-    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
 }
 /* 8 rows: lane r of acc is row r's accumulator, so the chain of fused multiply-adds is the
  * scalar one, 8 rows side by side. */
@@ -3013,6 +3019,10 @@ __attribute__((unused)) static float vec_dot_q4_K_r8(int64_t n, const void *w, c
     }
     return acc - acc_min;
 }
+__attribute__((unused)) static void vec_dot_q4_K_r8_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_q4_K_r8(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 /* Summation order of llama.cpp's x86 ggml_vec_dot_q4_K_q8_K: the scaled products in the 8 lanes
  * (times d_act·d); the minimums in 4 more F32 lanes, lane k getting the products of sub-blocks
  * 2k and 2k+1 (times −d_act·dmin); at the end the 8 lanes as lane_acc_sum, plus the 4 as
@@ -3100,13 +3110,17 @@ static inline __m512i avx512_q4_K_sums(const block_q4_K *x, const block_q8_K *y,
     }
     return sum;
 }
-/* The minimums' integer terms of a Q4_K/Q5_K block, lane k = m[2k]·(bsums[4k] + bsums[4k+1]) +
- * m[2k+1]·(bsums[4k+2] + bsums[4k+3]): the sums of pairs of bsums, times the 16-bit minimums. */
-static inline __m128i avx512_k_min_lanes(__m128i scale_min, const block_q8_K *y)
+/* The activation sums of the 8 sub-blocks of 32, bsums[2j] + bsums[2j+1], as 16-bit words. */
+static inline __m128i avx512_bsum_pairs(const block_q8_K *y)
 {
     __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
-    __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-    return _mm_madd_epi16(pairs, _mm_unpackhi_epi8(scale_min, _mm_setzero_si128()));
+    return _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+}
+/* The minimums' integer terms of a Q4_K/Q5_K block, lane k = m[2k]·(bsums[4k] + bsums[4k+1]) +
+ * m[2k+1]·(bsums[4k+2] + bsums[4k+3]): the sub-block sums times the 16-bit minimums. */
+static inline __m128i avx512_k_min_lanes(__m128i scale_min, __m128i bsum_pairs)
+{
+    return _mm_madd_epi16(bsum_pairs, _mm_unpackhi_epi8(scale_min, _mm_setzero_si128()));
 }
 static float vec_dot_q4_K_avx512(int64_t n, const void *w, const void *a)
 {
@@ -3117,7 +3131,7 @@ static float vec_dot_q4_K_avx512(int64_t n, const void *w, const void *a)
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m128i scale_min = k_scale_min_unpack(x[b].scales);
         float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(avx512_k_min_lanes(scale_min, &y[b])), acc_m);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(avx512_k_min_lanes(scale_min, avx512_bsum_pairs(&y[b]))), acc_m);
         __m256i lanes = avx512_fold_i32(avx512_q4_K_sums(&x[b], &y[b], _mm_cvtepu8_epi16(scale_min)));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
     }
@@ -3135,7 +3149,7 @@ static float vec_dot_q4_K_r8_avx512(int64_t n, const void *w, const void *a)
         __m128i scale_min = k_scale_min_unpack(x[b].scales);
         __m256i s8 = avx512_fold_i32(avx512_q4_K_sums(&x[b], &y[b], _mm_cvtepu8_epi16(scale_min)));
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-        __m128i t = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, &y[b]));
+        __m128i t = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, avx512_bsum_pairs(&y[b])));
         t = _mm_hadd_epi32(t, t); /* lane 0: the products' total, lane 1: the minimums' */
         uint32_t d_dmin;           /* d and dmin, side by side at the start of the block */
         memcpy(&d_dmin, &x[b].d, 4);
@@ -3143,6 +3157,38 @@ static float vec_dot_q4_K_r8_avx512(int64_t n, const void *w, const void *a)
         acc = _mm_fmadd_ps(_mm_cvtepi32_ps(t), scale, acc);
     }
     return _mm_cvtss_f32(acc) - _mm_cvtss_f32(_mm_movehdup_ps(acc));
+}
+/* 8 rows: each row's two integer totals as in the one-row kernel, gathered into one register
+ * as (products, minimums) pairs — row r in lanes 2r and 2r+1 — and the 8 blocks' (d, dmin)
+ * pairs, converted in the same order, scale them: one fused multiply-add does the 16 scalar
+ * ones, lane 2r being row r's acc and lane 2r+1 its acc_min.  The activations' sub-block sums
+ * are found once for the 8 rows. */
+static void vec_dot_q4_K_r8_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_K *y = a;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q4_K), 8 * sizeof(block_q4_K));
+        __m128i pairs = avx512_bsum_pairs(&y[b]), t[8];
+        uint32_t d_dmin[8];
+        for (int r = 0; r < 8; r++) {
+            const block_q4_K *x = (const block_q4_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            __m128i scale_min = k_scale_min_unpack(x->scales);
+            __m256i s8 = avx512_fold_i32(avx512_q4_K_sums(x, &y[b], _mm_cvtepu8_epi16(scale_min)));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+            t[r] = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, pairs));
+            memcpy(&d_dmin[r], &x->d, 4);
+        }
+        __m256i lo = _mm256_set_m128i(_mm_hadd_epi32(t[2], t[3]), _mm_hadd_epi32(t[0], t[1]));
+        __m256i hi = _mm256_set_m128i(_mm_hadd_epi32(t[6], t[7]), _mm_hadd_epi32(t[4], t[5]));
+        __m512i totals = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d_dmin)), _mm512_set1_ps(y[b].d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), scale, acc);
+    }
+    __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m256 sums = _mm512_castps512_ps256(_mm512_permutexvar_ps(even, acc)), mins = _mm512_castps512_ps256(_mm512_permutexvar_ps(odd, acc));
+    _mm256_storeu_ps(out, _mm256_sub_ps(sums, mins));
 }
 #endif
 #if HALDA_NEON
@@ -3916,6 +3962,9 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx512
 #undef VEC_DOT_Q6_K
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx512
+#define VEC_DOT_Q4_K_R8_8ROWS vec_dot_q4_K_r8_8rows_avx512
+#else
+#define VEC_DOT_Q4_K_R8_8ROWS NULL
 #endif
 
 static const type_traits type_table[TYPE_COUNT] = {
@@ -3932,7 +3981,8 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, QUANTIZE_Q8_K, NULL, NULL, NULL},
     [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, VEC_DOT_Q2_K, VEC_DOT_Q2_K_R8, NULL},
     [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, VEC_DOT_Q3_K, NULL, NULL},
-    [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8, NULL},
+    [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8,
+                   VEC_DOT_Q4_K_R8_8ROWS},
     [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, VEC_DOT_Q5_K_R8, NULL},
     [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, NULL, NULL},
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL, NULL},

@@ -573,6 +573,9 @@ static const rows8_twin rows8_twins[] = {
 #if HALDA_AVX2
     {"q4_0", TYPE_Q4_0, vec_dot_q4_0_r8_8rows, vec_dot_q4_0_r8_8rows_avx2},
     {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl_r8_8rows, vec_dot_iq4_nl_r8_8rows_avx2},
+#if HALDA_AVX512
+    {"q4_k", TYPE_Q4_K, vec_dot_q4_K_r8_8rows, vec_dot_q4_K_r8_8rows_avx512},
+#endif
 #elif HALDA_NEON
     {"q4_0", TYPE_Q4_0, vec_dot_q4_0_r8_8rows, vec_dot_q4_0_r8_8rows_neon},
     {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl_r8_8rows, vec_dot_iq4_nl_r8_8rows_neon},
