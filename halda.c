@@ -3495,6 +3495,10 @@ __attribute__((unused)) static float vec_dot_q6_K(int64_t n, const void *w, cons
     }
     return lane_acc_sum(&acc);
 }
+__attribute__((unused)) static void vec_dot_q6_K_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_q6_K(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 #if HALDA_AVX2
 __attribute__((unused)) static float vec_dot_q6_K_avx2(int64_t n, const void *w, const void *a)
 {
@@ -3529,39 +3533,72 @@ __attribute__((unused)) static float vec_dot_q6_K_avx2(int64_t n, const void *w,
 }
 #endif
 #if HALDA_AVX512
-/* 64 elements at a time, as 64 bytes of ql hold them: in each half, the low nibbles of ql are
- * elements 0..63 (quarters 0 and 1) and the high nibbles 64..127 (quarters 2 and 3).  Their
- * high bits are bits 2k..2k+1 of qh for quarter k: the 32 bytes of qh twice, each copy shifted so
- * that its quarter's two bits land on bits 4..5 of every byte. */
+/* k_lane_sums of a Q6_K super-block in two halves (see avx512_fold_i32), 64 elements at a time
+ * as 64 bytes of ql hold them: in each half, the low nibbles of ql are elements 0..63 (quarters
+ * 0 and 1) and the high nibbles 64..127 (quarters 2 and 3).  Their high bits are bits 2k..2k+1 of
+ * qh for quarter k: the 32 bytes of qh twice, each copy shifted so that its quarter's two bits
+ * land on bits 4..5 of every byte.  (q − 32)·a is q·a − 32·a in 16-bit pairs; the 32·a pairs,
+ * m32_a[c] for elements 64c..64c+63, depend on the activations only. */
+static inline __m512i avx512_q6_K_sums(const block_q6_K *x, const int8_t *a, const __m512i m32_a[4])
+{
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    const __m512i group = _mm512_set_epi64(0x0003000300030003ll, 0x0003000300030003ll, 0x0002000200020002ll, 0x0002000200020002ll,
+                                           0x0001000100010001ll, 0x0001000100010001ll, 0, 0); /* word i of a chunk: group i/8 */
+    __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)));
+    __m512i sum = _mm512_setzero_si512();
+    for (int h = 0; h < 2; h++) {
+        __m512i ql = _mm512_loadu_si512(x->ql + 64 * h);
+        __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x->qh + 32 * h)));
+        __m512i q[2] = {
+            _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi64(qh, _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4)), m30)),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(_mm512_srlv_epi64(qh, _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0)), m30)),
+        };
+        for (int k = 0; k < 2; k++) { /* elements 64k..64k+63 of the half: groups 8h+4k .. 8h+4k+3 */
+            int c = 2 * h + k;
+            __m512i p16 = _mm512_sub_epi16(_mm512_maddubs_epi16(q[k], _mm512_loadu_si512(a + 64 * c)), m32_a[c]);
+            __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(group, _mm512_set1_epi16((short)(4 * c))), sc16);
+            sum = avx512_madd_acc(sum, p16, sc);
+        }
+    }
+    return sum;
+}
+/* 32·(a_2i + a_2i+1) for the 4 runs of 64 activations of a block */
+static inline void avx512_q6_K_m32(const int8_t *a, __m512i m32_a[4])
+{
+    for (int c = 0; c < 4; c++) m32_a[c] = _mm512_maddubs_epi16(_mm512_set1_epi8(32), _mm512_loadu_si512(a + 64 * c));
+}
 static float vec_dot_q6_K_avx512(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
-    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30), m32 = _mm512_set1_epi8(32);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
-        __m512i sum = _mm512_setzero_si512();
-        for (int h = 0; h < 2; h++) {
-            __m512i ql = _mm512_loadu_si512(x[b].ql + 64 * h);
-            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h)));
-            __m512i q[2] = {
-                _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi64(qh, _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4)), m30)),
-                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(_mm512_srlv_epi64(qh, _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0)), m30)),
-            };
-            for (int k = 0; k < 2; k++) { /* elements 64k..64k+63 of the half: groups 8h+4k .. 8h+4k+3 */
-                __m512i a8 = _mm512_loadu_si512(y[b].qs + 128 * h + 64 * k);
-                __m512i p16 = _mm512_sub_epi16(_mm512_maddubs_epi16(q[k], a8), _mm512_maddubs_epi16(m32, a8));
-                int g = 8 * h + 4 * k; /* word i of p16 (elements 2i, 2i+1) is in group g + i/8 */
-                __m512i idx = _mm512_set_epi64(0x0003000300030003ll, 0x0003000300030003ll, 0x0002000200020002ll, 0x0002000200020002ll,
-                                               0x0001000100010001ll, 0x0001000100010001ll, 0, 0);
-                __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(idx, _mm512_set1_epi16((short)g)), _mm512_castsi256_si512(sc16));
-                sum = avx512_madd_acc(sum, p16, sc);
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(avx512_fold_i32(sum)), acc);
+        __m512i m32_a[4];
+        avx512_q6_K_m32(y[b].qs, m32_a);
+        __m256i lanes = avx512_fold_i32(avx512_q6_K_sums(&x[b], y[b].qs, m32_a));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc);
+}
+/* 8 rows of vec_dot_q6_K side by side (the table names vec_dot_q6_K as Q6_K's "repacked" order
+ * too, so that the matrix product uses this): each row keeps its own 8 lanes, and the
+ * activation terms and the prefetch of the next 8 rows are shared. */
+static void vec_dot_q6_K_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_K *y = a;
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q6_K), 8 * sizeof(block_q6_K));
+        __m512i m32_a[4];
+        avx512_q6_K_m32(y[b].qs, m32_a);
+        for (int r = 0; r < 8; r++) {
+            const block_q6_K *x = (const block_q6_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            __m256i lanes = avx512_fold_i32(avx512_q6_K_sums(x, y[b].qs, m32_a));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x->d)), _mm256_cvtepi32_ps(lanes), acc[r]);
+        }
+    }
+    for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]);
 }
 #endif
 #if HALDA_NEON
@@ -3963,8 +4000,12 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #undef VEC_DOT_Q6_K
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx512
 #define VEC_DOT_Q4_K_R8_8ROWS vec_dot_q4_K_r8_8rows_avx512
+#define VEC_DOT_Q6_K_R8 vec_dot_q6_K_avx512 /* Q6_K has one order: "repacked" only to reach the 8-row kernel */
+#define VEC_DOT_Q6_K_R8_8ROWS vec_dot_q6_K_8rows_avx512
 #else
 #define VEC_DOT_Q4_K_R8_8ROWS NULL
+#define VEC_DOT_Q6_K_R8 NULL
+#define VEC_DOT_Q6_K_R8_8ROWS NULL
 #endif
 
 static const type_traits type_table[TYPE_COUNT] = {
@@ -3984,7 +4025,8 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8,
                    VEC_DOT_Q4_K_R8_8ROWS},
     [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, VEC_DOT_Q5_K_R8, NULL},
-    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, NULL, NULL},
+    [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, VEC_DOT_Q6_K_R8,
+                   VEC_DOT_Q6_K_R8_8ROWS},
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL, NULL},
     [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m, NULL, NULL},
     [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, VEC_DOT_IQ4_NL, VEC_DOT_IQ4_NL_R8,

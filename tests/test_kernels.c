@@ -193,7 +193,7 @@ static void test_dots(void)
     CHECK(type_vec_dot(q4, 8) == q4->vec_dot_r8 && type_vec_dot(q4, 4096) == q4->vec_dot_r8, "q4_0: r8 order for rows %% 8 == 0");
     CHECK(type_vec_dot(q4, 172) == q4->vec_dot && type_vec_dot(q4, 1) == q4->vec_dot, "q4_0: lane order otherwise");
     const type_traits *q6 = type_info(TYPE_Q6_K);
-    CHECK(type_vec_dot(q6, 1024) == q6->vec_dot, "q6_k: no repacked order, always vec_dot");
+    CHECK(type_vec_dot(q6, 1024) == q6->vec_dot && type_vec_dot(q6, 172) == q6->vec_dot, "q6_k: no repacked order, always vec_dot");
 }
 
 /* ---- 3. Hand-made blocks ------------------------------------------------------------------- */
@@ -575,6 +575,7 @@ static const rows8_twin rows8_twins[] = {
     {"iq4_nl", TYPE_IQ4_NL, vec_dot_iq4_nl_r8_8rows, vec_dot_iq4_nl_r8_8rows_avx2},
 #if HALDA_AVX512
     {"q4_k", TYPE_Q4_K, vec_dot_q4_K_r8_8rows, vec_dot_q4_K_r8_8rows_avx512},
+    {"q6_k", TYPE_Q6_K, vec_dot_q6_K_8rows, vec_dot_q6_K_8rows_avx512},
 #endif
 #elif HALDA_NEON
     {"q4_0", TYPE_Q4_0, vec_dot_q4_0_r8_8rows, vec_dot_q4_0_r8_8rows_neon},
