@@ -3313,6 +3313,10 @@ __attribute__((unused)) static float vec_dot_q5_K_r8(int64_t n, const void *w, c
     }
     return acc - acc_min;
 }
+__attribute__((unused)) static void vec_dot_q5_K_r8_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_q5_K_r8(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 #if HALDA_AVX2
 /* k_lane_sums of a Q5_K super-block: Q4_K's nibbles, plus bit j of qh[0..31] as bit 4 of
  * sub-block j's values. */
@@ -3331,7 +3335,7 @@ static inline __m256i avx2_q5_K_lanes(const block_q5_K *x, const block_q8_K *y, 
     }
     return sum;
 }
-static float vec_dot_q5_K_avx2(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q5_K_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q5_K *x = w;
     const block_q8_K *y = a;
@@ -3347,7 +3351,7 @@ static float vec_dot_q5_K_avx2(int64_t n, const void *w, const void *a)
     }
     return avx2_lane_sum(acc) + summs;
 }
-static float vec_dot_q5_K_r8_avx2(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q5_K_r8_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q5_K *x = w;
     const block_q8_K *y = a;
@@ -3360,6 +3364,88 @@ static float vec_dot_q5_K_r8_avx2(int64_t n, const void *w, const void *a)
         acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
     }
     return acc - acc_min;
+}
+#endif
+#if HALDA_AVX512
+/* k_lane_sums of a Q5_K super-block in two halves, as avx512_q4_K_sums, plus the fifth bits:
+ * bit 2c of qh[l] (sub-block 2c) in the low half and bit 2c+1 in the high half, each rotated
+ * within its 64-bit word onto bit 4 of its own byte (a rotation by less than 5 either way never
+ * takes a bit across the byte boundary that matters). */
+static inline __m512i avx512_q5_K_sums(const block_q5_K *x, const block_q8_K *y, __m128i sc16)
+{
+    __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->qh)), sum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        long long r_lo = (4 - 2 * c) & 63, r_hi = (3 - 2 * c) & 63;
+        __m512i bit4 = _mm512_and_si512(_mm512_rolv_epi64(qh, _mm512_set_epi64(r_hi, r_hi, r_hi, r_hi, r_lo, r_lo, r_lo, r_lo)), _mm512_set1_epi8(16));
+        __m512i q = _mm512_or_si512(avx512_nibble_planes(x->qs + 32 * c), bit4);
+        sum = avx512_madd_acc(sum, _mm512_maddubs_epi16(q, _mm512_loadu_si512(y->qs + 64 * c)), avx512_two_words(sc16, 2 * c));
+    }
+    return sum;
+}
+static float vec_dot_q5_K_avx512(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m128i scale_min = k_scale_min_unpack(x[b].scales);
+        __m128i m4 = avx512_k_min_lanes(scale_min, avx512_bsum_pairs(&y[b]));
+        m4 = _mm_hadd_epi32(m4, m4);
+        int32_t mins = _mm_cvtsi128_si32(_mm_hadd_epi32(m4, m4));
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        summs = fmaf(dmin, (float)mins, summs);
+        __m256i lanes = avx512_fold_i32(avx512_q5_K_sums(&x[b], &y[b], _mm_cvtepu8_epi16(scale_min)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    return avx2_lane_sum(acc) + summs;
+}
+/* The repacked order, as vec_dot_q4_K_r8_avx512. */
+static float vec_dot_q5_K_r8_avx512(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m128i scale_min = k_scale_min_unpack(x[b].scales);
+        __m256i s8 = avx512_fold_i32(avx512_q5_K_sums(&x[b], &y[b], _mm_cvtepu8_epi16(scale_min)));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+        __m128i t = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, avx512_bsum_pairs(&y[b])));
+        t = _mm_hadd_epi32(t, t);
+        uint32_t d_dmin;
+        memcpy(&d_dmin, &x[b].d, 4);
+        __m128 scale = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)d_dmin)), _mm_set1_ps(y[b].d));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(t), scale, acc);
+    }
+    return _mm_cvtss_f32(acc) - _mm_cvtss_f32(_mm_movehdup_ps(acc));
+}
+/* 8 rows, as vec_dot_q4_K_r8_8rows_avx512. */
+static void vec_dot_q5_K_r8_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_K *y = a;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q5_K), 8 * sizeof(block_q5_K));
+        __m128i pairs = avx512_bsum_pairs(&y[b]), t[8];
+        uint32_t d_dmin[8];
+        for (int r = 0; r < 8; r++) {
+            const block_q5_K *x = (const block_q5_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            __m128i scale_min = k_scale_min_unpack(x->scales);
+            __m256i s8 = avx512_fold_i32(avx512_q5_K_sums(x, &y[b], _mm_cvtepu8_epi16(scale_min)));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+            t[r] = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, pairs));
+            memcpy(&d_dmin[r], &x->d, 4);
+        }
+        __m256i lo = _mm256_set_m128i(_mm_hadd_epi32(t[2], t[3]), _mm_hadd_epi32(t[0], t[1]));
+        __m256i hi = _mm256_set_m128i(_mm_hadd_epi32(t[6], t[7]), _mm_hadd_epi32(t[4], t[5]));
+        __m512i totals = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d_dmin)), _mm512_set1_ps(y[b].d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), scale, acc);
+    }
+    __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m256 sums = _mm512_castps512_ps256(_mm512_permutexvar_ps(even, acc)), mins = _mm512_castps512_ps256(_mm512_permutexvar_ps(odd, acc));
+    _mm256_storeu_ps(out, _mm256_sub_ps(sums, mins));
 }
 #endif
 #if HALDA_NEON
@@ -4000,10 +4086,16 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #undef VEC_DOT_Q6_K
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx512
 #define VEC_DOT_Q4_K_R8_8ROWS vec_dot_q4_K_r8_8rows_avx512
+#undef VEC_DOT_Q5_K
+#define VEC_DOT_Q5_K vec_dot_q5_K_avx512
+#undef VEC_DOT_Q5_K_R8
+#define VEC_DOT_Q5_K_R8 vec_dot_q5_K_r8_avx512
+#define VEC_DOT_Q5_K_R8_8ROWS vec_dot_q5_K_r8_8rows_avx512
 #define VEC_DOT_Q6_K_R8 vec_dot_q6_K_avx512 /* Q6_K has one order: "repacked" only to reach the 8-row kernel */
 #define VEC_DOT_Q6_K_R8_8ROWS vec_dot_q6_K_8rows_avx512
 #else
 #define VEC_DOT_Q4_K_R8_8ROWS NULL
+#define VEC_DOT_Q5_K_R8_8ROWS NULL
 #define VEC_DOT_Q6_K_R8 NULL
 #define VEC_DOT_Q6_K_R8_8ROWS NULL
 #endif
@@ -4024,7 +4116,8 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, VEC_DOT_Q3_K, NULL, NULL},
     [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8,
                    VEC_DOT_Q4_K_R8_8ROWS},
-    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, VEC_DOT_Q5_K_R8, NULL},
+    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, VEC_DOT_Q5_K_R8,
+                   VEC_DOT_Q5_K_R8_8ROWS},
     [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, VEC_DOT_Q6_K_R8,
                    VEC_DOT_Q6_K_R8_8ROWS},
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL, NULL},
