@@ -486,6 +486,17 @@ static void test_f16_conversions(void)
         }
     }
     CHECK(bad == 0, "f32_to_f16 differs from f32_to_f16_ref on %d floats", bad);
+    /* the table's F16 row conversion (8 at a time with F16C) against dequantize_f16, with a tail */
+    f16_t *h = malloc(65536 * sizeof *h);
+    float *a = malloc(65536 * sizeof *a), *b = malloc(65536 * sizeof *b);
+    for (uint32_t i = 0; i < 65536; i++) h[i] = (f16_t)(i * 40503u);
+    for (int64_t n = 65533; n <= 65536; n += 3) {
+        memset(a, 0, 65536 * sizeof *a), memset(b, 0xff, 65536 * sizeof *b);
+        dequantize_f16(h, a, n);
+        type_info(TYPE_F16)->dequantize(h, b, n);
+        CHECK(!memcmp(a, b, (size_t)n * sizeof *a), "f16 dequantize of %lld halves differs from dequantize_f16", (long long)n);
+    }
+    free(h), free(a), free(b);
 }
 
 #if HALDA_AVX2 || HALDA_NEON
