@@ -1563,15 +1563,12 @@ static inline __m512i avx512_nibble_planes(const uint8_t *p)
     __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_and_si512(_mm512_srlv_epi64(raw, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0)), _mm512_set1_epi8(15));
 }
-/* 32 16-bit words: word k of v in the low 16, word k+1 in the high 16 (one scale per run). */
-static inline __m512i avx512_two_words(__m128i v, int k)
+/* 32 16-bit words: word lo of v in the low 16, word hi in the high 16 (one scale per run). */
+static inline __m512i avx512_two_words(__m128i v, int lo, int hi)
 {
     const uint64_t ones = 0x0001000100010001ull;
-    __m512i idx = _mm512_set_epi64((long long)(ones * (uint64_t)(k + 1)), (long long)(ones * (uint64_t)(k + 1)),
-                                   (long long)(ones * (uint64_t)(k + 1)), (long long)(ones * (uint64_t)(k + 1)),
-                                   (long long)(ones * (uint64_t)k), (long long)(ones * (uint64_t)k), (long long)(ones * (uint64_t)k),
-                                   (long long)(ones * (uint64_t)k));
-    return _mm512_permutexvar_epi16(idx, _mm512_castsi128_si512(v));
+    long long l = (long long)(ones * (uint64_t)lo), h = (long long)(ones * (uint64_t)hi);
+    return _mm512_permutexvar_epi16(_mm512_set_epi64(h, h, h, h, l, l, l, l), _mm512_castsi128_si512(v));
 }
 #endif
 
@@ -3117,7 +3114,7 @@ static inline __m512i avx512_q4_K_sums(const block_q4_K *x, const block_q8_K *y,
     __m512i sum = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
         __m512i p16 = _mm512_maddubs_epi16(avx512_nibble_planes(x->qs + 32 * c), _mm512_loadu_si512(y->qs + 64 * c));
-        sum = avx512_madd_acc(sum, p16, avx512_two_words(sc16, 2 * c));
+        sum = avx512_madd_acc(sum, p16, avx512_two_words(sc16, 2 * c, 2 * c + 1));
     }
     return sum;
 }
@@ -3126,6 +3123,30 @@ static inline __m128i avx512_bsum_pairs(const block_q8_K *y)
 {
     __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
     return _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+}
+/* The 8-row kernel's form of avx512_q4_K_sums: qs read 64 bytes at a time, whose low nibbles
+ * are sub-blocks 4h and 4h+2 and high nibbles 4h+1 and 4h+3, against the activations arranged
+ * the same way once for the 8 rows by avx512_q4_K_act64.  The same integers land in different
+ * lanes, which the repacked order's total does not see. */
+static inline void avx512_q4_K_act64(const int8_t *a, __m512i act64[4])
+{
+    for (int h = 0; h < 2; h++) {
+        const int8_t *p = a + 128 * h;
+        act64[2 * h] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p)), _mm256_loadu_si256((const __m256i *)(p + 64)), 1);
+        act64[2 * h + 1] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 32))), _mm256_loadu_si256((const __m256i *)(p + 96)), 1);
+    }
+}
+static inline __m512i avx512_q4_K_sums64(const block_q4_K *x, const __m512i act64[4], __m128i sc16)
+{
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512i sum = _mm512_setzero_si512();
+    for (int h = 0; h < 2; h++) {
+        __m512i raw = _mm512_loadu_si512(x->qs + 64 * h);
+        __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+        sum = avx512_madd_acc(sum, _mm512_maddubs_epi16(lo, act64[2 * h]), avx512_two_words(sc16, 4 * h, 4 * h + 2));
+        sum = avx512_madd_acc(sum, _mm512_maddubs_epi16(hi, act64[2 * h + 1]), avx512_two_words(sc16, 4 * h + 1, 4 * h + 3));
+    }
+    return sum;
 }
 /* The minimums' integer terms of a Q4_K/Q5_K block, lane k = m[2k]·(bsums[4k] + bsums[4k+1]) +
  * m[2k+1]·(bsums[4k+2] + bsums[4k+3]): the sub-block sums times the 16-bit minimums. */
@@ -3181,11 +3202,16 @@ static void vec_dot_q4_K_r8_8rows_avx512(int64_t n, const void *w, size_t row_by
     for (int64_t b = 0; b < n / QK_K; b++) {
         avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q4_K), 8 * sizeof(block_q4_K));
         __m128i pairs = avx512_bsum_pairs(&y[b]), t[8];
+        __m512i act64[4];
+        avx512_q4_K_act64(y[b].qs, act64);
         uint32_t d_dmin[8];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
         for (int r = 0; r < 8; r++) {
             const block_q4_K *x = (const block_q4_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
             __m128i scale_min = k_scale_min_unpack(x->scales);
-            __m256i s8 = avx512_fold_i32(avx512_q4_K_sums(x, &y[b], _mm_cvtepu8_epi16(scale_min)));
+            __m256i s8 = avx512_fold_i32(avx512_q4_K_sums64(x, act64, _mm_cvtepu8_epi16(scale_min)));
             __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
             t[r] = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, pairs));
             memcpy(&d_dmin[r], &x->d, 4);
@@ -3389,7 +3415,25 @@ static inline __m512i avx512_q5_K_sums(const block_q5_K *x, const block_q8_K *y,
         long long r_lo = (4 - 2 * c) & 63, r_hi = (3 - 2 * c) & 63;
         __m512i bit4 = _mm512_and_si512(_mm512_rolv_epi64(qh, _mm512_set_epi64(r_hi, r_hi, r_hi, r_hi, r_lo, r_lo, r_lo, r_lo)), _mm512_set1_epi8(16));
         __m512i q = _mm512_or_si512(avx512_nibble_planes(x->qs + 32 * c), bit4);
-        sum = avx512_madd_acc(sum, _mm512_maddubs_epi16(q, _mm512_loadu_si512(y->qs + 64 * c)), avx512_two_words(sc16, 2 * c));
+        sum = avx512_madd_acc(sum, _mm512_maddubs_epi16(q, _mm512_loadu_si512(y->qs + 64 * c)), avx512_two_words(sc16, 2 * c, 2 * c + 1));
+    }
+    return sum;
+}
+/* The 8-row kernel's form, as avx512_q4_K_sums64: the low nibbles of qs[64h..64h+63] are
+ * sub-blocks 4h and 4h+2, whose fifth bits are bits 4h and 4h+2 of qh; the high nibbles
+ * 4h+1 and 4h+3. */
+static inline __m512i avx512_q5_K_sums64(const block_q5_K *x, const __m512i act64[4], __m128i sc16)
+{
+    const __m512i m4 = _mm512_set1_epi8(15), m16 = _mm512_set1_epi8(16);
+    __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->qh)), sum = _mm512_setzero_si512();
+    for (int h = 0; h < 2; h++) {
+        long long r0 = (4 - 4 * h) & 63, r2 = (2 - 4 * h) & 63, r1 = (3 - 4 * h) & 63, r3 = (1 - 4 * h) & 63;
+        __m512i raw = _mm512_loadu_si512(x->qs + 64 * h);
+        __m512i b_lo = _mm512_and_si512(_mm512_rolv_epi64(qh, _mm512_set_epi64(r2, r2, r2, r2, r0, r0, r0, r0)), m16);
+        __m512i b_hi = _mm512_and_si512(_mm512_rolv_epi64(qh, _mm512_set_epi64(r3, r3, r3, r3, r1, r1, r1, r1)), m16);
+        __m512i lo = _mm512_or_si512(_mm512_and_si512(raw, m4), b_lo), hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), b_hi);
+        sum = avx512_madd_acc(sum, _mm512_maddubs_epi16(lo, act64[2 * h]), avx512_two_words(sc16, 4 * h, 4 * h + 2));
+        sum = avx512_madd_acc(sum, _mm512_maddubs_epi16(hi, act64[2 * h + 1]), avx512_two_words(sc16, 4 * h + 1, 4 * h + 3));
     }
     return sum;
 }
@@ -3438,11 +3482,16 @@ static void vec_dot_q5_K_r8_8rows_avx512(int64_t n, const void *w, size_t row_by
     for (int64_t b = 0; b < n / QK_K; b++) {
         avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q5_K), 8 * sizeof(block_q5_K));
         __m128i pairs = avx512_bsum_pairs(&y[b]), t[8];
+        __m512i act64[4];
+        avx512_q4_K_act64(y[b].qs, act64);
         uint32_t d_dmin[8];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
         for (int r = 0; r < 8; r++) {
             const block_q5_K *x = (const block_q5_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
             __m128i scale_min = k_scale_min_unpack(x->scales);
-            __m256i s8 = avx512_fold_i32(avx512_q5_K_sums(x, &y[b], _mm_cvtepu8_epi16(scale_min)));
+            __m256i s8 = avx512_fold_i32(avx512_q5_K_sums64(x, act64, _mm_cvtepu8_epi16(scale_min)));
             __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
             t[r] = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, pairs));
             memcpy(&d_dmin[r], &x->d, 4);
