@@ -1517,6 +1517,19 @@ static inline __m256i avx2_nibbles(const uint8_t qs[16])
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
 }
+/* Software prefetch for the 8-row kernels: while 8 rows are computed, the next 8 (which the
+ * matrix product asks for next) are fetched as one sequential stream, `bytes` of them per
+ * step.  Without it the 8 rows read side by side, a block at a time, ran at half the memory
+ * bandwidth that one row read straight through gets: the hardware prefetchers do not follow 8
+ * short interleaved streams.  The lines go to L2, not L1: the 8 rows of a k-quant (18 KiB for
+ * 4096 columns of Q4_K) would crowd L1 out, which cost the 8-row Q4_K kernel 40% (Q4_0 and
+ * IQ4_NL run the same either way).  (A prefetch past the end of the matrix is harmless: it never
+ * faults.) */
+static inline void avx2_prefetch_next_8rows(const void *w, size_t row_bytes, size_t offset, size_t bytes)
+{
+    const char *next = (const char *)w + 8 * row_bytes + offset;
+    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
+}
 /* |x| for 8 floats (clears the sign bits) */
 static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 /* The 8 scales and 8 minimums of a Q4_K/Q5_K block (k_scale_min's layout) at once, as bytes:
@@ -1720,6 +1733,10 @@ __attribute__((unused)) static float vec_dot_q8_0(int64_t n, const void *w, cons
     }
     return lane_acc_sum(&acc);
 }
+__attribute__((unused)) static void vec_dot_q8_0_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_q8_0(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 #if HALDA_AVX2
 static float vec_dot_q8_0_avx2(int64_t n, const void *w, const void *a)
 {
@@ -1730,6 +1747,31 @@ static float vec_dot_q8_0_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc);
+}
+#endif
+#if HALDA_AVX512
+/* 8 rows of vec_dot_q8_0 side by side (Q8_0 has one order; the table names it as the
+ * "repacked" one too, so that the matrix product uses this), each row with its own 8 lanes.
+ * One row alone waits on its chain of fused multiply-adds, one per block of 32; 8 independent
+ * chains keep the core busy, and the 8 rows' next blocks are prefetched (see the 8-row Q4_0
+ * kernel).  The 256-bit VNNI byte product is the whole integer work here, which is why this
+ * kernel does not need 512-bit registers. */
+static void vec_dot_q8_0_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_0 *y = a;
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q8_0), 8 * sizeof(block_q8_0));
+        __m256i ya = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        float yd = f16_to_f32(y[b].d);
+        for (int r = 0; r < 8; r++) {
+            const block_q8_0 *x = (const block_q8_0 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            __m256i lanes = avx2_dot_i8_lanes(_mm256_loadu_si256((const __m256i *)x->qs), ya);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x->d) * yd), _mm256_cvtepi32_ps(lanes), acc[r]);
+        }
+    }
+    for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]);
 }
 #endif
 #if HALDA_NEON
@@ -1878,19 +1920,6 @@ static float vec_dot_q4_0_r8_avx2(int64_t n, const void *w, const void *a)
         acc = fmaf((float)s, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
     }
     return acc;
-}
-/* Software prefetch for the 8-row kernels: while 8 rows are computed, the next 8 (which the
- * matrix product asks for next) are fetched as one sequential stream, `bytes` of them per
- * step.  Without it the 8 rows read side by side, a block at a time, ran at half the memory
- * bandwidth that one row read straight through gets: the hardware prefetchers do not follow 8
- * short interleaved streams.  The lines go to L2, not L1: the 8 rows of a k-quant (18 KiB for
- * 4096 columns of Q4_K) would crowd L1 out, which cost the 8-row Q4_K kernel 40% (Q4_0 and
- * IQ4_NL run the same either way).  (A prefetch past the end of the matrix is harmless: it never
- * faults.) */
-static inline void avx2_prefetch_next_8rows(const void *w, size_t row_bytes, size_t offset, size_t bytes)
-{
-    const char *next = (const char *)w + 8 * row_bytes + offset;
-    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
 }
 /* 8 rows: lane r of acc is row r's accumulator, so the chain of fused multiply-adds is the
  * scalar one, 8 rows side by side. */
@@ -4158,7 +4187,11 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q5_K_R8_8ROWS vec_dot_q5_K_r8_8rows_avx512
 #define VEC_DOT_Q6_K_R8 vec_dot_q6_K_avx512 /* Q6_K has one order: "repacked" only to reach the 8-row kernel */
 #define VEC_DOT_Q6_K_R8_8ROWS vec_dot_q6_K_8rows_avx512
+#define VEC_DOT_Q8_0_R8 vec_dot_q8_0_avx2 /* so does Q8_0 */
+#define VEC_DOT_Q8_0_R8_8ROWS vec_dot_q8_0_8rows_avx512
 #else
+#define VEC_DOT_Q8_0_R8 NULL
+#define VEC_DOT_Q8_0_R8_8ROWS NULL
 #define VEC_DOT_Q4_K_R8_8ROWS NULL
 #define VEC_DOT_Q5_K_R8_8ROWS NULL
 #define VEC_DOT_Q6_K_R8 NULL
@@ -4174,7 +4207,8 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, NULL, NULL},
     [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, VEC_DOT_Q5_0, NULL, NULL},
     [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, VEC_DOT_Q5_1, NULL, NULL},
-    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, QUANTIZE_Q8_0, VEC_DOT_Q8_0, NULL, NULL},
+    [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, QUANTIZE_Q8_0, VEC_DOT_Q8_0, VEC_DOT_Q8_0_R8,
+                   VEC_DOT_Q8_0_R8_8ROWS},
     [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, QUANTIZE_Q8_1, NULL, NULL, NULL},
     [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, QUANTIZE_Q8_K, NULL, NULL, NULL},
     [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, VEC_DOT_Q2_K, VEC_DOT_Q2_K_R8, NULL},
