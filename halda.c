@@ -2931,19 +2931,20 @@ __attribute__((unused)) static float vec_dot_q3_K(int64_t n, const void *w, cons
 static inline __m256i avx2_q3_K_lanes(const block_q3_K *x, const block_q8_K *y, const int sc[16])
 {
     const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    __m256i hmask = _mm256_loadu_si256((const __m256i *)x->hmask), sum = _mm256_setzero_si256();
+    __m256i hmask = _mm256_loadu_si256((const __m256i *)x->hmask);
+    __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}; /* two chains of accumulation, not one */
     for (int h = 0; h < 2; h++) {
         __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
         for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2), hmask = _mm256_srli_epi16(hmask, 1)) {
             int r = 4 * h + s;
             __m256i clear = _mm256_xor_si256(_mm256_and_si256(hmask, one), one); /* 1 where the bit is clear */
             __m256i q = _mm256_sub_epi8(_mm256_and_si256(raw, m2), _mm256_slli_epi16(clear, 2));
-            sum = avx2_dot_i8_scaled(sum, q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]);
+            sum[s & 1] = avx2_dot_i8_scaled(sum[s & 1], q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]);
         }
     }
-    return sum;
+    return _mm256_add_epi32(sum[0], sum[1]);
 }
-static float vec_dot_q3_K_avx2(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q3_K_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q3_K *x = w;
     const block_q8_K *y = a;
@@ -2952,6 +2953,54 @@ static float vec_dot_q3_K_avx2(int64_t n, const void *w, const void *a)
         int sc[16];
         for (int g = 0; g < 16; g++) sc[g] = q3_K_scale(x[b].scales, g);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(avx2_q3_K_lanes(&x[b], &y[b], sc)), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+#endif
+#if HALDA_AVX512
+/* Q3_K's 16 scales (q3_K_scale) at once, as signed bytes, four at a time in 32-bit words of the
+ * packed bytes w0 = 0..3, w1 = 4..7, w2 = 8..11: scales 0..3 = (w0 & 0x0f…) | (w2 & 0x03…) << 4,
+ * 4..7 = (w1 & 0x0f…) | (w2 >> 2 & 0x03…) << 4, 8..11 from w0 >> 4 and w2 >> 4, 12..15 from
+ * w1 >> 4 and w2 >> 6; minus the bias 32. */
+static inline __m128i avx512_q3_K_scales(const uint8_t s[12])
+{
+    uint32_t w2;
+    memcpy(&w2, s + 8, 4);
+    __m128i w = _mm_insert_epi32(_mm_loadl_epi64((const __m128i *)s), (int)w2, 2); /* the block ends 2 bytes after s */
+    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4));
+    __m128i high = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6));
+    __m128i v = _mm_or_si128(_mm_and_si128(low, _mm_set1_epi8(15)), _mm_and_si128(_mm_slli_epi32(high, 4), _mm_set1_epi8(0x30)));
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+}
+/* k_lane_sums of a Q3_K super-block in two halves, 64 elements (runs r and r+1) at a time, as
+ * q + 4 in [0, 7]: the low two bits from plane r%4 (and r%4 + 1) of qs, plus 4 where the bit r
+ * (r+1) of hmask is set, rotated onto bit 2 of its byte; (q + 4)·a − 4·a in 16-bit pairs, as
+ * Q6_K does with 32. */
+static float vec_dot_q3_K_avx512(int64_t n, const void *w, const void *a)
+{
+    const block_q3_K *x = w;
+    const block_q8_K *y = a;
+    const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(4);
+    const __m512i group = _mm512_set_epi64(0x0003000300030003ll, 0x0003000300030003ll, 0x0002000200020002ll, 0x0002000200020002ll,
+                                           0x0001000100010001ll, 0x0001000100010001ll, 0, 0); /* word i of a chunk: group i/8 */
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(avx512_q3_K_scales(x[b].scales)));
+        __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x[b].hmask));
+        __m512i sum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+        for (int c = 0; c < 4; c++) { /* elements 64c..64c+63: runs r = 2c and 2c+1, half c/2 */
+            int r = 2 * c;
+            long long s_lo = 2 * (r % 4), s_hi = 2 * (r % 4 + 1), k_lo = (2 - r) & 63, k_hi = (1 - r) & 63;
+            __m512i qs = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * (c / 2))));
+            __m512i low = _mm512_and_si512(_mm512_srlv_epi64(qs, _mm512_set_epi64(s_hi, s_hi, s_hi, s_hi, s_lo, s_lo, s_lo, s_lo)), m3);
+            __m512i bit = _mm512_and_si512(_mm512_rolv_epi64(hm, _mm512_set_epi64(k_hi, k_hi, k_hi, k_hi, k_lo, k_lo, k_lo, k_lo)), m4);
+            __m512i a8 = _mm512_loadu_si512(y[b].qs + 64 * c);
+            __m512i p16 = _mm512_sub_epi16(_mm512_maddubs_epi16(_mm512_or_si512(low, bit), a8), _mm512_maddubs_epi16(m4, a8));
+            __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(group, _mm512_set1_epi16((short)(4 * c))), sc16);
+            sum[c & 1] = avx512_madd_acc(sum[c & 1], p16, sc);
+        }
+        __m256i lanes = avx512_fold_i32(_mm512_add_epi32(sum[0], sum[1]));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * f16_to_f32(x[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc);
 }
@@ -4182,6 +4231,8 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #undef VEC_DOT_Q6_K
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx512
 #define VEC_DOT_Q4_K_R8_8ROWS vec_dot_q4_K_r8_8rows_avx512
+#undef VEC_DOT_Q3_K
+#define VEC_DOT_Q3_K vec_dot_q3_K_avx512
 #undef VEC_DOT_Q5_K
 #define VEC_DOT_Q5_K vec_dot_q5_K_avx512
 #undef VEC_DOT_Q5_K_R8
