@@ -3143,14 +3143,14 @@ __attribute__((unused)) static float vec_dot_q4_K(int64_t n, const void *w, cons
 static inline __m256i avx2_q4_K_lanes(const block_q4_K *x, const block_q8_K *y, const int sc[8])
 {
     const __m256i m4 = _mm256_set1_epi8(15);
-    __m256i sum = _mm256_setzero_si256();
+    __m256i sum_lo = _mm256_setzero_si256(), sum_hi = _mm256_setzero_si256(); /* two chains of accumulation, not one */
     for (int c = 0; c < 4; c++) {
         __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
         __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-        sum = avx2_dot_u8_scaled(sum, lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
-        sum = avx2_dot_u8_scaled(sum, hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
+        sum_lo = avx2_dot_u8_scaled(sum_lo, lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
+        sum_hi = avx2_dot_u8_scaled(sum_hi, hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
     }
-    return sum;
+    return _mm256_add_epi32(sum_lo, sum_hi);
 }
 __attribute__((unused)) static float vec_dot_q4_K_avx2(int64_t n, const void *w, const void *a)
 {
@@ -3440,17 +3440,18 @@ __attribute__((unused)) static void vec_dot_q5_K_r8_8rows(int64_t n, const void 
 static inline __m256i avx2_q5_K_lanes(const block_q5_K *x, const block_q8_K *y, const int sc[8])
 {
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
-    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh), sum = _mm256_setzero_si256();
+    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
+    __m256i sum_lo = _mm256_setzero_si256(), sum_hi = _mm256_setzero_si256(); /* two chains of accumulation, not one */
     for (int c = 0; c < 4; c++) {
         __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
         __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
         qh = _mm256_srli_epi16(qh, 1);
         __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
         qh = _mm256_srli_epi16(qh, 1);
-        sum = avx2_dot_u8_scaled(sum, lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
-        sum = avx2_dot_u8_scaled(sum, hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
+        sum_lo = avx2_dot_u8_scaled(sum_lo, lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
+        sum_hi = avx2_dot_u8_scaled(sum_hi, hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
     }
-    return sum;
+    return _mm256_add_epi32(sum_lo, sum_hi);
 }
 __attribute__((unused)) static float vec_dot_q5_K_avx2(int64_t n, const void *w, const void *a)
 {
