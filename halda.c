@@ -2776,16 +2776,16 @@ __attribute__((unused)) static float vec_dot_q2_K_r8(int64_t n, const void *w, c
 static inline __m256i avx2_q2_K_lanes(const block_q2_K *x, const block_q8_K *y)
 {
     const __m256i m2 = _mm256_set1_epi8(3);
-    __m256i sum = _mm256_setzero_si256();
+    __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}; /* two chains of accumulation, not one */
     for (int h = 0; h < 2; h++) {
         __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
         for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2)) {
             int r = 4 * h + s;
-            sum = avx2_dot_u8_scaled(sum, _mm256_and_si256(raw, m2), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
-                                     x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
+            sum[s & 1] = avx2_dot_u8_scaled(sum[s & 1], _mm256_and_si256(raw, m2), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
+                                            x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
         }
     }
-    return sum;
+    return _mm256_add_epi32(sum[0], sum[1]);
 }
 /* Lane l of the minimums, m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1]: one madd of the 16 minimums
  * (the scales' high nibbles) with the 16 sums. */
@@ -2795,7 +2795,7 @@ static inline __m256i avx2_q2_K_min_lanes(const block_q2_K *x, const block_q8_K 
     __m256i m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
     return _mm256_madd_epi16(m, _mm256_loadu_si256((const __m256i *)y->bsums));
 }
-static float vec_dot_q2_K_avx2(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q2_K_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q2_K *x = w;
     const block_q8_K *y = a;
@@ -2807,7 +2807,7 @@ static float vec_dot_q2_K_avx2(int64_t n, const void *w, const void *a)
     }
     return avx2_lane_sum(acc);
 }
-static float vec_dot_q2_K_r8_avx2(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_q2_K_r8_avx2(int64_t n, const void *w, const void *a)
 {
     const block_q2_K *x = w;
     const block_q8_K *y = a;
@@ -2818,6 +2818,58 @@ static float vec_dot_q2_K_r8_avx2(int64_t n, const void *w, const void *a)
         acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
     }
     return acc - acc_min;
+}
+#endif
+#if HALDA_AVX512
+/* k_lane_sums of a Q2_K super-block in two halves, 64 elements (runs 2c and 2c+1, planes 2c%4
+ * and 2c%4 + 1 of the same 32 bytes of qs) at a time; word i of a chunk is in group 4c + i/8. */
+static inline __m512i avx512_q2_K_sums(const block_q2_K *x, const block_q8_K *y)
+{
+    const __m512i m2 = _mm512_set1_epi8(3);
+    const __m512i group = _mm512_set_epi64(0x0003000300030003ll, 0x0003000300030003ll, 0x0002000200020002ll, 0x0002000200020002ll,
+                                           0x0001000100010001ll, 0x0001000100010001ll, 0, 0);
+    __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128((const __m128i *)x->scales), _mm_set1_epi8(15))));
+    __m512i sum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int c = 0; c < 4; c++) {
+        long long s_lo = 4 * (c % 2), s_hi = 4 * (c % 2) + 2;
+        __m512i qs = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x->qs + 32 * (c / 2))));
+        __m512i q = _mm512_and_si512(_mm512_srlv_epi64(qs, _mm512_set_epi64(s_hi, s_hi, s_hi, s_hi, s_lo, s_lo, s_lo, s_lo)), m2);
+        __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(group, _mm512_set1_epi16((short)(4 * c))), sc16);
+        sum[c & 1] = avx512_madd_acc(sum[c & 1], _mm512_maddubs_epi16(q, _mm512_loadu_si512(y->qs + 64 * c)), sc);
+    }
+    return _mm512_add_epi32(sum[0], sum[1]);
+}
+static float vec_dot_q2_K_avx512(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        float d = y[b].d * f16_to_f32(x[b].d), dmin = -y[b].d * f16_to_f32(x[b].dmin);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(avx2_q2_K_min_lanes(&x[b], &y[b])), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(avx512_fold_i32(avx512_q2_K_sums(&x[b], &y[b]))), acc);
+    }
+    return avx2_lane_sum(acc);
+}
+/* The repacked order: both totals from one reduction, both fused multiply-adds in lanes 0
+ * (acc) and 1 (acc_min) of one register, as vec_dot_q4_K_r8_avx512. */
+static float vec_dot_q2_K_r8_avx512(int64_t n, const void *w, const void *a)
+{
+    const block_q2_K *x = w;
+    const block_q8_K *y = a;
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i s8 = avx512_fold_i32(avx512_q2_K_sums(&x[b], &y[b])), m8 = avx2_q2_K_min_lanes(&x[b], &y[b]);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+        __m128i m4 = _mm_add_epi32(_mm256_castsi256_si128(m8), _mm256_extracti128_si256(m8, 1));
+        __m128i t = _mm_hadd_epi32(s4, m4);
+        t = _mm_hadd_epi32(t, t);
+        uint32_t d_dmin;
+        memcpy(&d_dmin, &x[b].d, 4);
+        __m128 scale = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)d_dmin)), _mm_set1_ps(y[b].d));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(t), scale, acc);
+    }
+    return _mm_cvtss_f32(acc) - _mm_cvtss_f32(_mm_movehdup_ps(acc));
 }
 #endif
 #if HALDA_NEON
@@ -4232,6 +4284,10 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #undef VEC_DOT_Q6_K
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx512
 #define VEC_DOT_Q4_K_R8_8ROWS vec_dot_q4_K_r8_8rows_avx512
+#undef VEC_DOT_Q2_K
+#define VEC_DOT_Q2_K vec_dot_q2_K_avx512
+#undef VEC_DOT_Q2_K_R8
+#define VEC_DOT_Q2_K_R8 vec_dot_q2_K_r8_avx512
 #undef VEC_DOT_Q3_K
 #define VEC_DOT_Q3_K vec_dot_q3_K_avx512
 #undef VEC_DOT_Q5_K

@@ -536,6 +536,8 @@ static const simd_twin twins[] = {
     {"q6_k avx512", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx512},
     {"q5_k avx512", TYPE_Q5_K, vec_dot_q5_K, vec_dot_q5_K_avx512},
     {"q3_k avx512", TYPE_Q3_K, vec_dot_q3_K, vec_dot_q3_K_avx512},
+    {"q2_k avx512", TYPE_Q2_K, vec_dot_q2_K, vec_dot_q2_K_avx512},
+    {"q2_k r8 avx512", TYPE_Q2_K, vec_dot_q2_K_r8, vec_dot_q2_K_r8_avx512},
     {"q5_k r8 avx512", TYPE_Q5_K, vec_dot_q5_K_r8, vec_dot_q5_K_r8_avx512},
 #endif
 #else
