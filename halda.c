@@ -1576,6 +1576,22 @@ static inline __m512i avx512_nibble_planes(const uint8_t *p)
     __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_and_si512(_mm512_srlv_epi64(raw, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0)), _mm512_set1_epi8(15));
 }
+/* For the 8-row kernels that read their rows one after the other: while row r's `bytes` at x
+ * are computed, the same bytes of row r of the next 8 (8·row_bytes on) go to L2, so the next
+ * group's stream is fetched in the order it will be read.  (Into L2, not L1, as in
+ * avx2_prefetch_next_8rows.) */
+static inline void avx512_prefetch_8rows_on(const void *x, size_t row_bytes, size_t bytes)
+{
+    const char *next = (const char *)x + 8 * row_bytes;
+    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
+}
+/* Lanes 2r − 2r+1 of 16 floats, r = 0..7: the (acc, acc_min) pairs of 8 rows to 8 results. */
+static inline __m256 avx512_pair_differences(__m512 v)
+{
+    __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm256_sub_ps(_mm512_castps512_ps256(_mm512_permutexvar_ps(even, v)), _mm512_castps512_ps256(_mm512_permutexvar_ps(odd, v)));
+}
 /* 32 16-bit words: word lo of v in the low 16, word hi in the high 16 (one scale per run). */
 static inline __m512i avx512_two_words(__m128i v, int lo, int hi)
 {
@@ -3325,39 +3341,45 @@ static float vec_dot_q4_K_r8_avx512(int64_t n, const void *w, const void *a)
 /* 8 rows: each row's two integer totals as in the one-row kernel, gathered into one register
  * as (products, minimums) pairs — row r in lanes 2r and 2r+1 — and the 8 blocks' (d, dmin)
  * pairs, converted in the same order, scale them: one fused multiply-add does the 16 scalar
- * ones, lane 2r being row r's acc and lane 2r+1 its acc_min.  The activations' sub-block sums
- * are found once for the 8 rows. */
+ * ones, lane 2r being row r's acc and lane 2r+1 its acc_min.
+ *
+ * The rows are read one after the other, a slice of up to K_SLICE blocks of each (all of a
+ * 2048-wide row), not block by block across the 8 rows: one sequential stream is what the
+ * hardware prefetchers follow best, and it made generation 4-5% faster.  What the 8 rows share
+ * — the activations arranged for 64-byte loads and their sub-block sums — is found once per
+ * slice, and each row's block totals wait in t until the slice's blocks are added up in order.
+ * The next 8 rows are prefetched in the same order. */
+#define K_SLICE 8
 static void vec_dot_q4_K_r8_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     const block_q8_K *y = a;
     __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q4_K), 8 * sizeof(block_q4_K));
-        __m128i pairs = avx512_bsum_pairs(&y[b]), t[8];
-        __m512i act64[4];
-        avx512_q4_K_act64(y[b].qs, act64);
-        uint32_t d_dmin[8];
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 8
-#endif
+    for (int64_t b0 = 0; b0 < n / QK_K; b0 += K_SLICE) {
+        int nb = n / QK_K - b0 < K_SLICE ? (int)(n / QK_K - b0) : K_SLICE;
+        __m512i act64[K_SLICE][4];
+        __m128i pairs[K_SLICE], t[K_SLICE][8];
+        uint32_t d_dmin[K_SLICE][8];
+        for (int k = 0; k < nb; k++) avx512_q4_K_act64(y[b0 + k].qs, act64[k]), pairs[k] = avx512_bsum_pairs(&y[b0 + k]);
         for (int r = 0; r < 8; r++) {
-            const block_q4_K *x = (const block_q4_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
-            __m128i scale_min = k_scale_min_unpack(x->scales);
-            __m256i s8 = avx512_fold_i32(avx512_q4_K_sums64(x, act64, _mm_cvtepu8_epi16(scale_min)));
-            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-            t[r] = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, pairs));
-            memcpy(&d_dmin[r], &x->d, 4);
+            const block_q4_K *x = (const block_q4_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b0;
+            avx512_prefetch_8rows_on(x, row_bytes, (size_t)nb * sizeof(block_q4_K));
+            for (int k = 0; k < nb; k++) {
+                __m128i scale_min = k_scale_min_unpack(x[k].scales);
+                __m256i s8 = avx512_fold_i32(avx512_q4_K_sums64(&x[k], act64[k], _mm_cvtepu8_epi16(scale_min)));
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+                t[k][r] = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, pairs[k]));
+                memcpy(&d_dmin[k][r], &x[k].d, 4);
+            }
         }
-        __m256i lo = _mm256_set_m128i(_mm_hadd_epi32(t[2], t[3]), _mm_hadd_epi32(t[0], t[1]));
-        __m256i hi = _mm256_set_m128i(_mm_hadd_epi32(t[6], t[7]), _mm_hadd_epi32(t[4], t[5]));
-        __m512i totals = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d_dmin)), _mm512_set1_ps(y[b].d));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), scale, acc);
+        for (int k = 0; k < nb; k++) {
+            __m256i lo = _mm256_set_m128i(_mm_hadd_epi32(t[k][2], t[k][3]), _mm_hadd_epi32(t[k][0], t[k][1]));
+            __m256i hi = _mm256_set_m128i(_mm_hadd_epi32(t[k][6], t[k][7]), _mm_hadd_epi32(t[k][4], t[k][5]));
+            __m512i totals = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d_dmin[k])), _mm512_set1_ps(y[b0 + k].d));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), scale, acc);
+        }
     }
-    __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m256 sums = _mm512_castps512_ps256(_mm512_permutexvar_ps(even, acc)), mins = _mm512_castps512_ps256(_mm512_permutexvar_ps(odd, acc));
-    _mm256_storeu_ps(out, _mm256_sub_ps(sums, mins));
+    _mm256_storeu_ps(out, avx512_pair_differences(acc));
 }
 #endif
 #if HALDA_NEON
@@ -3612,33 +3634,32 @@ static void vec_dot_q5_K_r8_8rows_avx512(int64_t n, const void *w, size_t row_by
 {
     const block_q8_K *y = a;
     __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q5_K), 8 * sizeof(block_q5_K));
-        __m128i pairs = avx512_bsum_pairs(&y[b]), t[8];
-        __m512i act64[4];
-        avx512_q4_K_act64(y[b].qs, act64);
-        uint32_t d_dmin[8];
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 8
-#endif
+    for (int64_t b0 = 0; b0 < n / QK_K; b0 += K_SLICE) {
+        int nb = n / QK_K - b0 < K_SLICE ? (int)(n / QK_K - b0) : K_SLICE;
+        __m512i act64[K_SLICE][4];
+        __m128i pairs[K_SLICE], t[K_SLICE][8];
+        uint32_t d_dmin[K_SLICE][8];
+        for (int k = 0; k < nb; k++) avx512_q4_K_act64(y[b0 + k].qs, act64[k]), pairs[k] = avx512_bsum_pairs(&y[b0 + k]);
         for (int r = 0; r < 8; r++) {
-            const block_q5_K *x = (const block_q5_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
-            __m128i scale_min = k_scale_min_unpack(x->scales);
-            __m256i s8 = avx512_fold_i32(avx512_q5_K_sums64(x, act64, _mm_cvtepu8_epi16(scale_min)));
-            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-            t[r] = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, pairs));
-            memcpy(&d_dmin[r], &x->d, 4);
+            const block_q5_K *x = (const block_q5_K *)((const uint8_t *)w + (size_t)r * row_bytes) + b0;
+            avx512_prefetch_8rows_on(x, row_bytes, (size_t)nb * sizeof(block_q5_K));
+            for (int k = 0; k < nb; k++) {
+                __m128i scale_min = k_scale_min_unpack(x[k].scales);
+                __m256i s8 = avx512_fold_i32(avx512_q5_K_sums64(&x[k], act64[k], _mm_cvtepu8_epi16(scale_min)));
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+                t[k][r] = _mm_hadd_epi32(s4, avx512_k_min_lanes(scale_min, pairs[k]));
+                memcpy(&d_dmin[k][r], &x[k].d, 4);
+            }
         }
-        __m256i lo = _mm256_set_m128i(_mm_hadd_epi32(t[2], t[3]), _mm_hadd_epi32(t[0], t[1]));
-        __m256i hi = _mm256_set_m128i(_mm_hadd_epi32(t[6], t[7]), _mm_hadd_epi32(t[4], t[5]));
-        __m512i totals = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d_dmin)), _mm512_set1_ps(y[b].d));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), scale, acc);
+        for (int k = 0; k < nb; k++) {
+            __m256i lo = _mm256_set_m128i(_mm_hadd_epi32(t[k][2], t[k][3]), _mm_hadd_epi32(t[k][0], t[k][1]));
+            __m256i hi = _mm256_set_m128i(_mm_hadd_epi32(t[k][6], t[k][7]), _mm_hadd_epi32(t[k][4], t[k][5]));
+            __m512i totals = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d_dmin[k])), _mm512_set1_ps(y[b0 + k].d));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), scale, acc);
+        }
     }
-    __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m256 sums = _mm512_castps512_ps256(_mm512_permutexvar_ps(even, acc)), mins = _mm512_castps512_ps256(_mm512_permutexvar_ps(odd, acc));
-    _mm256_storeu_ps(out, _mm256_sub_ps(sums, mins));
+    _mm256_storeu_ps(out, avx512_pair_differences(acc));
 }
 #endif
 #if HALDA_NEON
