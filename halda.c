@@ -1532,6 +1532,22 @@ static inline void avx2_prefetch_next_8rows(const void *w, size_t row_bytes, siz
 }
 /* |x| for 8 floats (clears the sign bits) */
 static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+#endif
+
+/* ---- AVX-512 ---------------------------------------------------------------------------------
+ * 512-bit twins of the AVX2 kernels, for the types where they pay.  A 512-bit register holds two
+ * runs of 32 elements, so its 16 integer lanes are two sets of the 8 lanes of lane_acc: lanes
+ * 0..7 for the first run and 8..15 for the second.  The two halves are added (exact integers)
+ * before any F32 arithmetic, so the F32 operations and their order are the AVX2 kernel's, that
+ * is the scalar function's, and the results are bit for bit the same (tests/test_kernels.c).
+ * Without VNNI the same integer sums come from maddubs and madd as on AVX2. */
+#if HALDA_AVX512
+/* acc + lane l = a_2l·b_2l + a_2l+1·b_2l+1 over 16-bit a and b */
+#if HALDA_AVX512VNNI
+static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { return _mm512_dpwssd_epi32(acc, a, b); }
+#else
+static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)); }
+#endif
 /* The 8 scales and 8 minimums of a Q4_K/Q5_K block (k_scale_min's layout) at once, as bytes:
  * scales 0..7 in bytes 0..7, minimums 0..7 in bytes 8..15.  Four fields at a time, in the 32-bit
  * words w0 = bytes 0..3, w1 = 4..7, w2 = 8..11 of the packed scales:
@@ -1546,26 +1562,6 @@ static inline __m128i k_scale_min_unpack(const uint8_t *s)
     __m128i high = _mm_srli_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0)), 2); /* w0>>2 w0>>2 w1>>2 w1>>2 */
     return _mm_or_si128(low, _mm_and_si128(high, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
 }
-#endif
-
-/* ---- AVX-512 ---------------------------------------------------------------------------------
- * 512-bit twins of the AVX2 kernels, for the types where they pay.  A 512-bit register holds two
- * runs of 32 elements, so its 16 integer lanes are two sets of the 8 lanes of lane_acc: lanes
- * 0..7 for the first run and 8..15 for the second.  The two halves are added (exact integers)
- * before any F32 arithmetic, so the F32 operations and their order are the AVX2 kernel's, that
- * is the scalar function's, and the results are bit for bit the same (tests/test_kernels.c).
- * Without VNNI the same integer sums come from maddubs and madd as on AVX2. */
-#if HALDA_AVX512
-#if HALDA_AVX512VNNI
-static inline __m512i avx512_dot_u8_acc(__m512i acc, __m512i x, __m512i y) { return _mm512_dpbusd_epi32(acc, x, y); }
-static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { return _mm512_dpwssd_epi32(acc, a, b); }
-#else
-static inline __m512i avx512_dot_u8_acc(__m512i acc, __m512i x, __m512i y)
-{
-    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(x, y), _mm512_set1_epi16(1)));
-}
-static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)); }
-#endif
 /* The 16 lanes of two runs folded into the 8 of lane_acc: lane l + lane l+8. */
 static inline __m256i avx512_fold_i32(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
 /* 64 bytes: the 32 at p twice, the second copy shifted right by 4 bits in every byte's 64-bit
