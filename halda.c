@@ -2054,6 +2054,10 @@ __attribute__((unused)) static float vec_dot_q4_1(int64_t n, const void *w, cons
     }
     return lane_acc_sum(&acc) + mins;
 }
+__attribute__((unused)) static void vec_dot_q4_1_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_q4_1(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 #if HALDA_AVX2
 static float vec_dot_q4_1_avx2(int64_t n, const void *w, const void *a)
 {
@@ -2067,6 +2071,29 @@ static float vec_dot_q4_1_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc) + mins;
+}
+#endif
+#if HALDA_AVX512
+/* 8 rows of vec_dot_q4_1 side by side, as vec_dot_q8_0_8rows_avx512: 8 independent chains of
+ * fused multiply-adds (and of the minimums' scalar ones). */
+static void vec_dot_q4_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_1 *y = a;
+    __m256 acc[8];
+    float mins[8] = {0};
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q4_1), 8 * sizeof(block_q4_1));
+        __m256i ya = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        float yd = f16_to_f32(y[b].d), ys = f16_to_f32(y[b].s);
+        for (int r = 0; r < 8; r++) {
+            const block_q4_1 *x = (const block_q4_1 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            mins[r] = fmaf(f16_to_f32(x->m), ys, mins[r]);
+            __m256i lanes = avx2_dot_u8_acc(_mm256_setzero_si256(), avx2_nibbles(x->qs), ya);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x->d) * yd), _mm256_cvtepi32_ps(lanes), acc[r]);
+        }
+    }
+    for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]) + mins[r];
 }
 #endif
 #if HALDA_NEON
@@ -2139,6 +2166,10 @@ __attribute__((unused)) static float vec_dot_q5_0(int64_t n, const void *w, cons
     }
     return lane_acc_sum(&acc);
 }
+__attribute__((unused)) static void vec_dot_q5_0_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_q5_0(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 #if HALDA_AVX2
 /* The 32 unsigned 5-bit values of a Q5_0/Q5_1 block in element order: nibbles plus bit j of qh
  * as bit 4 of element j. */
@@ -2157,6 +2188,29 @@ static float vec_dot_q5_0_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc);
+}
+#endif
+#if HALDA_AVX512
+/* 8 rows of vec_dot_q5_0 side by side, as vec_dot_q8_0_8rows_avx512.  The 5-bit values go in
+ * unsigned: lane l is Σ q·a − 16·Σ a over its 4 elements, and the second term, the same for
+ * the 8 rows, is found once per block. */
+static void vec_dot_q5_0_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_0 *y = a;
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q5_0), 8 * sizeof(block_q5_0));
+        __m256i ya = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        __m256i offset = avx2_dot_u8_acc(_mm256_setzero_si256(), _mm256_set1_epi8(16), ya);
+        float yd = f16_to_f32(y[b].d);
+        for (int r = 0; r < 8; r++) {
+            const block_q5_0 *x = (const block_q5_0 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            __m256i lanes = _mm256_sub_epi32(avx2_dot_u8_acc(_mm256_setzero_si256(), avx2_q5_values(x->qs, x->qh), ya), offset);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x->d) * yd), _mm256_cvtepi32_ps(lanes), acc[r]);
+        }
+    }
+    for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]);
 }
 #endif
 #if HALDA_NEON
@@ -2233,6 +2287,10 @@ __attribute__((unused)) static float vec_dot_q5_1(int64_t n, const void *w, cons
     }
     return lane_acc_sum(&acc) + mins;
 }
+__attribute__((unused)) static void vec_dot_q5_1_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_q5_1(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 #if HALDA_AVX2
 static float vec_dot_q5_1_avx2(int64_t n, const void *w, const void *a)
 {
@@ -2246,6 +2304,28 @@ static float vec_dot_q5_1_avx2(int64_t n, const void *w, const void *a)
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[b].d) * f16_to_f32(y[b].d)), _mm256_cvtepi32_ps(lanes), acc);
     }
     return avx2_lane_sum(acc) + mins;
+}
+#endif
+#if HALDA_AVX512
+/* 8 rows of vec_dot_q5_1 side by side, as vec_dot_q4_1_8rows_avx512. */
+static void vec_dot_q5_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_1 *y = a;
+    __m256 acc[8];
+    float mins[8] = {0};
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q5_1), 8 * sizeof(block_q5_1));
+        __m256i ya = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        float yd = f16_to_f32(y[b].d), ys = f16_to_f32(y[b].s);
+        for (int r = 0; r < 8; r++) {
+            const block_q5_1 *x = (const block_q5_1 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            mins[r] = fmaf(f16_to_f32(x->m), ys, mins[r]);
+            __m256i lanes = avx2_dot_u8_acc(_mm256_setzero_si256(), avx2_q5_values(x->qs, x->qh), ya);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x->d) * yd), _mm256_cvtepi32_ps(lanes), acc[r]);
+        }
+    }
+    for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]) + mins[r];
 }
 #endif
 #if HALDA_NEON
@@ -4314,11 +4394,23 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q5_K_R8_8ROWS vec_dot_q5_K_r8_8rows_avx512
 #define VEC_DOT_Q6_K_R8 vec_dot_q6_K_avx512 /* Q6_K has one order: "repacked" only to reach the 8-row kernel */
 #define VEC_DOT_Q6_K_R8_8ROWS vec_dot_q6_K_8rows_avx512
-#define VEC_DOT_Q8_0_R8 vec_dot_q8_0_avx2 /* so does Q8_0 */
+#define VEC_DOT_Q8_0_R8 vec_dot_q8_0_avx2 /* so do Q8_0, Q4_1, Q5_0 and Q5_1 */
 #define VEC_DOT_Q8_0_R8_8ROWS vec_dot_q8_0_8rows_avx512
+#define VEC_DOT_Q4_1_R8 vec_dot_q4_1_avx2
+#define VEC_DOT_Q4_1_R8_8ROWS vec_dot_q4_1_8rows_avx512
+#define VEC_DOT_Q5_0_R8 vec_dot_q5_0_avx2
+#define VEC_DOT_Q5_0_R8_8ROWS vec_dot_q5_0_8rows_avx512
+#define VEC_DOT_Q5_1_R8 vec_dot_q5_1_avx2
+#define VEC_DOT_Q5_1_R8_8ROWS vec_dot_q5_1_8rows_avx512
 #else
 #define VEC_DOT_Q8_0_R8 NULL
 #define VEC_DOT_Q8_0_R8_8ROWS NULL
+#define VEC_DOT_Q4_1_R8 NULL
+#define VEC_DOT_Q4_1_R8_8ROWS NULL
+#define VEC_DOT_Q5_0_R8 NULL
+#define VEC_DOT_Q5_0_R8_8ROWS NULL
+#define VEC_DOT_Q5_1_R8 NULL
+#define VEC_DOT_Q5_1_R8_8ROWS NULL
 #define VEC_DOT_Q4_K_R8_8ROWS NULL
 #define VEC_DOT_Q5_K_R8_8ROWS NULL
 #define VEC_DOT_Q6_K_R8 NULL
@@ -4331,9 +4423,12 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, NULL, NULL},
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8,
                    VEC_DOT_Q4_0_R8_8ROWS},
-    [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, NULL, NULL},
-    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, VEC_DOT_Q5_0, NULL, NULL},
-    [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, VEC_DOT_Q5_1, NULL, NULL},
+    [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, VEC_DOT_Q4_1_R8,
+                   VEC_DOT_Q4_1_R8_8ROWS},
+    [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, VEC_DOT_Q5_0, VEC_DOT_Q5_0_R8,
+                   VEC_DOT_Q5_0_R8_8ROWS},
+    [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, VEC_DOT_Q5_1, VEC_DOT_Q5_1_R8,
+                   VEC_DOT_Q5_1_R8_8ROWS},
     [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, QUANTIZE_Q8_0, VEC_DOT_Q8_0, VEC_DOT_Q8_0_R8,
                    VEC_DOT_Q8_0_R8_8ROWS},
     [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, QUANTIZE_Q8_1, NULL, NULL, NULL},

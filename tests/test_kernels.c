@@ -594,6 +594,9 @@ static const rows8_twin rows8_twins[] = {
     {"q6_k", TYPE_Q6_K, vec_dot_q6_K_8rows, vec_dot_q6_K_8rows_avx512},
     {"q5_k", TYPE_Q5_K, vec_dot_q5_K_r8_8rows, vec_dot_q5_K_r8_8rows_avx512},
     {"q8_0", TYPE_Q8_0, vec_dot_q8_0_8rows, vec_dot_q8_0_8rows_avx512},
+    {"q4_1", TYPE_Q4_1, vec_dot_q4_1_8rows, vec_dot_q4_1_8rows_avx512},
+    {"q5_0", TYPE_Q5_0, vec_dot_q5_0_8rows, vec_dot_q5_0_8rows_avx512},
+    {"q5_1", TYPE_Q5_1, vec_dot_q5_1_8rows, vec_dot_q5_1_8rows_avx512},
 #endif
 #elif HALDA_NEON
     {"q4_0", TYPE_Q4_0, vec_dot_q4_0_r8_8rows, vec_dot_q4_0_r8_8rows_neon},
