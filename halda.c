@@ -1163,7 +1163,12 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * (Q4_0, IQ4_NL: 1.5-1.8x); a 256-element k-quant block has enough work per row to hide them
  * on AVX2 (an 8-row Q4_K kernel measured 15% slower than the row-by-row one there), but not on
  * AVX-512, whose row-by-row Q4_K kernel spends a third of its time on them.  Each
- * row's result is bit for bit its vec_dot_r8.  Matching llama.cpp bit for bit is what makes
+ * row's result is bit for bit its vec_dot_r8.  Types with one order only (Q8_0, Q4_1, Q5_0,
+ * Q5_1, Q6_K) name vec_dot itself as vec_dot_r8 on AVX-512 builds, to reach an 8-row kernel
+ * that keeps each row's 8 lanes: with 32-element blocks one row alone waits on its chain of
+ * fused multiply-adds, and 8 rows share the activations' work and the prefetch of the next 8
+ * (the rows' results are their vec_dot's; which rows are grouped changes nothing).
+ * Matching llama.cpp bit for bit is what makes
  * its reference logits a usable test at all: the activations are re-quantized before every
  * matrix product, so a one-ulp difference that crosses a rounding boundary moves the logits by
  * ~1e-2, and the references' greedy tokens are compared strictly.
@@ -1187,7 +1192,8 @@ typedef struct {
     quantize_fn quantize;     /* NULL: halda cannot write this type */
     vec_dot_fn vec_dot;
     vec_dot_fn vec_dot_r8;    /* the same product in the order of llama.cpp's "repacked" kernels,
-                                 for matrices with a multiple of 8 rows (NULL: as vec_dot) */
+                                 for matrices with a multiple of 8 rows (NULL, or vec_dot itself
+                                 for a type with one order: as vec_dot) */
     vec_dot_8rows_fn vec_dot_r8_8rows; /* vec_dot_r8 of 8 rows at once (NULL: row by row) */
 } type_traits;
 
@@ -1540,7 +1546,15 @@ static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1
  * 0..7 for the first run and 8..15 for the second.  The two halves are added (exact integers)
  * before any F32 arithmetic, so the F32 operations and their order are the AVX2 kernel's, that
  * is the scalar function's, and the results are bit for bit the same (tests/test_kernels.c).
- * Without VNNI the same integer sums come from maddubs and madd as on AVX2. */
+ * Without VNNI the same integer sums come from maddubs and madd as on AVX2.
+ *
+ * Where the width pays is measured, not assumed: AMD's Zen 4, where these were tuned, runs a
+ * 512-bit instruction as two 256-bit halves, so the gain is in what AVX-512 adds — VNNI, the
+ * variable shifts and rotations that unpack two runs from one load, vpermw for per-run scales,
+ * ternary logic, 16 lanes to reduce 8 rows into — and in fewer instructions, not in doubled
+ * arithmetic.  The 8-row kernels of the 32-element types are 256-bit for that reason.  The
+ * 32-element lane-order kernels stay the AVX2 ones: one row is bound by its chain of fused
+ * multiply-adds, one per block, which no width shortens. */
 #if HALDA_AVX512
 /* acc + lane l = a_2l·b_2l + a_2l+1·b_2l+1 over 16-bit a and b */
 #if HALDA_AVX512VNNI
@@ -2542,6 +2556,31 @@ static void vec_dot_iq4_nl_r8_8rows_avx2(int64_t n, const void *w, size_t row_by
         }
         __m256 d = _mm256_mul_ps(_mm256_loadu_ps(dw), _mm256_set1_ps(f16_to_f32(y[b].d)));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(avx2_sum8_i32(lanes)), d, acc);
+    }
+    _mm256_storeu_ps(out, acc);
+}
+#endif
+#if HALDA_AVX512VNNI
+/* 8 rows with the codebook shifted by 128 (iq4nl_values + 128, all in [1, 241]) as unsigned
+ * bytes: vpdpbusd takes them whole, with no 16-bit pairs that could saturate as maddubs' would,
+ * and Σ v·a = Σ (v + 128)·a − 128·Σ a, the second term found once for the 8 rows. */
+static void vec_dot_iq4_nl_r8_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const block_q8_0 *y = a;
+    const __m256i book = _mm256_broadcastsi128_si256(_mm_xor_si128(_mm_loadu_si128((const __m128i *)iq4nl_values), _mm_set1_epi8(-128)));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK; b++) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_iq4_nl), 8 * sizeof(block_iq4_nl));
+        __m256i ya = _mm256_loadu_si256((const __m256i *)y[b].qs), lanes[8];
+        __m256i offset = _mm256_set1_epi32(avx2_sum_i32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(-128), ya)));
+        float dw[8];
+        for (int r = 0; r < 8; r++) {
+            const block_iq4_nl *x = (const block_iq4_nl *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            lanes[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_shuffle_epi8(book, avx2_nibbles(x->qs)), ya);
+            dw[r] = f16_to_f32(x->d);
+        }
+        __m256 d = _mm256_mul_ps(_mm256_loadu_ps(dw), _mm256_set1_ps(f16_to_f32(y[b].d)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(avx2_sum8_i32(lanes), offset)), d, acc);
     }
     _mm256_storeu_ps(out, acc);
 }
@@ -4394,6 +4433,10 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q5_K_R8_8ROWS vec_dot_q5_K_r8_8rows_avx512
 #define VEC_DOT_Q6_K_R8 vec_dot_q6_K_avx512 /* Q6_K has one order: "repacked" only to reach the 8-row kernel */
 #define VEC_DOT_Q6_K_R8_8ROWS vec_dot_q6_K_8rows_avx512
+#if HALDA_AVX512VNNI
+#undef VEC_DOT_IQ4_NL_R8_8ROWS
+#define VEC_DOT_IQ4_NL_R8_8ROWS vec_dot_iq4_nl_r8_8rows_avx512
+#endif
 #define VEC_DOT_Q8_0_R8 vec_dot_q8_0_avx2 /* so do Q8_0, Q4_1, Q5_0 and Q5_1 */
 #define VEC_DOT_Q8_0_R8_8ROWS vec_dot_q8_0_8rows_avx512
 #define VEC_DOT_Q4_1_R8 vec_dot_q4_1_avx2
