@@ -10,7 +10,8 @@
  * The activation quantizers (Q8_0, Q8_1, Q8_K) convert one row of 4096 floats, as a matrix
  * product does once per token.  Prefill: a matrix times 64 tokens through the table's gemm
  * kernel against a dot product per (row, token) pair (`build/bench-kernels gemm` runs just
- * that).  Each figure is the best of several timed repetitions, to stay
+ * that).  Another argument times only the types whose name starts with it
+ * (build/bench-kernels q4_k).  Each figure is the best of several timed repetitions, to stay
  * robust on a shared machine. */
 #define HALDA_NO_MAIN
 #include "../halda.c"
@@ -182,6 +183,7 @@ int main(int argc, char **argv)
         bench_gemm();
         return 0;
     }
+    const char *only = argc > 1 ? argv[1] : NULL; /* optional: time only the types whose name starts so */
     const bench_case cases[] = {
         {TYPE_F32, vec_dot_f32, false},       {TYPE_F16, vec_dot_f16, false},          {TYPE_BF16, vec_dot_bf16, false},
         {TYPE_Q8_0, vec_dot_q8_0, false},     {TYPE_Q4_0, vec_dot_q4_0, false},        {TYPE_Q4_0, vec_dot_q4_0_r8, true},
@@ -203,6 +205,7 @@ int main(int argc, char **argv)
         for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
             const bench_case *bc = &cases[ci];
             const type_traits *t = type_info(bc->type);
+            if (only && strncmp(t->name, only, strlen(only))) continue;
             int64_t n = shapes[si].n;
             size_t row_bytes = type_row_bytes(bc->type, n);
             int64_t rows = shapes[si].rows ? shapes[si].rows : (int64_t)((64u << 20) / row_bytes) / 8 * 8;
@@ -232,7 +235,7 @@ int main(int argc, char **argv)
             free(x), free(w), free(act);
         }
     }
-    bench_quantizers();
-    bench_gemm();
+    if (!only || !strncmp(only, "q8", 2)) bench_quantizers();
+    if (!only) bench_gemm();
     return 0;
 }
