@@ -2677,7 +2677,7 @@ __attribute__((unused)) static void quantize_q8_K(const float *src, void *dst, i
 /* The same steps 8 elements at a time.  The element of largest magnitude is found in two
  * passes — the largest |x|, then the first element that has it — which picks the same element
  * as the scalar loop (the first of equal magnitudes, its sign kept). */
-static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
+__attribute__((unused)) static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
 {
     block_q8_K *y = dst;
     for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
@@ -2709,6 +2709,56 @@ static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
             y[b].bsums[j / 16] = (int16_t)avx2_sum_i32(_mm256_add_epi32(q[0], q[1]));
             y[b].bsums[j / 16 + 1] = (int16_t)avx2_sum_i32(_mm256_add_epi32(q[2], q[3]));
         }
+        y[b].d = 1.0f / iscale;
+    }
+}
+#endif
+#if HALDA_AVX512
+/* The 16 sums of 16 of a block's quantized bytes: the sums of 4 (maddubs and madd with ones),
+ * then of 16 within each 128-bit lane, gathered one group per lane and narrowed to 16 bits. */
+static inline void avx512_q8_K_bsums(const int8_t qs[QK_K], int16_t bsums[QK_K / 16])
+{
+    __m512i g[4];
+    for (int k = 0; k < 4; k++) {
+        __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_set1_epi8(1), _mm512_loadu_si512(qs + 64 * k)), _mm512_set1_epi16(1));
+        p = _mm512_add_epi32(p, _mm512_shuffle_epi32(p, _MM_PERM_CDAB));
+        g[k] = _mm512_add_epi32(p, _mm512_shuffle_epi32(p, _MM_PERM_BADC)); /* lane 4j..4j+3: group 4k + j */
+    }
+    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    __m512i lo = _mm512_permutex2var_epi32(g[0], pick, g[1]), hi = _mm512_permutex2var_epi32(g[2], pick, g[3]);
+    __m512i all = _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);
+    _mm256_storeu_si256((__m256i *)bsums, _mm512_cvtepi32_epi16(all));
+}
+/* The AVX2 quantizer's steps 16 elements at a time (the same max_ps operand order, so a NaN is
+ * skipped the same way; vpmovsdb saturates as the two packs do). */
+static void quantize_q8_K_avx512(const float *src, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        __m512 amax2[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}; /* two chains of max, not one */
+        for (int j = 0; j < QK_K; j += 16) amax2[j / 16 % 2] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(src + j)), amax2[j / 16 % 2]);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(amax2[0], amax2[1]));
+        if (amax == 0) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        int first = 0;
+        for (int j = 0; j < QK_K; j += 16) {
+            __mmask16 hit = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(src + j)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (hit) {
+                first = j + __builtin_ctz((unsigned)hit);
+                break;
+            }
+        }
+        float iscale = -127.0f / src[first];
+        const __m512 vscale = _mm512_set1_ps(iscale), magic = _mm512_set1_ps(12582912.0f);
+        for (int j = 0; j < QK_K; j += 16) {
+            __m512 f = _mm512_fmadd_ps(vscale, _mm512_loadu_ps(src + j), magic);
+            __m512i v = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(f), _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x00400000));
+            __m512i q = _mm512_min_epi32(v, _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(y[b].qs + j), _mm512_cvtsepi32_epi8(q));
+        }
+        avx512_q8_K_bsums(y[b].qs, y[b].bsums);
         y[b].d = 1.0f / iscale;
     }
 }
@@ -4419,6 +4469,8 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx512
 #undef VEC_DOT_Q6_K
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx512
+#undef QUANTIZE_Q8_K
+#define QUANTIZE_Q8_K quantize_q8_K_avx512
 #define VEC_DOT_Q4_K_R8_8ROWS vec_dot_q4_K_r8_8rows_avx512
 #undef VEC_DOT_Q2_K
 #define VEC_DOT_Q2_K vec_dot_q2_K_avx512

@@ -660,6 +660,9 @@ static const quant_twin quant_twins[] = {
     {"q8_0", TYPE_Q8_0, quantize_q8_0, quantize_q8_0_avx2},
     {"q8_1", TYPE_Q8_1, quantize_q8_1, quantize_q8_1_avx2},
     {"q8_k", TYPE_Q8_K, quantize_q8_K, quantize_q8_K_avx2},
+#if HALDA_AVX512
+    {"q8_k avx512", TYPE_Q8_K, quantize_q8_K, quantize_q8_K_avx512},
+#endif
 #elif HALDA_NEON
     {"q8_0", TYPE_Q8_0, quantize_q8_0, quantize_q8_0_neon},
     {"q8_1", TYPE_Q8_1, quantize_q8_1, quantize_q8_1_neon},
@@ -694,7 +697,9 @@ static void test_quant_twins(void)
     static const int blocks[] = {1, 2, 3, 5, 7, 8, 13, 33};
     for (const quant_twin *qt = quant_twins; qt->name; qt++) {
         const type_traits *t = type_info(qt->type);
-        CHECK(t->quantize == qt->simd, "%s: the table uses the SIMD quantizer", qt->name);
+        bool superseded = false; /* by a later twin of the same type (AVX2 by AVX-512) */
+        for (const quant_twin *later = qt + 1; later->name; later++) superseded |= later->type == qt->type;
+        CHECK(superseded || t->quantize == qt->simd, "%s: the table uses the SIMD quantizer", qt->name);
         for (size_t b = 0; b < sizeof blocks / sizeof *blocks; b++)
             for (int mode = 0; mode < 7; mode++)
                 for (int rep = 0; rep < 2; rep++) {
