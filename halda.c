@@ -1305,6 +1305,14 @@ __attribute__((unused)) static float vec_dot_bf16(int64_t n, const void *w, cons
     }
     return s;
 }
+__attribute__((unused)) static void vec_dot_f16_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_f16(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
+__attribute__((unused)) static void vec_dot_bf16_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_bf16(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 
 #if HALDA_AVX2
 /* The 8 partial sums are the 8 lanes of one register; the tail and the final additions are the
@@ -1314,6 +1322,19 @@ static inline float avx2_f32_pair_sum(__m256 acc)
     float lanes[8];
     _mm256_storeu_ps(lanes, acc);
     return f32_pair_sum(lanes);
+}
+/* Software prefetch for the 8-row kernels: while 8 rows are computed, the next 8 (which the
+ * matrix product asks for next) are fetched as one sequential stream, `bytes` of them per
+ * step.  Without it the 8 rows read side by side, a block at a time, ran at half the memory
+ * bandwidth that one row read straight through gets: the hardware prefetchers do not follow 8
+ * short interleaved streams.  The lines go to L2, not L1: the 8 rows of a k-quant (18 KiB for
+ * 4096 columns of Q4_K) would crowd L1 out, which cost the 8-row Q4_K kernel 40% (Q4_0 and
+ * IQ4_NL run the same either way).  (A prefetch past the end of the matrix is harmless: it never
+ * faults.) */
+static inline void avx2_prefetch_next_8rows(const void *w, size_t row_bytes, size_t offset, size_t bytes)
+{
+    const char *next = (const char *)w + 8 * row_bytes + offset;
+    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
 }
 static float vec_dot_f32_avx2(int64_t n, const void *w, const void *a)
 {
@@ -1363,6 +1384,64 @@ static float vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
         s += p;
     }
     return s;
+}
+#endif
+#if HALDA_AVX512
+/* 8 rows of vec_dot_f16 / vec_dot_bf16 side by side (one order; see the one-order 8-row kernels
+ * in the section's head): one row waits on its 8 lanes' chain of additions, 8 rows are 8
+ * chains, and the activations are converted once.  Each row ends as the scalar function does:
+ * f32_pair_sum, then the tail in order. */
+static void vec_dot_f16_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const f16_t *y = a;
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)i * 8 * sizeof(f16_t), 8 * 8 * sizeof(f16_t));
+        __m256 yf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i)));
+        for (int r = 0; r < 8; r++) {
+            const f16_t *x = (const f16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), yf));
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        const f16_t *x = (const f16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
+        float s8 = avx2_f32_pair_sum(acc[r]);
+        for (int64_t k = i; k < n; k++) {
+            float p = f16_to_f32(x[k]) * f16_to_f32(y[k]);
+            s8 += p;
+        }
+        out[r] = s8;
+    }
+}
+static inline __m256 avx512_bf16_8(const bf16_t *p)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+static void vec_dot_bf16_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const bf16_t *y = a;
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)i * 8 * sizeof(bf16_t), 8 * 8 * sizeof(bf16_t));
+        __m256 yf = avx512_bf16_8(y + i);
+        for (int r = 0; r < 8; r++) {
+            const bf16_t *x = (const bf16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(avx512_bf16_8(x + i), yf));
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        const bf16_t *x = (const bf16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
+        float s8 = avx2_f32_pair_sum(acc[r]);
+        for (int64_t k = i; k < n; k++) {
+            float p = bf16_to_f32(x[k]) * bf16_to_f32(y[k]);
+            s8 += p;
+        }
+        out[r] = s8;
+    }
 }
 #endif
 
@@ -1522,19 +1601,6 @@ static inline __m256i avx2_nibbles(const uint8_t qs[16])
 {
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
-}
-/* Software prefetch for the 8-row kernels: while 8 rows are computed, the next 8 (which the
- * matrix product asks for next) are fetched as one sequential stream, `bytes` of them per
- * step.  Without it the 8 rows read side by side, a block at a time, ran at half the memory
- * bandwidth that one row read straight through gets: the hardware prefetchers do not follow 8
- * short interleaved streams.  The lines go to L2, not L1: the 8 rows of a k-quant (18 KiB for
- * 4096 columns of Q4_K) would crowd L1 out, which cost the 8-row Q4_K kernel 40% (Q4_0 and
- * IQ4_NL run the same either way).  (A prefetch past the end of the matrix is harmless: it never
- * faults.) */
-static inline void avx2_prefetch_next_8rows(const void *w, size_t row_bytes, size_t offset, size_t bytes)
-{
-    const char *next = (const char *)w + 8 * row_bytes + offset;
-    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
 }
 /* |x| for 8 floats (clears the sign bits) */
 static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
@@ -4489,7 +4555,11 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #undef VEC_DOT_IQ4_NL_R8_8ROWS
 #define VEC_DOT_IQ4_NL_R8_8ROWS vec_dot_iq4_nl_r8_8rows_avx512
 #endif
-#define VEC_DOT_Q8_0_R8 vec_dot_q8_0_avx2 /* so do Q8_0, Q4_1, Q5_0 and Q5_1 */
+#define VEC_DOT_Q8_0_R8 vec_dot_q8_0_avx2 /* so do Q8_0, Q4_1, Q5_0, Q5_1, F16 and BF16 */
+#define VEC_DOT_F16_R8 vec_dot_f16_avx2
+#define VEC_DOT_F16_R8_8ROWS vec_dot_f16_8rows_avx512
+#define VEC_DOT_BF16_R8 vec_dot_bf16_avx2
+#define VEC_DOT_BF16_R8_8ROWS vec_dot_bf16_8rows_avx512
 #define VEC_DOT_Q8_0_R8_8ROWS vec_dot_q8_0_8rows_avx512
 #define VEC_DOT_Q4_1_R8 vec_dot_q4_1_avx2
 #define VEC_DOT_Q4_1_R8_8ROWS vec_dot_q4_1_8rows_avx512
@@ -4500,6 +4570,10 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 #else
 #define VEC_DOT_Q8_0_R8 NULL
 #define VEC_DOT_Q8_0_R8_8ROWS NULL
+#define VEC_DOT_F16_R8 NULL
+#define VEC_DOT_F16_R8_8ROWS NULL
+#define VEC_DOT_BF16_R8 NULL
+#define VEC_DOT_BF16_R8_8ROWS NULL
 #define VEC_DOT_Q4_1_R8 NULL
 #define VEC_DOT_Q4_1_R8_8ROWS NULL
 #define VEC_DOT_Q5_0_R8 NULL
@@ -4514,8 +4588,8 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
 
 static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, VEC_DOT_F32, NULL, NULL},
-    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, NULL, NULL},
-    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, NULL, NULL},
+    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, VEC_DOT_F16_R8, VEC_DOT_F16_R8_8ROWS},
+    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, VEC_DOT_BF16_R8, VEC_DOT_BF16_R8_8ROWS},
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8,
                    VEC_DOT_Q4_0_R8_8ROWS},
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, VEC_DOT_Q4_1_R8,

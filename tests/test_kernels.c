@@ -597,6 +597,8 @@ static const rows8_twin rows8_twins[] = {
     {"q4_1", TYPE_Q4_1, vec_dot_q4_1_8rows, vec_dot_q4_1_8rows_avx512},
     {"q5_0", TYPE_Q5_0, vec_dot_q5_0_8rows, vec_dot_q5_0_8rows_avx512},
     {"q5_1", TYPE_Q5_1, vec_dot_q5_1_8rows, vec_dot_q5_1_8rows_avx512},
+    {"f16", TYPE_F16, vec_dot_f16_8rows, vec_dot_f16_8rows_avx512},
+    {"bf16", TYPE_BF16, vec_dot_bf16_8rows, vec_dot_bf16_8rows_avx512},
 #endif
 #if HALDA_AVX512VNNI
     {"iq4_nl vnni", TYPE_IQ4_NL, vec_dot_iq4_nl_r8_8rows, vec_dot_iq4_nl_r8_8rows_avx512},
