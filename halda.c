@@ -1147,8 +1147,11 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * for Q4_0, Q8_K for the k-quants, F16 for F16 ...): that is what makes integer dot products
  * possible, and it is also exactly how llama.cpp rounds, which is what lets our logits match
  * its reference outputs.  A matrix product converts its activations once and shares them
- * across all rows and threads.  SIMD variants replace the dot products and the activation
- * quantizers (Q8_0, Q8_1, Q8_K); the scalar functions are the specification.
+ * across all rows and threads.  SIMD variants replace the dot products, the activation
+ * quantizers (Q8_0, Q8_1, Q8_K) and F16's row conversion; the scalar functions are the
+ * specification.  Each build uses the widest set it was compiled for: AVX-512 (with VNNI where
+ * the compiler targets it), else AVX2 (with AVX-VNNI's byte products where available), NEON on
+ * 64-bit ARM, or the scalar code.
  *
  * Two summation orders per type, where llama.cpp has two.  An integer dot product is exact but
  * the F32 arithmetic around it is not, and llama.cpp's x86 backend adds up differently
@@ -2607,7 +2610,7 @@ static float vec_dot_iq4_nl_r8_avx2(int64_t n, const void *w, const void *a)
     return acc;
 }
 /* 8 rows at once, as vec_dot_q4_0_r8_8rows_avx2 */
-static void vec_dot_iq4_nl_r8_8rows_avx2(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+__attribute__((unused)) static void vec_dot_iq4_nl_r8_8rows_avx2(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     const block_q8_0 *y = a;
     __m256 acc = _mm256_setzero_ps();
