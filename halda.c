@@ -1226,8 +1226,10 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * its reference outputs.  A matrix product converts its activations once and shares them
  * across all rows and threads; for a batch of tokens (a prompt) it hands whole tiles of rows ×
  * tokens to the type's `gemm` kernel (see "Matrix-matrix products" below).  SIMD variants
- * replace the dot products and the activation quantizers (Q8_0, Q8_1, Q8_K); the scalar
- * functions are the specification.
+ * replace the dot products, the activation quantizers (Q8_0, Q8_1, Q8_K) and F16's row
+ * conversion; the scalar functions are the specification.  Each build uses the widest set it
+ * was compiled for: AVX-512 (with VNNI where the compiler targets it), else AVX2 (with
+ * AVX-VNNI's byte products where available), NEON on 64-bit ARM, or the scalar code.
  *
  * Two summation orders per type, where llama.cpp has two.  An integer dot product is exact but
  * the F32 arithmetic around it is not, and llama.cpp's x86 backend adds up differently
@@ -1446,6 +1448,14 @@ __attribute__((unused)) static float vec_dot_bf16(int64_t n, const void *w, cons
     }
     return s;
 }
+__attribute__((unused)) static void vec_dot_f16_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_f16(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
+__attribute__((unused)) static void vec_dot_bf16_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    for (int r = 0; r < 8; r++) out[r] = vec_dot_bf16(n, (const uint8_t *)w + (size_t)r * row_bytes, a);
+}
 
 #if HALDA_AVX2
 /* The 8 partial sums are the 8 lanes of one register; the tail and the final additions are the
@@ -1455,6 +1465,19 @@ static inline float avx2_f32_pair_sum(__m256 acc)
     float lanes[8];
     _mm256_storeu_ps(lanes, acc);
     return f32_pair_sum(lanes);
+}
+/* Software prefetch for the 8-row kernels: while 8 rows are computed, the next 8 (which the
+ * matrix product asks for next) are fetched as one sequential stream, `bytes` of them per
+ * step.  Without it the 8 rows read side by side, a block at a time, ran at half the memory
+ * bandwidth that one row read straight through gets: the hardware prefetchers do not follow 8
+ * short interleaved streams.  The lines go to L2, not L1: the 8 rows of a k-quant (18 KiB for
+ * 4096 columns of Q4_K) would crowd L1 out, which cost the 8-row Q4_K kernel 40% (Q4_0 and
+ * IQ4_NL run the same either way).  (A prefetch past the end of the matrix is harmless: it never
+ * faults.) */
+static inline void avx2_prefetch_next_8rows(const void *w, size_t row_bytes, size_t offset, size_t bytes)
+{
+    const char *next = (const char *)w + 8 * row_bytes + offset;
+    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
 }
 static float vec_dot_f32_avx2(int64_t n, const void *w, const void *a)
 {
@@ -1504,6 +1527,64 @@ static float vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
         s += p;
     }
     return s;
+}
+#endif
+#if HALDA_AVX512
+/* 8 rows of vec_dot_f16 / vec_dot_bf16 side by side (one order; see the one-order 8-row kernels
+ * in the section's head): one row waits on its 8 lanes' chain of additions, 8 rows are 8
+ * chains, and the activations are converted once.  Each row ends as the scalar function does:
+ * f32_pair_sum, then the tail in order. */
+static void vec_dot_f16_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const f16_t *y = a;
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)i * 8 * sizeof(f16_t), 8 * 8 * sizeof(f16_t));
+        __m256 yf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i)));
+        for (int r = 0; r < 8; r++) {
+            const f16_t *x = (const f16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), yf));
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        const f16_t *x = (const f16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
+        float s8 = avx2_f32_pair_sum(acc[r]);
+        for (int64_t k = i; k < n; k++) {
+            float p = f16_to_f32(x[k]) * f16_to_f32(y[k]);
+            s8 += p;
+        }
+        out[r] = s8;
+    }
+}
+static inline __m256 avx512_bf16_8(const bf16_t *p)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+static void vec_dot_bf16_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    const bf16_t *y = a;
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)i * 8 * sizeof(bf16_t), 8 * 8 * sizeof(bf16_t));
+        __m256 yf = avx512_bf16_8(y + i);
+        for (int r = 0; r < 8; r++) {
+            const bf16_t *x = (const bf16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(avx512_bf16_8(x + i), yf));
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        const bf16_t *x = (const bf16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
+        float s8 = avx2_f32_pair_sum(acc[r]);
+        for (int64_t k = i; k < n; k++) {
+            float p = bf16_to_f32(x[k]) * bf16_to_f32(y[k]);
+            s8 += p;
+        }
+        out[r] = s8;
+    }
 }
 #endif
 
@@ -1663,19 +1744,6 @@ static inline __m256i avx2_nibbles(const uint8_t qs[16])
 {
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
-}
-/* Software prefetch for the 8-row kernels: while 8 rows are computed, the next 8 (which the
- * matrix product asks for next) are fetched as one sequential stream, `bytes` of them per
- * step.  Without it the 8 rows read side by side, a block at a time, ran at half the memory
- * bandwidth that one row read straight through gets: the hardware prefetchers do not follow 8
- * short interleaved streams.  The lines go to L2, not L1: the 8 rows of a k-quant (18 KiB for
- * 4096 columns of Q4_K) would crowd L1 out, which cost the 8-row Q4_K kernel 40% (Q4_0 and
- * IQ4_NL run the same either way).  (A prefetch past the end of the matrix is harmless: it never
- * faults.) */
-static inline void avx2_prefetch_next_8rows(const void *w, size_t row_bytes, size_t offset, size_t bytes)
-{
-    const char *next = (const char *)w + 8 * row_bytes + offset;
-    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
 }
 /* |x| for 8 floats (clears the sign bits) */
 static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
@@ -2820,7 +2888,7 @@ __attribute__((unused)) static void quantize_q8_K(const float *src, void *dst, i
 /* The same steps 8 elements at a time.  The element of largest magnitude is found in two
  * passes — the largest |x|, then the first element that has it — which picks the same element
  * as the scalar loop (the first of equal magnitudes, its sign kept). */
-static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
+__attribute__((unused)) static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
 {
     block_q8_K *y = dst;
     for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
@@ -2852,6 +2920,56 @@ static void quantize_q8_K_avx2(const float *src, void *dst, int64_t n)
             y[b].bsums[j / 16] = (int16_t)avx2_sum_i32(_mm256_add_epi32(q[0], q[1]));
             y[b].bsums[j / 16 + 1] = (int16_t)avx2_sum_i32(_mm256_add_epi32(q[2], q[3]));
         }
+        y[b].d = 1.0f / iscale;
+    }
+}
+#endif
+#if HALDA_AVX512
+/* The 16 sums of 16 of a block's quantized bytes: the sums of 4 (maddubs and madd with ones),
+ * then of 16 within each 128-bit lane, gathered one group per lane and narrowed to 16 bits. */
+static inline void avx512_q8_K_bsums(const int8_t qs[QK_K], int16_t bsums[QK_K / 16])
+{
+    __m512i g[4];
+    for (int k = 0; k < 4; k++) {
+        __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_set1_epi8(1), _mm512_loadu_si512(qs + 64 * k)), _mm512_set1_epi16(1));
+        p = _mm512_add_epi32(p, _mm512_shuffle_epi32(p, _MM_PERM_CDAB));
+        g[k] = _mm512_add_epi32(p, _mm512_shuffle_epi32(p, _MM_PERM_BADC)); /* lane 4j..4j+3: group 4k + j */
+    }
+    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    __m512i lo = _mm512_permutex2var_epi32(g[0], pick, g[1]), hi = _mm512_permutex2var_epi32(g[2], pick, g[3]);
+    __m512i all = _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);
+    _mm256_storeu_si256((__m256i *)bsums, _mm512_cvtepi32_epi16(all));
+}
+/* The AVX2 quantizer's steps 16 elements at a time (the same max_ps operand order, so a NaN is
+ * skipped the same way; vpmovsdb saturates as the two packs do). */
+static void quantize_q8_K_avx512(const float *src, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        __m512 amax2[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}; /* two chains of max, not one */
+        for (int j = 0; j < QK_K; j += 16) amax2[j / 16 % 2] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(src + j)), amax2[j / 16 % 2]);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(amax2[0], amax2[1]));
+        if (amax == 0) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        int first = 0;
+        for (int j = 0; j < QK_K; j += 16) {
+            __mmask16 hit = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(src + j)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (hit) {
+                first = j + __builtin_ctz((unsigned)hit);
+                break;
+            }
+        }
+        float iscale = -127.0f / src[first];
+        const __m512 vscale = _mm512_set1_ps(iscale), magic = _mm512_set1_ps(12582912.0f);
+        for (int j = 0; j < QK_K; j += 16) {
+            __m512 f = _mm512_add_ps(_mm512_mul_ps(vscale, _mm512_loadu_ps(src + j)), magic); /* not fused: see quantize_q8_K */
+            __m512i v = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(f), _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x00400000));
+            __m512i q = _mm512_min_epi32(v, _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(y[b].qs + j), _mm512_cvtsepi32_epi8(q));
+        }
+        avx512_q8_K_bsums(y[b].qs, y[b].bsums);
         y[b].d = 1.0f / iscale;
     }
 }
@@ -4914,6 +5032,8 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx512
 #undef VEC_DOT_Q6_K
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx512
+#undef QUANTIZE_Q8_K
+#define QUANTIZE_Q8_K quantize_q8_K_avx512
 #define VEC_DOT_Q4_K_R8_8ROWS vec_dot_q4_K_r8_8rows_avx512
 #undef VEC_DOT_Q2_K
 #define VEC_DOT_Q2_K vec_dot_q2_K_avx512
@@ -4929,7 +5049,11 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #undef VEC_DOT_IQ4_NL_R8_8ROWS
 #define VEC_DOT_IQ4_NL_R8_8ROWS vec_dot_iq4_nl_r8_8rows_avx512
 #endif
-#define VEC_DOT_Q8_0_R8 vec_dot_q8_0_avx2 /* so do Q8_0, Q4_1, Q5_0 and Q5_1 */
+#define VEC_DOT_Q8_0_R8 vec_dot_q8_0_avx2 /* so do Q8_0, Q4_1, Q5_0, Q5_1, F16 and BF16 */
+#define VEC_DOT_F16_R8 vec_dot_f16_avx2
+#define VEC_DOT_F16_R8_8ROWS vec_dot_f16_8rows_avx512
+#define VEC_DOT_BF16_R8 vec_dot_bf16_avx2
+#define VEC_DOT_BF16_R8_8ROWS vec_dot_bf16_8rows_avx512
 #define VEC_DOT_Q8_0_R8_8ROWS vec_dot_q8_0_8rows_avx512
 #define VEC_DOT_Q4_1_R8 vec_dot_q4_1_avx2
 #define VEC_DOT_Q4_1_R8_8ROWS vec_dot_q4_1_8rows_avx512
@@ -4940,6 +5064,10 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #else
 #define VEC_DOT_Q8_0_R8 NULL
 #define VEC_DOT_Q8_0_R8_8ROWS NULL
+#define VEC_DOT_F16_R8 NULL
+#define VEC_DOT_F16_R8_8ROWS NULL
+#define VEC_DOT_BF16_R8 NULL
+#define VEC_DOT_BF16_R8_8ROWS NULL
 #define VEC_DOT_Q4_1_R8 NULL
 #define VEC_DOT_Q4_1_R8_8ROWS NULL
 #define VEC_DOT_Q5_0_R8 NULL
@@ -4953,8 +5081,8 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 
 static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, VEC_DOT_F32, NULL, NULL, NULL, NULL},
-    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, NULL, NULL, NULL, NULL},
-    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, NULL, NULL, NULL, NULL},
+    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, VEC_DOT_F16_R8, VEC_DOT_F16_R8_8ROWS, NULL, NULL},
+    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, VEC_DOT_BF16_R8, VEC_DOT_BF16_R8_8ROWS, NULL, NULL},
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8,
                    VEC_DOT_Q4_0_R8_8ROWS, GEMM_Q4_0, GEMM_Q4_0_R8},
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, VEC_DOT_Q4_1_R8,
