@@ -2182,40 +2182,47 @@ static void vec_dot_q4_0_r8_8rows_avx2(int64_t n, const void *w, size_t row_byte
 #if HALDA_NEON
 /* A Q4_0 block's integer lanes against 32 activation bytes: low nibbles are elements 0..15
  * (lanes 0..3), high nibbles elements 16..31 (lanes 4..7). */
-static inline void neon_q4_0_lanes(const block_q4_0 *x, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+static inline void neon_q4_0_lanes(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
 {
+    const block_q4_0 *x = block;
     uint8x16_t raw = vld1q_u8(x->qs);
     int8x16_t q_lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15))), vdupq_n_s8(8));
     int8x16_t q_hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8));
     *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
     *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
 }
-static float vec_dot_q4_0_neon(int64_t n, const void *w, const void *a)
+/* Q4_0 and IQ4_NL share one block layout (an F16 scale, then 16 bytes of nibbles) and differ
+ * only in what a nibble means (q − 8, or a codebook value), so their three kernels are written
+ * once, over the block's `lanes` function; it is a constant at every call, so each type still
+ * gets its own compiled copy. */
+typedef void (*neon_nibble_lanes_fn)(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi);
+static inline __attribute__((always_inline)) float neon_nibble_dot(int64_t n, const void *w, const void *a, neon_nibble_lanes_fn lanes)
 {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
     float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
     for (int64_t b = 0; b < n / QK; b++) {
         int32x4_t lo, hi;
-        neon_q4_0_lanes(&x[b], y[b].qs, &lo, &hi);
+        lanes(&x[b], y[b].qs, &lo, &hi);
         neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
     }
     return neon_lane_sum(acc_lo, acc_hi);
 }
-static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a)
+static inline __attribute__((always_inline)) float neon_nibble_dot_r8(int64_t n, const void *w, const void *a, neon_nibble_lanes_fn lanes)
 {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
     float acc = 0;
     for (int64_t b = 0; b < n / QK; b++) {
         int32x4_t lo, hi;
-        neon_q4_0_lanes(&x[b], y[b].qs, &lo, &hi);
+        lanes(&x[b], y[b].qs, &lo, &hi);
         acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
     }
     return acc;
 }
 /* 8 rows: rows 0..3 accumulate in the lanes of acc03, rows 4..7 in acc47 (see the AVX2 twin). */
-static void vec_dot_q4_0_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+static inline __attribute__((always_inline)) void neon_nibble_dot_r8_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8],
+                                                                           neon_nibble_lanes_fn lanes)
 {
     const block_q8_0 *y = a;
     float32x4_t acc03 = vdupq_n_f32(0), acc47 = vdupq_n_f32(0);
@@ -2224,7 +2231,7 @@ static void vec_dot_q4_0_r8_8rows_neon(int64_t n, const void *w, size_t row_byte
         float dw[8];
         for (int r = 0; r < 8; r++) {
             const block_q4_0 *x = (const block_q4_0 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
-            neon_q4_0_lanes(x, y[b].qs, &lo[r], &hi[r]);
+            lanes(x, y[b].qs, &lo[r], &hi[r]);
             dw[r] = f16_to_f32(x->d);
         }
         neon_sum8_i32(lo, hi, &s03, &s47);
@@ -2233,6 +2240,12 @@ static void vec_dot_q4_0_r8_8rows_neon(int64_t n, const void *w, size_t row_byte
         acc47 = vfmaq_f32(acc47, vcvtq_f32_s32(s47), vmulq_f32(vld1q_f32(dw + 4), yd));
     }
     vst1q_f32(out, acc03), vst1q_f32(out + 4, acc47);
+}
+static float vec_dot_q4_0_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot(n, w, a, neon_q4_0_lanes); }
+static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot_r8(n, w, a, neon_q4_0_lanes); }
+static void vec_dot_q4_0_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    neon_nibble_dot_r8_8rows(n, w, row_bytes, a, out, neon_q4_0_lanes);
 }
 #endif
 
@@ -2796,54 +2809,21 @@ static void vec_dot_iq4_nl_r8_8rows_avx512(int64_t n, const void *w, size_t row_
 #endif
 #if HALDA_NEON
 /* An IQ4_NL block's lanes: a table lookup (TBL) turns 16 indices into 16 codebook values. */
-static inline void neon_iq4_nl_lanes(const block_iq4_nl *x, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+static inline void neon_iq4_nl_lanes(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
 {
+    const block_iq4_nl *x = block;
     int8x16_t book = vld1q_s8(iq4nl_values);
     uint8x16_t raw = vld1q_u8(x->qs);
     neon_block_lanes(vqtbl1q_s8(book, vandq_u8(raw, vdupq_n_u8(15))), vqtbl1q_s8(book, vshrq_n_u8(raw, 4)), a, lo, hi);
 }
-static float vec_dot_iq4_nl_neon(int64_t n, const void *w, const void *a)
-{
-    const block_iq4_nl *x = w;
-    const block_q8_0 *y = a;
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo, hi;
-        neon_iq4_nl_lanes(&x[b], y[b].qs, &lo, &hi);
-        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
-}
-static float vec_dot_iq4_nl_r8_neon(int64_t n, const void *w, const void *a)
-{
-    const block_iq4_nl *x = w;
-    const block_q8_0 *y = a;
-    float acc = 0;
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo, hi;
-        neon_iq4_nl_lanes(&x[b], y[b].qs, &lo, &hi);
-        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
-    }
-    return acc;
-}
+/* Q4_0's kernels with the codebook's lanes (the two blocks share their layout). */
+static_assert(sizeof(block_iq4_nl) == sizeof(block_q4_0) && offsetof(block_iq4_nl, qs) == offsetof(block_q4_0, qs),
+              "IQ4_NL and Q4_0 blocks share one layout");
+static float vec_dot_iq4_nl_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot(n, w, a, neon_iq4_nl_lanes); }
+static float vec_dot_iq4_nl_r8_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot_r8(n, w, a, neon_iq4_nl_lanes); }
 static void vec_dot_iq4_nl_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
-    const block_q8_0 *y = a;
-    float32x4_t acc03 = vdupq_n_f32(0), acc47 = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo[8], hi[8], s03, s47;
-        float dw[8];
-        for (int r = 0; r < 8; r++) {
-            const block_iq4_nl *x = (const block_iq4_nl *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
-            neon_iq4_nl_lanes(x, y[b].qs, &lo[r], &hi[r]);
-            dw[r] = f16_to_f32(x->d);
-        }
-        neon_sum8_i32(lo, hi, &s03, &s47);
-        float32x4_t yd = vdupq_n_f32(f16_to_f32(y[b].d));
-        acc03 = vfmaq_f32(acc03, vcvtq_f32_s32(s03), vmulq_f32(vld1q_f32(dw), yd));
-        acc47 = vfmaq_f32(acc47, vcvtq_f32_s32(s47), vmulq_f32(vld1q_f32(dw + 4), yd));
-    }
-    vst1q_f32(out, acc03), vst1q_f32(out + 4, acc47);
+    neon_nibble_dot_r8_8rows(n, w, row_bytes, a, out, neon_iq4_nl_lanes);
 }
 #endif
 
