@@ -1529,6 +1529,69 @@ static float vec_dot_f16_avx2(int64_t n, const void *w, const void *a)
     return s;
 }
 #endif
+#if HALDA_NEON
+/* The scalar functions' 8 partial sums as two registers, lanes 0..3 and 4..7, each product
+ * rounded before it is added (a multiply, then an add, never a fused one); the tail and the
+ * final additions are the scalar function's. */
+static inline float neon_f32_pair_sum(float32x4_t lo, float32x4_t hi)
+{
+    float lanes[8];
+    vst1q_f32(lanes, lo), vst1q_f32(lanes + 4, hi);
+    return f32_pair_sum(lanes);
+}
+static float vec_dot_f32_neon(int64_t n, const void *w, const void *a)
+{
+    const float *x = w, *y = a;
+    float32x4_t lo = vdupq_n_f32(0), hi = vdupq_n_f32(0);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        lo = vaddq_f32(lo, vmulq_f32(vld1q_f32(x + i), vld1q_f32(y + i)));
+        hi = vaddq_f32(hi, vmulq_f32(vld1q_f32(x + i + 4), vld1q_f32(y + i + 4)));
+    }
+    float s = neon_f32_pair_sum(lo, hi);
+    for (; i < n; i++) {
+        float p = x[i] * y[i];
+        s += p;
+    }
+    return s;
+}
+/* 4 halves to 4 floats (exact, like f16_to_f32). */
+static inline float32x4_t neon_f16x4_to_f32(const f16_t *h) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)h))); }
+static float vec_dot_f16_neon(int64_t n, const void *w, const void *a)
+{
+    const f16_t *x = w, *y = a;
+    float32x4_t lo = vdupq_n_f32(0), hi = vdupq_n_f32(0);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        lo = vaddq_f32(lo, vmulq_f32(neon_f16x4_to_f32(x + i), neon_f16x4_to_f32(y + i)));
+        hi = vaddq_f32(hi, vmulq_f32(neon_f16x4_to_f32(x + i + 4), neon_f16x4_to_f32(y + i + 4)));
+    }
+    float s = neon_f32_pair_sum(lo, hi);
+    for (; i < n; i++) {
+        float p = f16_to_f32(x[i]) * f16_to_f32(y[i]);
+        s += p;
+    }
+    return s;
+}
+/* 4 bfloat16 to 4 floats: the 16 bits become the top half. */
+static inline float32x4_t neon_bf16x4_to_f32(const bf16_t *h) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)h), 16)); }
+static float vec_dot_bf16_neon(int64_t n, const void *w, const void *a)
+{
+    const bf16_t *x = w, *y = a;
+    float32x4_t lo = vdupq_n_f32(0), hi = vdupq_n_f32(0);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        lo = vaddq_f32(lo, vmulq_f32(neon_bf16x4_to_f32(x + i), neon_bf16x4_to_f32(y + i)));
+        hi = vaddq_f32(hi, vmulq_f32(neon_bf16x4_to_f32(x + i + 4), neon_bf16x4_to_f32(y + i + 4)));
+    }
+    float s = neon_f32_pair_sum(lo, hi);
+    for (; i < n; i++) {
+        float p = bf16_to_f32(x[i]) * bf16_to_f32(y[i]);
+        s += p;
+    }
+    return s;
+}
+#endif
 #if HALDA_AVX512
 /* 8 rows of vec_dot_f16 / vec_dot_bf16 side by side (one order; see the one-order 8-row kernels
  * in the section's head): one row waits on its 8 lanes' chain of additions, 8 rows are 8
@@ -4929,9 +4992,9 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define VEC_DOT_F16 vec_dot_f16
 #endif
 #elif HALDA_NEON
-#define VEC_DOT_F32 vec_dot_f32
-#define VEC_DOT_F16 vec_dot_f16
-#define VEC_DOT_BF16 vec_dot_bf16
+#define VEC_DOT_F32 vec_dot_f32_neon
+#define VEC_DOT_F16 vec_dot_f16_neon
+#define VEC_DOT_BF16 vec_dot_bf16_neon
 #define VEC_DOT_Q8_0 vec_dot_q8_0_neon
 #define VEC_DOT_Q4_0 vec_dot_q4_0_neon
 #define VEC_DOT_Q4_0_R8 vec_dot_q4_0_r8_neon

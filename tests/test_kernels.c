@@ -570,6 +570,9 @@ static const simd_twin twins[] = {
     {"q2_k r8 avx512", TYPE_Q2_K, vec_dot_q2_K_r8, vec_dot_q2_K_r8_avx512},
 #endif
 #else
+    {"f32", TYPE_F32, vec_dot_f32, vec_dot_f32_neon},
+    {"f16", TYPE_F16, vec_dot_f16, vec_dot_f16_neon},
+    {"bf16", TYPE_BF16, vec_dot_bf16, vec_dot_bf16_neon},
     {"q8_0", TYPE_Q8_0, vec_dot_q8_0, vec_dot_q8_0_neon},
     {"q4_0", TYPE_Q4_0, vec_dot_q4_0, vec_dot_q4_0_neon},
     {"q4_0 r8", TYPE_Q4_0, vec_dot_q4_0_r8, vec_dot_q4_0_r8_neon},
