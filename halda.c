@@ -3768,7 +3768,7 @@ static float vec_dot_q4_K_r8_avx512(int64_t n, const void *w, const void *a)
  * — the activations arranged for 64-byte loads and their sub-block sums — is found once per
  * slice, and each row's block totals wait in t until the slice's blocks are added up in order.
  * The next 8 rows are prefetched in the same order. */
-#define K_SLICE 8
+enum { K_SLICE = 8 }; /* blocks of each row per slice */
 static void vec_dot_q4_K_r8_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     const block_q8_K *y = a;
