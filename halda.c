@@ -2374,25 +2374,34 @@ static float vec_dot_q4_1_avx2(int64_t n, const void *w, const void *a)
 #endif
 #if HALDA_AVX512
 /* 8 rows of vec_dot_q4_1 side by side, as vec_dot_q8_0_8rows_avx512: 8 independent chains of
- * fused multiply-adds (and of the minimums' scalar ones). */
-static void vec_dot_q4_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+ * fused multiply-adds (and of the minimums' scalar ones).  Q5_1 shares it: both blocks start
+ * with d and m, and `values` gives a block's 32 unsigned values. */
+typedef __m256i (*avx2_block_values_fn)(const void *block);
+static inline __attribute__((always_inline)) void avx512_min_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8],
+                                                                   size_t block_bytes, avx2_block_values_fn values)
 {
     const block_q8_1 *y = a;
     __m256 acc[8];
     float mins[8] = {0};
     for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK; b++) {
-        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q4_1), 8 * sizeof(block_q4_1));
+        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * block_bytes, 8 * block_bytes);
         __m256i ya = _mm256_loadu_si256((const __m256i *)y[b].qs);
         float yd = f16_to_f32(y[b].d), ys = f16_to_f32(y[b].s);
         for (int r = 0; r < 8; r++) {
-            const block_q4_1 *x = (const block_q4_1 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
+            const uint8_t *block = (const uint8_t *)w + (size_t)r * row_bytes + (size_t)b * block_bytes;
+            const block_q4_1 *x = (const block_q4_1 *)block; /* d and m only */
             mins[r] = fmaf(f16_to_f32(x->m), ys, mins[r]);
-            __m256i lanes = avx2_dot_u8_acc(_mm256_setzero_si256(), avx2_nibbles(x->qs), ya);
+            __m256i lanes = avx2_dot_u8_acc(_mm256_setzero_si256(), values(block), ya);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x->d) * yd), _mm256_cvtepi32_ps(lanes), acc[r]);
         }
     }
     for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]) + mins[r];
+}
+static inline __m256i avx2_q4_1_block_values(const void *block) { return avx2_nibbles(((const block_q4_1 *)block)->qs); }
+static void vec_dot_q4_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
+{
+    avx512_min_8rows(n, w, row_bytes, a, out, sizeof(block_q4_1), avx2_q4_1_block_values);
 }
 #endif
 #if HALDA_NEON
@@ -2606,25 +2615,17 @@ static float vec_dot_q5_1_avx2(int64_t n, const void *w, const void *a)
 }
 #endif
 #if HALDA_AVX512
-/* 8 rows of vec_dot_q5_1 side by side, as vec_dot_q4_1_8rows_avx512. */
+/* 8 rows of vec_dot_q5_1 side by side: vec_dot_q4_1_8rows_avx512's kernel with the fifth bits. */
+static_assert(offsetof(block_q5_1, d) == offsetof(block_q4_1, d) && offsetof(block_q5_1, m) == offsetof(block_q4_1, m),
+              "Q4_1 and Q5_1 blocks start with d and m");
+static inline __m256i avx2_q5_1_block_values(const void *block)
+{
+    const block_q5_1 *x = block;
+    return avx2_q5_values(x->qs, x->qh);
+}
 static void vec_dot_q5_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
-    const block_q8_1 *y = a;
-    __m256 acc[8];
-    float mins[8] = {0};
-    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK; b++) {
-        avx2_prefetch_next_8rows(w, row_bytes, (size_t)b * 8 * sizeof(block_q5_1), 8 * sizeof(block_q5_1));
-        __m256i ya = _mm256_loadu_si256((const __m256i *)y[b].qs);
-        float yd = f16_to_f32(y[b].d), ys = f16_to_f32(y[b].s);
-        for (int r = 0; r < 8; r++) {
-            const block_q5_1 *x = (const block_q5_1 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
-            mins[r] = fmaf(f16_to_f32(x->m), ys, mins[r]);
-            __m256i lanes = avx2_dot_u8_acc(_mm256_setzero_si256(), avx2_q5_values(x->qs, x->qh), ya);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x->d) * yd), _mm256_cvtepi32_ps(lanes), acc[r]);
-        }
-    }
-    for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]) + mins[r];
+    avx512_min_8rows(n, w, row_bytes, a, out, sizeof(block_q5_1), avx2_q5_1_block_values);
 }
 #endif
 #if HALDA_NEON
