@@ -51,7 +51,14 @@ SAN := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 tests/bin-san/%: tests/%.c halda.c halda.h tests/test.h
 	@mkdir -p tests/bin-san
 	$(CC) $(SAN) $(TWARN) -pthread $< -o $@ $(LDLIBS)
-sanitize: $(patsubst tests/%.c,tests/bin-san/%,$(wildcard tests/test_*.c))
+# The kernel and engine tests once more with -march=native: the plain sanitizer builds take the
+# portable kernels, so without these the SIMD paths (per-row, 8-row and gemm tiles) would never
+# run under the sanitizers.
+SAN_NATIVE := $(shell $(CC) -march=native -E -x c /dev/null >/dev/null 2>&1 && echo tests/bin-san/test_kernels_native tests/bin-san/test_engine_native)
+tests/bin-san/%_native: tests/%.c halda.c halda.h tests/test.h
+	@mkdir -p tests/bin-san
+	$(CC) $(SAN) -march=native $(TWARN) -pthread $< -o $@ $(LDLIBS)
+sanitize: $(patsubst tests/%.c,tests/bin-san/%,$(wildcard tests/test_*.c)) $(SAN_NATIVE)
 	$(CC) $(SAN) $(WARN) -pthread halda.c -o tests/bin-san/halda $(LDLIBS)
 	@HALDA_BIN=tests/bin-san/halda HALDA_SANITIZE=1 tests/run.sh tests/bin-san
 
