@@ -6713,41 +6713,56 @@ static float dot_f32_ggml(int n, const float *x, const float *y)
  * per-row kernels, which stream the weights once at full memory speed (decode). */
 static gemm_fn matmul_gemm(const tensor *w, int n_tok) { return n_tok > 1 ? type_gemm(type_info(w->type), w->ne[1]) : NULL; }
 
+/* One matrix of a matmul job: out[t][r] = w[r] · act[t], its rows handed out by `rows`. */
 typedef struct {
     const tensor *w;
+    float *out; /* [n_tok][w->ne[1]] */
+    work_counter rows;
+} matmul_part;
+
+/* A job of up to 3 matrices that take the same activations (q, k, v; gate, up): the threads
+ * drain the parts' row counters in order, so one barrier ends them all and a thread that
+ * finishes its share of q goes straight on to k instead of waiting for the others. */
+#define MATMUL_MAX_PARTS 3
+typedef struct {
+    matmul_part part[MATMUL_MAX_PARTS];
+    int n_part;
     const void *act; /* n_tok rows of act_row bytes */
     size_t act_row;
-    float *out;      /* [n_tok][w->ne[1]] */
     int n_tok;
-    work_counter rows;
 } matmul_job;
+
+static void matmul_rows(const matmul_job *j, const tensor *w, float *out, int64_t r0, int64_t r1)
+{
+    vec_dot_fn dot = type_vec_dot(type_info(w->type), w->ne[1]);
+    vec_dot_8rows_fn dot8 = type_vec_dot_8rows(type_info(w->type), w->ne[1]);
+    gemm_fn gemm = matmul_gemm(w, j->n_tok);
+    int64_t rows = w->ne[1];
+    if (gemm) { /* a batch: tiles of rows × tokens, each weight block decoded once per tile */
+        gemm(w->ne[0], (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0, j->act, j->act_row, j->n_tok, out + r0,
+             (size_t)rows);
+        return;
+    }
+    int64_t r = r0;
+    /* 8 rows at a time where the build has such a kernel (matmul makes the chunks whole groups
+     * of 8); out[t][r..r+7] are adjacent, so the kernel writes them in place.  Each value is
+     * still its row's vec_dot_r8, so nothing depends on how rows are grouped. */
+    for (; dot8 && r + 8 <= r1; r += 8) {
+        const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int t = 0; t < j->n_tok; t++)
+            dot8(w->ne[0], wr, w->row_bytes, (const uint8_t *)j->act + (size_t)t * j->act_row, &out[(size_t)t * (size_t)rows + (size_t)r]);
+    }
+    gemm_by_rows(dot, w->ne[0], (const uint8_t *)w->data + (size_t)r * w->row_bytes, w->row_bytes, r1 - r, j->act, j->act_row, j->n_tok,
+                 out + r, (size_t)rows);
+}
 
 static void matmul_task(void *arg, int ith, int nth)
 {
     matmul_job *j = arg;
-    const tensor *w = j->w;
-    vec_dot_fn dot = type_vec_dot(type_info(w->type), w->ne[1]);
-    vec_dot_8rows_fn dot8 = type_vec_dot_8rows(type_info(w->type), w->ne[1]);
-    gemm_fn gemm = matmul_gemm(w, j->n_tok);
-    int64_t r0, r1, rows = w->ne[1];
     (void)ith, (void)nth;
-    while (work_counter_take(&j->rows, &r0, &r1)) {
-        if (gemm) { /* a batch: tiles of rows × tokens, each weight block decoded once per tile */
-            gemm(w->ne[0], (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0, j->act, j->act_row, j->n_tok,
-                 j->out + r0, (size_t)rows);
-            continue;
-        }
-        int64_t r = r0;
-        /* 8 rows at a time where the build has such a kernel (matmul makes the chunks whole
-         * groups of 8); out[t][r..r+7] are adjacent, so the kernel writes them in place.  Each
-         * value is still its row's vec_dot_r8, so nothing depends on how rows are grouped. */
-        for (; dot8 && r + 8 <= r1; r += 8) {
-            const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-            for (int t = 0; t < j->n_tok; t++)
-                dot8(w->ne[0], wr, w->row_bytes, (const uint8_t *)j->act + (size_t)t * j->act_row, &j->out[(size_t)t * (size_t)rows + (size_t)r]);
-        }
-        gemm_by_rows(dot, w->ne[0], (const uint8_t *)w->data + (size_t)r * w->row_bytes, w->row_bytes, r1 - r, j->act, j->act_row, j->n_tok,
-                     j->out + r, (size_t)rows);
+    for (int p = 0; p < j->n_part; p++) {
+        int64_t r0, r1;
+        while (work_counter_take(&j->part[p].rows, &r0, &r1)) matmul_rows(j, j->part[p].w, j->part[p].out, r0, r1);
     }
 }
 
@@ -6760,19 +6775,30 @@ static size_t act_convert(halda_context *c, const float *x, int n_tok, int64_t n
     return row;
 }
 
-static void matmul(halda_context *c, float *out, const tensor *w, const float *x, int n_tok)
+/* out[i] = w[i] · x for n matrices (n <= MATMUL_MAX_PARTS) of the same width, in one pool job
+ * where their activation types agree (Q4_K_M's Q4_K and Q6_K both take Q8_K): the activations
+ * are converted once and shared by every part and thread. */
+static void matmul_n(halda_context *c, int n, float *const *out, const tensor *const *w, const float *x, int n_tok)
 {
-    int act_type = type_info(w->type)->act_type;
-    matmul_job j = {w, x, (size_t)w->ne[0] * 4, out, n_tok, {0}};
-    work_counter_init(&j.rows, w->ne[1], c->pool->n_threads);
-    if (type_vec_dot_8rows(type_info(w->type), w->ne[1]) || matmul_gemm(w, n_tok))
-        j.rows.chunk = (j.rows.chunk + 7) / 8 * 8; /* whole groups of 8 rows (and whole gemm tiles) */
-    if (act_type != TYPE_F32) {
-        j.act_row = act_convert(c, x, n_tok, w->ne[0], act_type);
-        j.act = c->act;
+    for (int i = 0; i < n;) {
+        int act_type = type_info(w[i]->type)->act_type;
+        matmul_job j = {.n_part = 0, .act = x, .act_row = (size_t)w[i]->ne[0] * 4, .n_tok = n_tok};
+        for (; i < n && j.n_part < MATMUL_MAX_PARTS && type_info(w[i]->type)->act_type == act_type; i++) {
+            matmul_part *p = &j.part[j.n_part++];
+            *p = (matmul_part){w[i], out[i], {0}};
+            work_counter_init(&p->rows, w[i]->ne[1], c->pool->n_threads);
+            if (type_vec_dot_8rows(type_info(w[i]->type), w[i]->ne[1]) || matmul_gemm(w[i], n_tok))
+                p->rows.chunk = (p->rows.chunk + 7) / 8 * 8; /* whole groups of 8 rows (and whole gemm tiles) */
+        }
+        if (act_type != TYPE_F32) {
+            j.act_row = act_convert(c, x, n_tok, j.part[0].w->ne[0], act_type);
+            j.act = c->act;
+        }
+        pool_run(c->pool, matmul_task, &j);
     }
-    pool_run(c->pool, matmul_task, &j);
 }
+
+static void matmul(halda_context *c, float *out, const tensor *w, const float *x, int n_tok) { matmul_n(c, 1, &out, &w, x, n_tok); }
 
 /* RoPE: rotate each pair of dimensions of a head by an angle proportional to the position,
  *     (a, b) -> (a·cos θ − b·sin θ, a·sin θ + b·cos θ),  θ_i = pos · base^(−2i/n_rot) / f_i,
@@ -6964,9 +6990,7 @@ static int model_forward_window(halda_context *c, float *x, int n_tok, const int
         const layer_weights *L = &m->layers[l];
         /* attention block */
         rmsnorm(c->xb, x, L->attn_norm.data, n_tok, E, hp->rms_eps);
-        matmul(c, c->q, &L->wq, c->xb, n_tok);
-        matmul(c, c->k, &L->wk, c->xb, n_tok);
-        matmul(c, c->v, &L->wv, c->xb, n_tok);
+        matmul_n(c, 3, (float *const[]){c->q, c->k, c->v}, (const tensor *const[]){&L->wq, &L->wk, &L->wv}, c->xb, n_tok);
         for (int t = 0; t < n_tok; t++) {
             float *q = c->q + (size_t)t * q_dim, *k = c->k + (size_t)t * kv_dim, *v = c->v + (size_t)t * kv_dim;
             if (L->bq.data) {
@@ -6987,8 +7011,7 @@ static int model_forward_window(halda_context *c, float *x, int n_tok, const int
         for (size_t i = 0; i < (size_t)n_tok * E; i++) x[i] += c->xb[i];
         /* feed-forward block */
         rmsnorm(c->xb, x, L->ffn_norm.data, n_tok, E, hp->rms_eps);
-        matmul(c, c->ffn_gate, &L->w_gate, c->xb, n_tok);
-        matmul(c, c->ffn_up, &L->w_up, c->xb, n_tok);
+        matmul_n(c, 2, (float *const[]){c->ffn_gate, c->ffn_up}, (const tensor *const[]){&L->w_gate, &L->w_up}, c->xb, n_tok);
         for (int t = 0; t < n_tok; t++) swiglu_row(c->ffn_gate + (size_t)t * hp->n_ff, c->ffn_up + (size_t)t * hp->n_ff, hp->n_ff);
         matmul(c, c->xb, &L->w_down, c->ffn_gate, n_tok);
         for (size_t i = 0; i < (size_t)n_tok * E; i++) x[i] += c->xb[i];
