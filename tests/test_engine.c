@@ -680,6 +680,21 @@ static void test_llama_arithmetic(void)
         CHECK(!memcmp(&got, &expf_cases[i][1], sizeof got), "expf_ggml(%a) = %a, ggml_v_expf gives %a", expf_cases[i][0], got,
               expf_cases[i][1]);
     }
+    /* expf_ggml's final scaling is ldexpf's, one rounding, in the subnormal and overflow ranges too. */
+    int scale_bad = 0;
+    float bad_p = 0, bad_got = 0, bad_want = 0;
+    int bad_n = 0;
+    for (int n = -192; n <= 192; n++)
+        for (int i = 0; i < 256; i++) {
+            /* p in [0.5, 2) with all 24 bits of mantissa in play (ties of a double rounding need them) */
+            uint32_t bits = (i & 1 ? 0x3f800000u : 0x3f000000u) | ((uint32_t)(n + 193) * 2654435761u + (uint32_t)i * 40503u) >> 9;
+            float p;
+            memcpy(&p, &bits, sizeof p);
+            float got = scale_pow2(p, n), want = ldexpf(p, n);
+            if (memcmp(&got, &want, sizeof got) && !scale_bad++) bad_p = p, bad_n = n, bad_got = got, bad_want = want;
+        }
+    CHECK(!scale_bad, "scale_pow2 differs from ldexpf in %d cases, first scale_pow2(%a, %d) = %a, ldexpf gives %a", scale_bad, bad_p, bad_n,
+          bad_got, bad_want);
     static const float silu_cases[19][2] = {
         {-0x1.eb1b9p+2, -0x1.d36f5ap-9}, {-0x1.ef0e18p+2, -0x1.bb0536p-9}, {0x1.61884p-1, 0x1.d6f582p-2},
         {0x1.14489p+1, 0x1.ef5a3ep+0},   {0x1.a3dec4p+2, 0x1.a346dcp+2},   {-0x1.8cd6dcp+2, -0x1.9b4188p-7},
