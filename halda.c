@@ -6937,6 +6937,7 @@ static void attention_task(void *arg, int ith, int nth)
     float *w = c->scores + (size_t)ith * (size_t)c->n_ctx;
     float *q_conv = c->att_tmp + (size_t)ith * (size_t)att_tmp_floats(hd), *tmp = q_conv + hd + 16, *slots = tmp + hd;
     const type_traits *kt = type_info(kv->gtype), *qt = type_info(kt->act_type);
+    vec_dot_8rows_fn dot8 = kv->type != HALDA_KV_F32 && kt->vec_dot_r8 == kt->vec_dot ? kt->vec_dot_r8_8rows : NULL;
     int64_t b, e;
     (void)nth;
     while (work_counter_take(&j->tasks, &b, &e)) {
@@ -6945,8 +6946,16 @@ static void attention_task(void *arg, int ith, int nth)
             const float *q = c->q + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
             size_t head_off = type_row_bytes(kv->gtype, (int64_t)kvh * hd);
             if (kv->type != HALDA_KV_F32) qt->quantize(q, q_conv, hd);
-            int n = j->pos[t] + 1;
-            for (int p = 0; p < n; p++) w[p] = kv_dot(kv, kv_at(kv, kv->k, j->layer, j->seq[t], p) + head_off, q, q_conv, hd) * scale;
+            int n = j->pos[t] + 1, p = 0;
+            const uint8_t *k0 = kv_at(kv, kv->k, j->layer, j->seq[t], 0) + head_off;
+            /* Keys 8 at a time through the type's 8-row kernel where it has one and it sums in
+             * vec_dot's own order (F16 and Q8_0), so each score is still kv_dot's. */
+            if (dot8)
+                for (; p + 8 <= n; p += 8) {
+                    dot8(hd, k0 + (size_t)p * kv->row, kv->row, q_conv, w + p);
+                    for (int i = p; i < p + 8; i++) w[i] *= scale;
+                }
+            for (; p < n; p++) w[p] = kv_dot(kv, k0 + (size_t)p * kv->row, q, q_conv, hd) * scale;
             softmax_ggml(w, n);
             float *out = c->att + (size_t)t * (size_t)(hp->n_head * hd) + (size_t)h * (size_t)hd;
             kv_weighted_sum(kv, kv_at(kv, kv->v, j->layer, j->seq[t], 0) + head_off, w, n, out, tmp, slots, hd);
