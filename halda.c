@@ -1808,6 +1808,20 @@ static inline __m256i avx2_nibbles(const uint8_t qs[16])
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
 }
+/* The 8 scales and 8 minimums of a Q4_K/Q5_K block (k_scale_min's layout) at once, as bytes:
+ * scales 0..7 in bytes 0..7, minimums 0..7 in bytes 8..15.  Four fields at a time, in the 32-bit
+ * words w0 = bytes 0..3, w1 = 4..7, w2 = 8..11 of the packed scales:
+ *     scales 0..3 = w0 & 0x3f…,   scales 4..7 = (w2 & 0x0f…) | (w0 >> 2 & 0x30…),
+ *     mins 0..3   = w1 & 0x3f…,   mins 4..7   = (w2 >> 4 & 0x0f…) | (w1 >> 2 & 0x30…).
+ * It reads 16 bytes from s: the 12 and the first 4 of the qs (Q4_K) or qh (Q5_K) after them. */
+static inline __m128i k_scale_min_unpack(const uint8_t *s)
+{
+    __m128i w = _mm_loadu_si128((const __m128i *)s);
+    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4)); /* w0 w2 w1 w2>>4 */
+    low = _mm_and_si128(low, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i high = _mm_srli_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0)), 2); /* w0>>2 w0>>2 w1>>2 w1>>2 */
+    return _mm_or_si128(low, _mm_and_si128(high, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
+}
 /* |x| for 8 floats (clears the sign bits) */
 static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 #endif
@@ -1834,20 +1848,6 @@ static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { retur
 #else
 static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)); }
 #endif
-/* The 8 scales and 8 minimums of a Q4_K/Q5_K block (k_scale_min's layout) at once, as bytes:
- * scales 0..7 in bytes 0..7, minimums 0..7 in bytes 8..15.  Four fields at a time, in the 32-bit
- * words w0 = bytes 0..3, w1 = 4..7, w2 = 8..11 of the packed scales:
- *     scales 0..3 = w0 & 0x3f…,   scales 4..7 = (w2 & 0x0f…) | (w0 >> 2 & 0x30…),
- *     mins 0..3   = w1 & 0x3f…,   mins 4..7   = (w2 >> 4 & 0x0f…) | (w1 >> 2 & 0x30…).
- * It reads 16 bytes from s: the 12 and the first 4 of the qs (Q4_K) or qh (Q5_K) after them. */
-static inline __m128i k_scale_min_unpack(const uint8_t *s)
-{
-    __m128i w = _mm_loadu_si128((const __m128i *)s);
-    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4)); /* w0 w2 w1 w2>>4 */
-    low = _mm_and_si128(low, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
-    __m128i high = _mm_srli_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0)), 2); /* w0>>2 w0>>2 w1>>2 w1>>2 */
-    return _mm_or_si128(low, _mm_and_si128(high, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
-}
 /* The 16 lanes of two runs folded into the 8 of lane_acc: lane l + lane l+8. */
 static inline __m256i avx512_fold_i32(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
 /* 64 bytes: the 32 at p twice, the second copy shifted right by 4 bits in every byte's 64-bit
@@ -3207,29 +3207,33 @@ __attribute__((unused)) static float vec_dot_q2_K_r8(int64_t n, const void *w, c
     return acc - acc_min;
 }
 #if HALDA_AVX2
-/* k_lane_sums of a Q2_K super-block: each 32 bytes of qs hold 4 runs of 32 elements, one per
- * 2-bit plane, and run r covers groups 2r and 2r+1. */
+/* Run r of a Q2_K super-block, elements 32r..32r+31 (groups 2r and 2r+1), as bytes: plane r%4
+ * of qs[32·(r/4) ..].  (A 16-bit shift by at most 6 brings no bit across a byte into the mask.) */
+static inline __m256i avx2_q2_K_run(const block_q2_K *x, int r)
+{
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * (r / 4)));
+    return _mm256_and_si256(_mm256_srli_epi16(raw, 2 * (r % 4)), _mm256_set1_epi8(3));
+}
+/* k_lane_sums of a Q2_K super-block, run by run. */
 static inline __m256i avx2_q2_K_lanes(const block_q2_K *x, const block_q8_K *y)
 {
-    const __m256i m2 = _mm256_set1_epi8(3);
     __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}; /* two chains of accumulation, not one */
-    for (int h = 0; h < 2; h++) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
-        for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2)) {
-            int r = 4 * h + s;
-            sum[s & 1] = avx2_dot_u8_scaled(sum[s & 1], _mm256_and_si256(raw, m2), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
-                                            x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
-        }
-    }
+    for (int r = 0; r < 8; r++)
+        sum[r & 1] = avx2_dot_u8_scaled(sum[r & 1], avx2_q2_K_run(x, r), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
+                                        x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
     return _mm256_add_epi32(sum[0], sum[1]);
 }
-/* Lane l of the minimums, m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1]: one madd of the 16 minimums
- * (the scales' high nibbles) with the 16 sums. */
-static inline __m256i avx2_q2_K_min_lanes(const block_q2_K *x, const block_q8_K *y)
+/* The 16 minimums of a Q2_K super-block (the scales' high nibbles) as 16-bit words. */
+static inline __m256i avx2_q2_K_mins(const block_q2_K *x)
 {
     __m128i sc = _mm_loadu_si128((const __m128i *)x->scales);
-    __m256i m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
-    return _mm256_madd_epi16(m, _mm256_loadu_si256((const __m256i *)y->bsums));
+    return _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
+}
+/* Lane l of the minimums, m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1]: one madd of the 16 minimums
+ * with the 16 sums. */
+static inline __m256i avx2_q2_K_min_lanes(const block_q2_K *x, const block_q8_K *y)
+{
+    return _mm256_madd_epi16(avx2_q2_K_mins(x), _mm256_loadu_si256((const __m256i *)y->bsums));
 }
 __attribute__((unused)) static float vec_dot_q2_K_avx2(int64_t n, const void *w, const void *a)
 {
@@ -3414,21 +3418,36 @@ __attribute__((unused)) static float vec_dot_q3_K(int64_t n, const void *w, cons
     return lane_acc_sum(&acc);
 }
 #if HALDA_AVX2
-/* k_lane_sums of a Q3_K super-block: run r = 4h + s is plane s of qs[32h ..], its third bits
- * bit r of hmask[0..31]; q = low − 4 where that bit is clear. */
+/* Q3_K's 16 scales (q3_K_scale) at once, as signed bytes, four at a time in 32-bit words of the
+ * packed bytes w0 = 0..3, w1 = 4..7, w2 = 8..11: scales 0..3 = (w0 & 0x0f…) | (w2 & 0x03…) << 4,
+ * 4..7 = (w1 & 0x0f…) | (w2 >> 2 & 0x03…) << 4, 8..11 from w0 >> 4 and w2 >> 4, 12..15 from
+ * w1 >> 4 and w2 >> 6; minus the bias 32. */
+static inline __m128i avx2_q3_K_scales(const uint8_t s[12])
+{
+    uint32_t w2;
+    memcpy(&w2, s + 8, 4);
+    __m128i w = _mm_insert_epi32(_mm_loadl_epi64((const __m128i *)s), (int)w2, 2); /* the block ends 2 bytes after s */
+    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4));
+    __m128i high = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6));
+    __m128i v = _mm_or_si128(_mm_and_si128(low, _mm_set1_epi8(15)), _mm_and_si128(_mm_slli_epi32(high, 4), _mm_set1_epi8(0x30)));
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+}
+/* Run r of a Q3_K super-block as q + 4 in [0, 7]: plane r%4 of qs[32·(r/4) ..] (as Q2_K), plus
+ * 4 where bit r of hmask[0..31] is set — that bit moved onto bit 2 by a 16-bit shift of at most
+ * 5, which brings no bit across a byte into the mask. */
+static inline __m256i avx2_q3_K_run(const block_q3_K *x, int r)
+{
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * (r / 4))), hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+    __m256i low = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * (r % 4)), _mm256_set1_epi8(3));
+    return _mm256_or_si256(low, _mm256_and_si256(r < 2 ? _mm256_slli_epi16(hm, 2 - r) : _mm256_srli_epi16(hm, r - 2), _mm256_set1_epi8(4)));
+}
+/* k_lane_sums of a Q3_K super-block, run by run: q = (q + 4) − 4. */
 static inline __m256i avx2_q3_K_lanes(const block_q3_K *x, const block_q8_K *y, const int sc[16])
 {
-    const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    __m256i hmask = _mm256_loadu_si256((const __m256i *)x->hmask);
     __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}; /* two chains of accumulation, not one */
-    for (int h = 0; h < 2; h++) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
-        for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2), hmask = _mm256_srli_epi16(hmask, 1)) {
-            int r = 4 * h + s;
-            __m256i clear = _mm256_xor_si256(_mm256_and_si256(hmask, one), one); /* 1 where the bit is clear */
-            __m256i q = _mm256_sub_epi8(_mm256_and_si256(raw, m2), _mm256_slli_epi16(clear, 2));
-            sum[s & 1] = avx2_dot_i8_scaled(sum[s & 1], q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]);
-        }
+    for (int r = 0; r < 8; r++) {
+        __m256i q = _mm256_sub_epi8(avx2_q3_K_run(x, r), _mm256_set1_epi8(4));
+        sum[r & 1] = avx2_dot_i8_scaled(sum[r & 1], q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]);
     }
     return _mm256_add_epi32(sum[0], sum[1]);
 }
@@ -3446,20 +3465,6 @@ __attribute__((unused)) static float vec_dot_q3_K_avx2(int64_t n, const void *w,
 }
 #endif
 #if HALDA_AVX512
-/* Q3_K's 16 scales (q3_K_scale) at once, as signed bytes, four at a time in 32-bit words of the
- * packed bytes w0 = 0..3, w1 = 4..7, w2 = 8..11: scales 0..3 = (w0 & 0x0f…) | (w2 & 0x03…) << 4,
- * 4..7 = (w1 & 0x0f…) | (w2 >> 2 & 0x03…) << 4, 8..11 from w0 >> 4 and w2 >> 4, 12..15 from
- * w1 >> 4 and w2 >> 6; minus the bias 32. */
-static inline __m128i avx512_q3_K_scales(const uint8_t s[12])
-{
-    uint32_t w2;
-    memcpy(&w2, s + 8, 4);
-    __m128i w = _mm_insert_epi32(_mm_loadl_epi64((const __m128i *)s), (int)w2, 2); /* the block ends 2 bytes after s */
-    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4));
-    __m128i high = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6));
-    __m128i v = _mm_or_si128(_mm_and_si128(low, _mm_set1_epi8(15)), _mm_and_si128(_mm_slli_epi32(high, 4), _mm_set1_epi8(0x30)));
-    return _mm_sub_epi8(v, _mm_set1_epi8(32));
-}
 /* k_lane_sums of a Q3_K super-block in two halves, 64 elements (runs r and r+1) at a time, as
  * q + 4 in [0, 7]: the low two bits from plane r%4 (and r%4 + 1) of qs, plus 4 where the bit r
  * (r+1) of hmask is set, rotated onto bit 2 of its byte; (q + 4)·a − 4·a in 16-bit pairs, as
@@ -3473,7 +3478,7 @@ static float vec_dot_q3_K_avx512(int64_t n, const void *w, const void *a)
                                            0x0001000100010001ll, 0x0001000100010001ll, 0, 0); /* word i of a chunk: group i/8 */
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(avx512_q3_K_scales(x[b].scales)));
+        __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(avx2_q3_K_scales(x[b].scales)));
         __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x[b].hmask));
         __m512i sum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
         for (int c = 0; c < 4; c++) { /* elements 64c..64c+63: runs r = 2c and 2c+1, half c/2 */
@@ -3912,23 +3917,28 @@ __attribute__((unused)) static float vec_dot_q5_K(int64_t n, const void *w, cons
     return lane_acc_sum(&acc) + summs;
 }
 #if HALDA_AVX2
-/* k_lane_sums of a Q5_K super-block: Q4_K's nibbles, plus bit j of qh[0..31] as bit 4 of
- * sub-block j's values. */
+/* Sub-block j of a Q4_K or Q5_K super-block without its fifth bit: nibble j%2 of
+ * qs[32·(j/2) ..]. */
+static inline __m256i avx2_k_nibbles(const uint8_t *qs, int j)
+{
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 2)));
+    return _mm256_and_si256(j % 2 ? _mm256_srli_epi16(raw, 4) : raw, _mm256_set1_epi8(15));
+}
+/* Sub-block j of a Q5_K super-block: the nibbles plus bit j of qh[0..31], moved onto bit 4 by a
+ * 16-bit shift of at most 4, which brings no bit across a byte into the mask. */
+static inline __m256i avx2_q5_K_run(const block_q5_K *x, int j)
+{
+    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
+    __m256i bit4 = _mm256_and_si256(j < 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4), _mm256_set1_epi8(16));
+    return _mm256_or_si256(avx2_k_nibbles(x->qs, j), bit4);
+}
+/* k_lane_sums of a Q5_K super-block, sub-block by sub-block. */
 static inline __m256i avx2_q5_K_lanes(const block_q5_K *x, const block_q8_K *y, const int sc[8])
 {
-    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
-    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
-    __m256i sum_lo = _mm256_setzero_si256(), sum_hi = _mm256_setzero_si256(); /* two chains of accumulation, not one */
-    for (int c = 0; c < 4; c++) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
-        __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-        qh = _mm256_srli_epi16(qh, 1);
-        __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-        qh = _mm256_srli_epi16(qh, 1);
-        sum_lo = avx2_dot_u8_scaled(sum_lo, lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
-        sum_hi = avx2_dot_u8_scaled(sum_hi, hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
-    }
-    return _mm256_add_epi32(sum_lo, sum_hi);
+    __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}; /* two chains of accumulation, not one */
+    for (int j = 0; j < 8; j++)
+        sum[j & 1] = avx2_dot_u8_scaled(sum[j & 1], avx2_q5_K_run(x, j), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)), sc[j], sc[j]);
+    return _mm256_add_epi32(sum[0], sum[1]);
 }
 __attribute__((unused)) static float vec_dot_q5_K_avx2(int64_t n, const void *w, const void *a)
 {
