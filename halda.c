@@ -1808,6 +1808,20 @@ static inline __m256i avx2_nibbles(const uint8_t qs[16])
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
 }
+/* The 8 scales and 8 minimums of a Q4_K/Q5_K block (k_scale_min's layout) at once, as bytes:
+ * scales 0..7 in bytes 0..7, minimums 0..7 in bytes 8..15.  Four fields at a time, in the 32-bit
+ * words w0 = bytes 0..3, w1 = 4..7, w2 = 8..11 of the packed scales:
+ *     scales 0..3 = w0 & 0x3f…,   scales 4..7 = (w2 & 0x0f…) | (w0 >> 2 & 0x30…),
+ *     mins 0..3   = w1 & 0x3f…,   mins 4..7   = (w2 >> 4 & 0x0f…) | (w1 >> 2 & 0x30…).
+ * It reads 16 bytes from s: the 12 and the first 4 of the qs (Q4_K) or qh (Q5_K) after them. */
+static inline __m128i k_scale_min_unpack(const uint8_t *s)
+{
+    __m128i w = _mm_loadu_si128((const __m128i *)s);
+    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4)); /* w0 w2 w1 w2>>4 */
+    low = _mm_and_si128(low, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i high = _mm_srli_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0)), 2); /* w0>>2 w0>>2 w1>>2 w1>>2 */
+    return _mm_or_si128(low, _mm_and_si128(high, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
+}
 /* |x| for 8 floats (clears the sign bits) */
 static inline __m256 avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 #endif
@@ -1834,20 +1848,6 @@ static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { retur
 #else
 static inline __m512i avx512_madd_acc(__m512i acc, __m512i a, __m512i b) { return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)); }
 #endif
-/* The 8 scales and 8 minimums of a Q4_K/Q5_K block (k_scale_min's layout) at once, as bytes:
- * scales 0..7 in bytes 0..7, minimums 0..7 in bytes 8..15.  Four fields at a time, in the 32-bit
- * words w0 = bytes 0..3, w1 = 4..7, w2 = 8..11 of the packed scales:
- *     scales 0..3 = w0 & 0x3f…,   scales 4..7 = (w2 & 0x0f…) | (w0 >> 2 & 0x30…),
- *     mins 0..3   = w1 & 0x3f…,   mins 4..7   = (w2 >> 4 & 0x0f…) | (w1 >> 2 & 0x30…).
- * It reads 16 bytes from s: the 12 and the first 4 of the qs (Q4_K) or qh (Q5_K) after them. */
-static inline __m128i k_scale_min_unpack(const uint8_t *s)
-{
-    __m128i w = _mm_loadu_si128((const __m128i *)s);
-    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4)); /* w0 w2 w1 w2>>4 */
-    low = _mm_and_si128(low, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
-    __m128i high = _mm_srli_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0)), 2); /* w0>>2 w0>>2 w1>>2 w1>>2 */
-    return _mm_or_si128(low, _mm_and_si128(high, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
-}
 /* The 16 lanes of two runs folded into the 8 of lane_acc: lane l + lane l+8. */
 static inline __m256i avx512_fold_i32(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
 /* 64 bytes: the 32 at p twice, the second copy shifted right by 4 bits in every byte's 64-bit
@@ -3207,29 +3207,33 @@ __attribute__((unused)) static float vec_dot_q2_K_r8(int64_t n, const void *w, c
     return acc - acc_min;
 }
 #if HALDA_AVX2
-/* k_lane_sums of a Q2_K super-block: each 32 bytes of qs hold 4 runs of 32 elements, one per
- * 2-bit plane, and run r covers groups 2r and 2r+1. */
+/* Run r of a Q2_K super-block, elements 32r..32r+31 (groups 2r and 2r+1), as bytes: plane r%4
+ * of qs[32·(r/4) ..].  (A 16-bit shift by at most 6 brings no bit across a byte into the mask.) */
+static inline __m256i avx2_q2_K_run(const block_q2_K *x, int r)
+{
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * (r / 4)));
+    return _mm256_and_si256(_mm256_srli_epi16(raw, 2 * (r % 4)), _mm256_set1_epi8(3));
+}
+/* k_lane_sums of a Q2_K super-block, run by run. */
 static inline __m256i avx2_q2_K_lanes(const block_q2_K *x, const block_q8_K *y)
 {
-    const __m256i m2 = _mm256_set1_epi8(3);
     __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}; /* two chains of accumulation, not one */
-    for (int h = 0; h < 2; h++) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
-        for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2)) {
-            int r = 4 * h + s;
-            sum[s & 1] = avx2_dot_u8_scaled(sum[s & 1], _mm256_and_si256(raw, m2), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
-                                            x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
-        }
-    }
+    for (int r = 0; r < 8; r++)
+        sum[r & 1] = avx2_dot_u8_scaled(sum[r & 1], avx2_q2_K_run(x, r), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)),
+                                        x->scales[2 * r] & 15, x->scales[2 * r + 1] & 15);
     return _mm256_add_epi32(sum[0], sum[1]);
 }
-/* Lane l of the minimums, m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1]: one madd of the 16 minimums
- * (the scales' high nibbles) with the 16 sums. */
-static inline __m256i avx2_q2_K_min_lanes(const block_q2_K *x, const block_q8_K *y)
+/* The 16 minimums of a Q2_K super-block (the scales' high nibbles) as 16-bit words. */
+static inline __m256i avx2_q2_K_mins(const block_q2_K *x)
 {
     __m128i sc = _mm_loadu_si128((const __m128i *)x->scales);
-    __m256i m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
-    return _mm256_madd_epi16(m, _mm256_loadu_si256((const __m256i *)y->bsums));
+    return _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
+}
+/* Lane l of the minimums, m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1]: one madd of the 16 minimums
+ * with the 16 sums. */
+static inline __m256i avx2_q2_K_min_lanes(const block_q2_K *x, const block_q8_K *y)
+{
+    return _mm256_madd_epi16(avx2_q2_K_mins(x), _mm256_loadu_si256((const __m256i *)y->bsums));
 }
 __attribute__((unused)) static float vec_dot_q2_K_avx2(int64_t n, const void *w, const void *a)
 {
@@ -3414,21 +3418,36 @@ __attribute__((unused)) static float vec_dot_q3_K(int64_t n, const void *w, cons
     return lane_acc_sum(&acc);
 }
 #if HALDA_AVX2
-/* k_lane_sums of a Q3_K super-block: run r = 4h + s is plane s of qs[32h ..], its third bits
- * bit r of hmask[0..31]; q = low − 4 where that bit is clear. */
+/* Q3_K's 16 scales (q3_K_scale) at once, as signed bytes, four at a time in 32-bit words of the
+ * packed bytes w0 = 0..3, w1 = 4..7, w2 = 8..11: scales 0..3 = (w0 & 0x0f…) | (w2 & 0x03…) << 4,
+ * 4..7 = (w1 & 0x0f…) | (w2 >> 2 & 0x03…) << 4, 8..11 from w0 >> 4 and w2 >> 4, 12..15 from
+ * w1 >> 4 and w2 >> 6; minus the bias 32. */
+static inline __m128i avx2_q3_K_scales(const uint8_t s[12])
+{
+    uint32_t w2;
+    memcpy(&w2, s + 8, 4);
+    __m128i w = _mm_insert_epi32(_mm_loadl_epi64((const __m128i *)s), (int)w2, 2); /* the block ends 2 bytes after s */
+    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4));
+    __m128i high = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6));
+    __m128i v = _mm_or_si128(_mm_and_si128(low, _mm_set1_epi8(15)), _mm_and_si128(_mm_slli_epi32(high, 4), _mm_set1_epi8(0x30)));
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+}
+/* Run r of a Q3_K super-block as q + 4 in [0, 7]: plane r%4 of qs[32·(r/4) ..] (as Q2_K), plus
+ * 4 where bit r of hmask[0..31] is set — that bit moved onto bit 2 by a 16-bit shift of at most
+ * 5, which brings no bit across a byte into the mask. */
+static inline __m256i avx2_q3_K_run(const block_q3_K *x, int r)
+{
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * (r / 4))), hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+    __m256i low = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * (r % 4)), _mm256_set1_epi8(3));
+    return _mm256_or_si256(low, _mm256_and_si256(r < 2 ? _mm256_slli_epi16(hm, 2 - r) : _mm256_srli_epi16(hm, r - 2), _mm256_set1_epi8(4)));
+}
+/* k_lane_sums of a Q3_K super-block, run by run: q = (q + 4) − 4. */
 static inline __m256i avx2_q3_K_lanes(const block_q3_K *x, const block_q8_K *y, const int sc[16])
 {
-    const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    __m256i hmask = _mm256_loadu_si256((const __m256i *)x->hmask);
     __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}; /* two chains of accumulation, not one */
-    for (int h = 0; h < 2; h++) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
-        for (int s = 0; s < 4; s++, raw = _mm256_srli_epi16(raw, 2), hmask = _mm256_srli_epi16(hmask, 1)) {
-            int r = 4 * h + s;
-            __m256i clear = _mm256_xor_si256(_mm256_and_si256(hmask, one), one); /* 1 where the bit is clear */
-            __m256i q = _mm256_sub_epi8(_mm256_and_si256(raw, m2), _mm256_slli_epi16(clear, 2));
-            sum[s & 1] = avx2_dot_i8_scaled(sum[s & 1], q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]);
-        }
+    for (int r = 0; r < 8; r++) {
+        __m256i q = _mm256_sub_epi8(avx2_q3_K_run(x, r), _mm256_set1_epi8(4));
+        sum[r & 1] = avx2_dot_i8_scaled(sum[r & 1], q, _mm256_loadu_si256((const __m256i *)(y->qs + 32 * r)), sc[2 * r], sc[2 * r + 1]);
     }
     return _mm256_add_epi32(sum[0], sum[1]);
 }
@@ -3446,20 +3465,6 @@ __attribute__((unused)) static float vec_dot_q3_K_avx2(int64_t n, const void *w,
 }
 #endif
 #if HALDA_AVX512
-/* Q3_K's 16 scales (q3_K_scale) at once, as signed bytes, four at a time in 32-bit words of the
- * packed bytes w0 = 0..3, w1 = 4..7, w2 = 8..11: scales 0..3 = (w0 & 0x0f…) | (w2 & 0x03…) << 4,
- * 4..7 = (w1 & 0x0f…) | (w2 >> 2 & 0x03…) << 4, 8..11 from w0 >> 4 and w2 >> 4, 12..15 from
- * w1 >> 4 and w2 >> 6; minus the bias 32. */
-static inline __m128i avx512_q3_K_scales(const uint8_t s[12])
-{
-    uint32_t w2;
-    memcpy(&w2, s + 8, 4);
-    __m128i w = _mm_insert_epi32(_mm_loadl_epi64((const __m128i *)s), (int)w2, 2); /* the block ends 2 bytes after s */
-    __m128i low = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4));
-    __m128i high = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6));
-    __m128i v = _mm_or_si128(_mm_and_si128(low, _mm_set1_epi8(15)), _mm_and_si128(_mm_slli_epi32(high, 4), _mm_set1_epi8(0x30)));
-    return _mm_sub_epi8(v, _mm_set1_epi8(32));
-}
 /* k_lane_sums of a Q3_K super-block in two halves, 64 elements (runs r and r+1) at a time, as
  * q + 4 in [0, 7]: the low two bits from plane r%4 (and r%4 + 1) of qs, plus 4 where the bit r
  * (r+1) of hmask is set, rotated onto bit 2 of its byte; (q + 4)·a − 4·a in 16-bit pairs, as
@@ -3473,7 +3478,7 @@ static float vec_dot_q3_K_avx512(int64_t n, const void *w, const void *a)
                                            0x0001000100010001ll, 0x0001000100010001ll, 0, 0); /* word i of a chunk: group i/8 */
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(avx512_q3_K_scales(x[b].scales)));
+        __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(avx2_q3_K_scales(x[b].scales)));
         __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x[b].hmask));
         __m512i sum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
         for (int c = 0; c < 4; c++) { /* elements 64c..64c+63: runs r = 2c and 2c+1, half c/2 */
@@ -3912,23 +3917,28 @@ __attribute__((unused)) static float vec_dot_q5_K(int64_t n, const void *w, cons
     return lane_acc_sum(&acc) + summs;
 }
 #if HALDA_AVX2
-/* k_lane_sums of a Q5_K super-block: Q4_K's nibbles, plus bit j of qh[0..31] as bit 4 of
- * sub-block j's values. */
+/* Sub-block j of a Q4_K or Q5_K super-block without its fifth bit: nibble j%2 of
+ * qs[32·(j/2) ..]. */
+static inline __m256i avx2_k_nibbles(const uint8_t *qs, int j)
+{
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 2)));
+    return _mm256_and_si256(j % 2 ? _mm256_srli_epi16(raw, 4) : raw, _mm256_set1_epi8(15));
+}
+/* Sub-block j of a Q5_K super-block: the nibbles plus bit j of qh[0..31], moved onto bit 4 by a
+ * 16-bit shift of at most 4, which brings no bit across a byte into the mask. */
+static inline __m256i avx2_q5_K_run(const block_q5_K *x, int j)
+{
+    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
+    __m256i bit4 = _mm256_and_si256(j < 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4), _mm256_set1_epi8(16));
+    return _mm256_or_si256(avx2_k_nibbles(x->qs, j), bit4);
+}
+/* k_lane_sums of a Q5_K super-block, sub-block by sub-block. */
 static inline __m256i avx2_q5_K_lanes(const block_q5_K *x, const block_q8_K *y, const int sc[8])
 {
-    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
-    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
-    __m256i sum_lo = _mm256_setzero_si256(), sum_hi = _mm256_setzero_si256(); /* two chains of accumulation, not one */
-    for (int c = 0; c < 4; c++) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
-        __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-        qh = _mm256_srli_epi16(qh, 1);
-        __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-        qh = _mm256_srli_epi16(qh, 1);
-        sum_lo = avx2_dot_u8_scaled(sum_lo, lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), sc[2 * c], sc[2 * c]);
-        sum_hi = avx2_dot_u8_scaled(sum_hi, hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), sc[2 * c + 1], sc[2 * c + 1]);
-    }
-    return _mm256_add_epi32(sum_lo, sum_hi);
+    __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}; /* two chains of accumulation, not one */
+    for (int j = 0; j < 8; j++)
+        sum[j & 1] = avx2_dot_u8_scaled(sum[j & 1], avx2_q5_K_run(x, j), _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)), sc[j], sc[j]);
+    return _mm256_add_epi32(sum[0], sum[1]);
 }
 __attribute__((unused)) static float vec_dot_q5_K_avx2(int64_t n, const void *w, const void *a)
 {
@@ -4520,13 +4530,13 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * registers and multiplied with the same block of every token of the tile, each activation block
  * is loaded once for all the rows, and the per-pair sums are reduced 8 pairs at a time.  On an
  * AVX-512 core that is about 3x the per-row kernels' speed for Q4_K, 2.3-2.7x for Q6_K,
- * Q8_0, Q4_0, Q5_0 and IQ4_NL, and 1.8x over the 8-row kernels of Q4_0/IQ4_NL (make
- * bench-kernels).  Types without a gemm kernel (Q2_K, Q3_K, Q5_K, Q4_1, Q5_1, IQ1, the floats)
- * take their pairs one by one, as before.
+ * Q8_0, Q4_0, Q5_0 and IQ4_NL, 1.5-2.2x for Q2_K, Q3_K and Q5_K, and 1.8x over the 8-row
+ * kernels of Q4_0/IQ4_NL (make bench-kernels).  Types without a gemm kernel (Q4_1, Q5_1, IQ1,
+ * the floats) take their pairs one by one, as before.
  *
  * Tile shapes.  A tile's accumulators live in registers, one 256-bit register per pair, next to
  * a register per decoded weight row and one for the activation block at hand.  AVX-512VL gives
- * 32 registers: 16 pairs, 4 rows × 4 tokens, or 2 × 8 for Q4_K, whose per-row scale
+ * 32 registers: 16 pairs, 4 rows × 4 tokens, or 2 × 8 for the k-quants, whose per-row scale
  * unpacking is the costlier side.  Plain AVX2 has 16: 8 pairs, 2 × 4 or 1 × 8 (make test runs
  * the kernel tests in both forms).  gemm_tiles() walks a chunk of rows tile by tile; at a
  * ragged edge (rows or tokens not a multiple of the tile) the missing rows or tokens repeat the
@@ -4619,16 +4629,6 @@ static inline __m256i gemm_i8_bias(__m256i y) { return (void)y, _mm256_setzero_s
 static inline __m256i gemm_i8_lanes(__m256i xw, __m256i y, __m256i bias) { return (void)bias, avx2_dot_i8_lanes(xw, y); }
 #endif
 
-/* The 8 dot products of pairs of 8 int16 vectors: lane p = Σ_i m[p]_i · b[p]_i (exact). */
-static inline __m256i avx2_dot8_i16(const __m128i m[8], const __m128i b[8])
-{
-    __m256i v[4]; /* v[k]: the 4 partial sums of pair 2k (low half) and 2k+1 (high half) */
-    for (int k = 0; k < 4; k++) v[k] = _mm256_madd_epi16(_mm256_set_m128i(m[2 * k + 1], m[2 * k]), _mm256_set_m128i(b[2 * k + 1], b[2 * k]));
-    /* two rounds of pairwise adds leave pairs 0, 2, 4, 6 in the low half and 1, 3, 5, 7 in the high */
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    return _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
 /* The F16 at p, as bits. */
 static inline short f16_bits_at(const uint8_t *p)
 {
@@ -4644,143 +4644,206 @@ static inline __m256 avx2_f16x8_strided(const uint8_t *p, size_t stride)
                                           f16_bits_at(p + 7 * stride)));
 }
 
-/* All 8 scales and 8 minimums of a Q4_K/Q5_K super-block (k_scale_min for j = 0..7) by whole
- * 32-bit words, as llama.cpp unpacks them: bytes 0..3 and 4..7 give sub-blocks 0..3 their low
- * 6 bits, bytes 8..11 give 4..7 their low nibbles, and the top 2 bits of bytes 0..7 their high
- * bits. */
-static inline void k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
-{
-    uint32_t w[3], out[4];
-    memcpy(w, s, 12);
-    out[0] = w[0] & 0x3f3f3f3f;
-    out[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4;
-    out[2] = w[1] & 0x3f3f3f3f;
-    out[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 6) & 0x03030303) << 4;
-    memcpy(sc, out, 8), memcpy(mn, out + 2, 8);
-}
+/* ---- The k-quant tile.  Every k-quant super-block is 8 runs of 32 elements, each run two groups
+ * of 16 with their own integer scales (Q4_K's and Q5_K's sub-blocks of 32: one scale, twice).
+ * A row's run decodes to 32 unsigned bytes q + bias (Q3_K's signed q plus 4, Q6_K's plus 32, the
+ * others' q as it is); maddubs forms their 16-bit pair sums with the activation bytes, minus
+ * bias·a (both stay within 16 bits: at most 2·63·127), and the scales of the run's two groups
+ * weight them into 32 bits — lane l of a pair's sum is then k_lane_sums' lane l, whatever the
+ * per-row kernel's instructions (the integers are exact).  What the types differ in is the
+ * row's side (gemm_k_row: scales, minimums, d and dmin, once per row and super-block), how a
+ * run decodes, and the F32 steps of their dot products, which gemm_k_order names. */
+typedef struct {
+    __m256i scales; /* the 16 group scales as 16-bit words */
+    __m256i mins;   /* the 16 group minimums as 16-bit words (types without: unused) */
+    float d, dmin;  /* the super-block's F16 scales */
+} gemm_k_row;
+typedef gemm_k_row (*gemm_k_row_fn)(const uint8_t *blk);
+typedef __m256i (*gemm_k_run_fn)(const uint8_t *blk, int run);
 
-/* Q4_K in the repacked order (vec_dot_q4_K_r8): per pair and
- * super-block an exact integer sum of the scaled products and one of the minimums, then one
- * fused multiply-add each into the pair's two F32 accumulators, which are lanes: lane t of
- * acc[r] is pair (r, t).  The nibbles of sub-block j meet the activation bytes 32j..32j+31:
- * maddubs forms 16-bit pair sums (at most 2·15·127), the sub-block's scale multiplies them into
- * 32 bits.  The tile is 8 tokens wide: unpacking a row's scales costs more than loading a
- * token's block.  (Q5_K has no repacked order on x86, see the type table, so no such tile.) */
+/* The F32 steps per pair and super-block, as the row's dot product takes them (d_a: the
+ * token's scale; lanes: the 8 integer lanes; mins: Σ m·bsums, by lanes or in total). */
+enum gemm_k_order {
+    GEMM_K_LANES,      /* Q3_K, Q6_K: acc += (d_a·d)·lanes; lane_acc_sum */
+    GEMM_K_LANES_MINS, /* Q2_K: acc += −(d_a·dmin)·min lanes, then += (d_a·d)·lanes; lane_acc_sum */
+    GEMM_K_LANES_SUMM, /* Q5_K: acc += (d_a·d)·lanes, summs += −(d_a·dmin)·mins; lane_acc_sum + summs */
+    GEMM_K_TOTALS,     /* Q2_K, Q4_K repacked: acc += Σlanes·(d·d_a), acc_min += mins·(dmin·d_a); acc − acc_min */
+};
+
+/* The tile: GEMM_K_ROWS rows × 8 tokens — 2 × 8 on 32 registers, 1 × 8 on 16.  Unpacking a
+ * row's scales costs more than loading a token's block, and in the totals order a row's 8 pairs
+ * are reduced together.  (On the development machine 2 × 8 was as fast as 4 × 4 for Q6_K and
+ * Q3_K, and 10-15% faster for Q2_K and Q5_K, whose F32 steps per pair cost more.) */
 #define GEMM_K_ROWS (HALDA_AVX512VNNI ? 2 : 1)
-static void gemm_q4_K_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+
+/* A tile of a k-quant in `order`: per pair and super-block the 8 integer lanes, then the F32
+ * steps — per pair, or for a row's 8 pairs in one register where they act on totals (summs;
+ * acc and acc_min).  bias and order are constants at every call, so the branches fold. */
+static inline __attribute__((always_inline)) void gemm_k_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                              size_t bb, int bias, enum gemm_k_order order, gemm_k_row_fn row_of,
+                                                              gemm_k_run_fn run_of)
 {
     enum { R = GEMM_K_ROWS, T = 8 };
-    const __m256i m4 = _mm256_set1_epi8(15);
-    __m256 acc[R], acc_min[R];
-    for (int r = 0; r < R; r++) acc[r] = acc_min[r] = _mm256_setzero_ps();
+    /* bytes 0,1 (a 16-bit scale) repeated in the low half, bytes 2,3 in the high half */
+    const __m256i scale_pair = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    __m256 acc[R * T], acc_min[R]; /* acc[r·T + t] per pair in the lanes orders, acc[r] per row in the totals order */
+    for (int p = 0; p < R * T; p++) acc[p] = _mm256_setzero_ps();
+    for (int r = 0; r < R; r++) acc_min[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const block_q4_K *x[R]; /* the rows' blocks */
+        const uint8_t *x[R];
         const block_q8_K *y[T];
-        int32_t sc2[R][8]; /* scale j of row r, twice as 16 bits: the madd operand */
-        __m128i mins[R], bsum[T]; /* per sub-block: the row's minimums, the token's sums */
+        gemm_k_row row[R];
+        __m256i sc[R][8]; /* sc[r][run]: the scales of groups 2·run (low half) and 2·run + 1 (high half) */
         for (int r = 0; r < R; r++) {
-            x[r] = (const block_q4_K *)w[r] + b;
-            uint8_t sc[8], mn[8];
-            k_scales_mins(x[r]->scales, sc, mn);
-            for (int j = 0; j < 8; j++) sc2[r][j] = sc[j] * 0x10001;
-            mins[r] = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
+            x[r] = w[r] + (size_t)b * bb, row[r] = row_of(x[r]);
+            for (int run = 0; run < 8; run++) /* 32-bit word `run` of the scales, split over the halves */
+                sc[r][run] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(row[r].scales, _mm256_set1_epi32(run)), scale_pair);
         }
-        for (int t = 0; t < T; t++) {
-            y[t] = (const block_q8_K *)a[t] + b;
-            bsum[t] = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y[t]->bsums), _mm_loadu_si128((const __m128i *)(y[t]->bsums + 8)));
-        }
+        for (int t = 0; t < T; t++) y[t] = (const block_q8_K *)a[t] + b;
+        __m256 da = _mm256_setr_ps(y[0]->d, y[1]->d, y[2]->d, y[3]->d, y[4]->d, y[5]->d, y[6]->d, y[7]->d);
         __m256i isum[R * T];
         for (int p = 0; p < R * T; p++) isum[p] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) { /* sub-block j: nibble j % 2 of qs[32·(j/2) ..] */
+        for (int run = 0; run < 8; run++) {
             __m256i q[R];
-            for (int r = 0; r < R; r++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(x[r]->qs + 32 * (j / 2)));
-                q[r] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(raw, 4) : raw, m4);
-            }
+            for (int r = 0; r < R; r++) q[r] = run_of(x[r], run);
             for (int t = 0; t < T; t++) {
-                __m256i av = _mm256_loadu_si256((const __m256i *)(y[t]->qs + 32 * j));
-                for (int r = 0; r < R; r++)
-                    isum[r * T + t] = gemm_madd_acc(isum[r * T + t], _mm256_maddubs_epi16(q[r], av), _mm256_set1_epi32(sc2[r][j]));
+                __m256i av = _mm256_loadu_si256((const __m256i *)(y[t]->qs + 32 * run));
+                __m256i a_bias = bias ? _mm256_maddubs_epi16(_mm256_set1_epi8((char)bias), av) : _mm256_setzero_si256();
+                for (int r = 0; r < R; r++) {
+                    __m256i p16 = _mm256_maddubs_epi16(q[r], av);
+                    if (bias) p16 = _mm256_sub_epi16(p16, a_bias);
+                    isum[r * T + t] = gemm_madd_acc(isum[r * T + t], p16, sc[r][run]);
+                }
             }
         }
-        __m256 da = _mm256_setr_ps(y[0]->d, y[1]->d, y[2]->d, y[3]->d, y[4]->d, y[5]->d, y[6]->d, y[7]->d);
-        for (int r = 0; r < R; r++) {
-            __m128i m8[8];
-            for (int t = 0; t < T; t++) m8[t] = mins[r];
-            __m256 s = _mm256_cvtepi32_ps(avx2_sum8_i32(isum + T * r)), m = _mm256_cvtepi32_ps(avx2_dot8_i16(m8, bsum));
-            float dw = f16_to_f32(x[r]->d), dminw = f16_to_f32(x[r]->dmin);
-            acc[r] = _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_set1_ps(dw), da), acc[r]);
-            acc_min[r] = _mm256_fmadd_ps(m, _mm256_mul_ps(_mm256_set1_ps(dminw), da), acc_min[r]);
+        __m256i min_lanes[R * T]; /* lane l: m[2l]·bsums[2l] + m[2l+1]·bsums[2l+1] */
+        for (int p = 0; p < R * T && order != GEMM_K_LANES; p++)
+            min_lanes[p] = _mm256_madd_epi16(row[p / T].mins, _mm256_loadu_si256((const __m256i *)y[p % T]->bsums));
+        for (int r = 0; r < R && (order == GEMM_K_TOTALS || order == GEMM_K_LANES_SUMM); r++) {
+            __m256 m = _mm256_cvtepi32_ps(avx2_sum8_i32(min_lanes + T * r)); /* lane t: pair (r, t)'s Σ m·bsums */
+            if (order == GEMM_K_LANES_SUMM) { /* −(d_a·dmin) as −dmin·d_a: the same bits */
+                acc_min[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(-row[r].dmin), da), m, acc_min[r]);
+                continue;
+            }
+            __m256 s = _mm256_cvtepi32_ps(avx2_sum8_i32(isum + T * r));
+            acc[r] = _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_set1_ps(row[r].d), da), acc[r]);
+            acc_min[r] = _mm256_fmadd_ps(m, _mm256_mul_ps(_mm256_set1_ps(row[r].dmin), da), acc_min[r]);
+        }
+        for (int p = 0; p < R * T && order != GEMM_K_TOTALS; p++) {
+            float d_a = y[p % T]->d;
+            if (order == GEMM_K_LANES_MINS)
+                acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(-(d_a * row[p / T].dmin)), _mm256_cvtepi32_ps(min_lanes[p]), acc[p]);
+            acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(d_a * row[p / T].d), _mm256_cvtepi32_ps(isum[p]), acc[p]);
         }
     }
-    for (int r = 0; r < R; r++) _mm256_storeu_ps(out + T * r, _mm256_sub_ps(acc[r], acc_min[r]));
+    for (int r = 0; r < R && order == GEMM_K_TOTALS; r++) _mm256_storeu_ps(out + T * r, _mm256_sub_ps(acc[r], acc_min[r]));
+    for (int r = 0; r < R && order != GEMM_K_TOTALS; r++) {
+        float summs[T];
+        _mm256_storeu_ps(summs, acc_min[r]);
+        for (int t = 0; t < T; t++) /* (no "+ 0" where there is no summs: −0 + 0 is +0) */
+            out[T * r + t] = order == GEMM_K_LANES_SUMM ? avx2_lane_sum(acc[T * r + t]) + summs[t] : avx2_lane_sum(acc[T * r + t]);
+    }
+}
+
+/* The rows' side of each type. */
+static inline gemm_k_row gemm_q2_K_row(const uint8_t *blk)
+{
+    const block_q2_K *x = (const block_q2_K *)blk;
+    __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128((const __m128i *)x->scales), _mm_set1_epi8(15)));
+    return (gemm_k_row){sc, avx2_q2_K_mins(x), f16_to_f32(x->d), f16_to_f32(x->dmin)};
+}
+static inline gemm_k_row gemm_q3_K_row(const uint8_t *blk)
+{
+    const block_q3_K *x = (const block_q3_K *)blk;
+    return (gemm_k_row){_mm256_cvtepi8_epi16(avx2_q3_K_scales(x->scales)), _mm256_setzero_si256(), f16_to_f32(x->d), 0};
+}
+/* Q4_K's and Q5_K's: their blocks open alike (d, dmin, the 12 packed bytes); each of the 8
+ * scales and minimums serves two groups of 16. */
+static inline gemm_k_row gemm_q4_K_row(const uint8_t *blk)
+{
+    const block_q4_K *x = (const block_q4_K *)blk;
+    __m128i scale_min = k_scale_min_unpack(x->scales);
+    return (gemm_k_row){_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(scale_min, scale_min)), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scale_min, scale_min)),
+                        f16_to_f32(x->d), f16_to_f32(x->dmin)};
+}
+static inline gemm_k_row gemm_q6_K_row(const uint8_t *blk)
+{
+    const block_q6_K *x = (const block_q6_K *)blk;
+    return (gemm_k_row){_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)), _mm256_setzero_si256(), f16_to_f32(x->d), 0};
+}
+/* Their runs (Q3_K's as q + 4, Q6_K's as q + 32). */
+static inline __m256i gemm_q2_K_run(const uint8_t *blk, int run) { return avx2_q2_K_run((const block_q2_K *)blk, run); }
+static inline __m256i gemm_q3_K_run(const uint8_t *blk, int run) { return avx2_q3_K_run((const block_q3_K *)blk, run); }
+static inline __m256i gemm_q4_K_run(const uint8_t *blk, int run) { return avx2_k_nibbles(((const block_q4_K *)blk)->qs, run); }
+static inline __m256i gemm_q5_K_run(const uint8_t *blk, int run) { return avx2_q5_K_run((const block_q5_K *)blk, run); }
+/* Q6_K: run = 4h + k is quarter k of half h (the layout of section 3), its high 2 bits bits 2k,
+ * 2k+1 of qh[32h ..] moved onto bits 4, 5 (16-bit shifts: the mask drops what crosses from the
+ * neighbouring byte). */
+static inline __m256i gemm_q6_K_run(const uint8_t *blk, int run)
+{
+    const block_q6_K *x = (const block_q6_K *)blk;
+    int h = run / 4, k = run % 4;
+    __m256i low = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32 * (k % 2)));
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+    __m256i high = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+    if (k >= 2) low = _mm256_srli_epi16(low, 4);
+    return _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(15)), _mm256_and_si256(high, _mm256_set1_epi8(0x30)));
+}
+
+static void gemm_q2_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_k_tile(n, w, a, out, sizeof(block_q2_K), 0, GEMM_K_LANES_MINS, gemm_q2_K_row, gemm_q2_K_run);
+}
+static void gemm_q2_K_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_k_tile(n, w, a, out, sizeof(block_q2_K), 0, GEMM_K_TOTALS, gemm_q2_K_row, gemm_q2_K_run);
+}
+static void gemm_q3_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_k_tile(n, w, a, out, sizeof(block_q3_K), 4, GEMM_K_LANES, gemm_q3_K_row, gemm_q3_K_run);
+}
+static void gemm_q4_K_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_k_tile(n, w, a, out, sizeof(block_q4_K), 0, GEMM_K_TOTALS, gemm_q4_K_row, gemm_q4_K_run);
+}
+static void gemm_q5_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_k_tile(n, w, a, out, sizeof(block_q5_K), 0, GEMM_K_LANES_SUMM, gemm_q4_K_row, gemm_q5_K_run);
+}
+static void gemm_q6_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_k_tile(n, w, a, out, sizeof(block_q6_K), 32, GEMM_K_LANES, gemm_q6_K_row, gemm_q6_K_run);
+}
+static void gemm_q2_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                           float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q2_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+}
+static void gemm_q2_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                              float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q2_K_r8_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+}
+static void gemm_q3_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                           float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q3_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
 }
 static void gemm_q4_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
                               float *out, size_t out_stride)
 {
     gemm_tiles((gemm_tile){gemm_q4_K_r8_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
 }
-
-/* Q6_K in vec_dot_q6_K's order: per pair, the 8 lanes of k_lane_sums — each run of 32 elements
- * adds its products (q − 32)·a, the lanes' 16-bit pair sums weighted by the scales of the run's
- * two groups of 16 — then one fused multiply-add of the lanes into the pair's 8 F32 lanes per
- * super-block, and lane_acc_sum at the end.  (q − 32)·a is formed as q·a − 32·a: both maddubs
- * products stay within 16 bits (2·63·127 and 2·32·127), and 32·a is shared by all rows. */
-#define GEMM_Q6_K_ROWS (HALDA_AVX512VNNI ? 4 : 2)
-static void gemm_q6_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+static void gemm_q5_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                           float *out, size_t out_stride)
 {
-    enum { R = GEMM_Q6_K_ROWS, T = 4 };
-    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30), m32 = _mm256_set1_epi8(32);
-    /* bytes 0,1 (a 16-bit scale) repeated in the low half, bytes 2,3 in the high half */
-    const __m256i scale_pair = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    __m256 acc[R * T];
-    for (int p = 0; p < R * T; p++) acc[p] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        const block_q6_K *x[R];
-        const block_q8_K *y[T];
-        __m256i scales[R]; /* the 16 group scales of each row, as 16 bits */
-        for (int r = 0; r < R; r++) {
-            x[r] = (const block_q6_K *)w[r] + b;
-            scales[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[r]->scales));
-        }
-        for (int t = 0; t < T; t++) y[t] = (const block_q8_K *)a[t] + b;
-        __m256i isum[R * T];
-        for (int p = 0; p < R * T; p++) isum[p] = _mm256_setzero_si256();
-        for (int run = 0; run < 8; run++) { /* elements 32·run ..: quarter k of half h, as in the layout of section 3 */
-            int h = run / 4, k = run % 4;
-            __m256i q[R], sc[R];
-            for (int r = 0; r < R; r++) {
-                __m256i low = _mm256_loadu_si256((const __m256i *)(x[r]->ql + 64 * h + 32 * (k % 2)));
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(x[r]->qh + 32 * h));
-                /* bits 2k, 2k+1 of qh's bytes moved to bits 4, 5 (16-bit shifts: the mask drops what
-                 * crosses from the neighbouring byte) */
-                __m256i high = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
-                if (k >= 2) low = _mm256_srli_epi16(low, 4);
-                q[r] = _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_and_si256(high, m30));
-                /* groups 2·run and 2·run + 1: 32-bit word `run` of the scales, split over the halves */
-                sc[r] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(scales[r], _mm256_set1_epi32(run)), scale_pair);
-            }
-            for (int t = 0; t < T; t++) {
-                __m256i av = _mm256_loadu_si256((const __m256i *)(y[t]->qs + 32 * run));
-                __m256i a32 = _mm256_maddubs_epi16(m32, av);
-                for (int r = 0; r < R; r++) {
-                    __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q[r], av), a32);
-                    isum[r * T + t] = gemm_madd_acc(isum[r * T + t], p16, sc[r]);
-                }
-            }
-        }
-        for (int p = 0; p < R * T; p++) {
-            float d = y[p % T]->d * f16_to_f32(x[p / T]->d);
-            acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum[p]), acc[p]);
-        }
-    }
-    for (int p = 0; p < R * T; p++) out[p] = avx2_lane_sum(acc[p]);
+    gemm_tiles((gemm_tile){gemm_q5_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
 }
 static void gemm_q6_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
                            float *out, size_t out_stride)
 {
-    gemm_tiles((gemm_tile){gemm_q6_K_tile_avx2, GEMM_Q6_K_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+    gemm_tiles((gemm_tile){gemm_q6_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
 }
 
 /* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0, IQ4_NL, all
@@ -4979,7 +5042,11 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define QUANTIZE_Q8_0 quantize_q8_0_avx2
 #define QUANTIZE_Q8_1 quantize_q8_1_avx2
 #define QUANTIZE_Q8_K quantize_q8_K_avx2
+#define GEMM_Q2_K gemm_q2_K_avx2
+#define GEMM_Q2_K_R8 gemm_q2_K_r8_avx2
+#define GEMM_Q3_K gemm_q3_K_avx2
 #define GEMM_Q4_K_R8 gemm_q4_K_r8_avx2
+#define GEMM_Q5_K gemm_q5_K_avx2
 #define GEMM_Q6_K gemm_q6_K_avx2
 #define GEMM_Q8_0 gemm_q8_0_avx2
 #define GEMM_Q4_0 gemm_q4_0_avx2
@@ -5016,7 +5083,11 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define QUANTIZE_Q8_0 quantize_q8_0_neon
 #define QUANTIZE_Q8_1 quantize_q8_1_neon
 #define QUANTIZE_Q8_K quantize_q8_K_neon
+#define GEMM_Q2_K NULL
+#define GEMM_Q2_K_R8 NULL
+#define GEMM_Q3_K NULL
 #define GEMM_Q4_K_R8 NULL
+#define GEMM_Q5_K NULL
 #define GEMM_Q6_K NULL
 #define GEMM_Q8_0 NULL
 #define GEMM_Q4_0 NULL
@@ -5048,7 +5119,11 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define QUANTIZE_Q8_0 quantize_q8_0
 #define QUANTIZE_Q8_1 quantize_q8_1
 #define QUANTIZE_Q8_K quantize_q8_K
+#define GEMM_Q2_K NULL
+#define GEMM_Q2_K_R8 NULL
+#define GEMM_Q3_K NULL
 #define GEMM_Q4_K_R8 NULL
+#define GEMM_Q5_K NULL
 #define GEMM_Q6_K NULL
 #define GEMM_Q8_0 NULL
 #define GEMM_Q4_0 NULL
@@ -5139,13 +5214,14 @@ static const type_traits type_table[TYPE_COUNT] = {
                    VEC_DOT_Q8_0_R8_8ROWS, GEMM_Q8_0, GEMM_Q8_0},
     [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, QUANTIZE_Q8_1, NULL, NULL, NULL, NULL, NULL},
     [TYPE_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), TYPE_Q8_K, dequantize_q8_K, QUANTIZE_Q8_K, NULL, NULL, NULL, NULL, NULL},
-    [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, VEC_DOT_Q2_K, VEC_DOT_Q2_K_R8, NULL, NULL, NULL},
-    [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, VEC_DOT_Q3_K, NULL, NULL, NULL, NULL},
+    [TYPE_Q2_K] = {"q2_k", QK_K, sizeof(block_q2_K), TYPE_Q8_K, dequantize_q2_K, quantize_q2_K, VEC_DOT_Q2_K, VEC_DOT_Q2_K_R8, NULL, GEMM_Q2_K,
+                   GEMM_Q2_K_R8},
+    [TYPE_Q3_K] = {"q3_k", QK_K, sizeof(block_q3_K), TYPE_Q8_K, dequantize_q3_K, quantize_q3_K, VEC_DOT_Q3_K, NULL, NULL, GEMM_Q3_K, NULL},
     [TYPE_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), TYPE_Q8_K, dequantize_q4_K, quantize_q4_K, VEC_DOT_Q4_K, VEC_DOT_Q4_K_R8,
                    VEC_DOT_Q4_K_R8_8ROWS, NULL, GEMM_Q4_K_R8},
     /* No repacked order for Q5_K: llama.cpp repacks it only on ARM, never on x86 where the
      * references were made; the plain order matches them bit for bit (tiny-qwen2-q5_k_m). */
-    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, NULL, NULL, NULL, NULL},
+    [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, NULL, NULL, GEMM_Q5_K, NULL},
     [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, VEC_DOT_Q6_K_R8,
                    VEC_DOT_Q6_K_R8_8ROWS, GEMM_Q6_K, GEMM_Q6_K},
     [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL, NULL, NULL, NULL},
