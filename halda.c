@@ -4257,20 +4257,29 @@ typedef struct {
     int scale[QK_K / 16];
 } iq1_unpacked;
 
+/* The fields of sub-block ib, read where they are packed (the SIMD kernels use these too): the
+ * 11-bit grid index of its group l; its odd scale 2s+1 (IQ1_M: of its half h, 16 weights); its
+ * δ's sign (IQ1_S: one for the sub-block; IQ1_M: one per group), true for −1/8. */
+static inline int iq1_s_index(const block_iq1_s *x, int ib, int l) { return x->qs[4 * ib + l] | (x->qh[ib] >> (3 * l) & 7) << 8; }
+static inline int iq1_s_scale(const block_iq1_s *x, int ib) { return 2 * (x->qh[ib] >> 12 & 7) + 1; }
+static inline bool iq1_s_negative(const block_iq1_s *x, int ib) { return x->qh[ib] & 0x8000; }
+static inline int iq1_m_sc(const block_iq1_m *x, int k) { return x->scales[2 * k] | x->scales[2 * k + 1] << 8; }
+static inline int iq1_m_index(const block_iq1_m *x, int ib, int l) { return x->qs[4 * ib + l] | (x->qh[2 * ib + l / 2] >> (4 * (l % 2)) & 7) << 8; }
+static inline int iq1_m_scale(const block_iq1_m *x, int ib, int h) { return 2 * (iq1_m_sc(x, ib / 2) >> (6 * (ib % 2) + 3 * h) & 7) + 1; }
+static inline bool iq1_m_negative(const block_iq1_m *x, int ib, int l) { return x->qh[2 * ib + l / 2] >> (4 * (l % 2)) & 8; }
+
 static void iq1_s_unpack(const block_iq1_s *x, iq1_unpacked *u)
 {
     const int8_t(*grid)[8] = iq1_grid_get();
     for (int ib = 0; ib < QK_K / 32; ib++) {
-        int qh = x->qh[ib];
-        u->scale[2 * ib] = u->scale[2 * ib + 1] = 2 * ((qh >> 12) & 7) + 1;
+        u->scale[2 * ib] = u->scale[2 * ib + 1] = iq1_s_scale(x, ib);
         for (int l = 0; l < 4; l++) {
-            const int8_t *g = grid[x->qs[4 * ib + l] | ((qh >> (3 * l)) & 7) << 8];
-            for (int j = 0; j < 8; j++) u->g[32 * ib + 8 * l + j] = g[j], u->shift[32 * ib + 8 * l + j] = qh & 0x8000 ? -1 : 1;
+            const int8_t *g = grid[iq1_s_index(x, ib, l)];
+            for (int j = 0; j < 8; j++) u->g[32 * ib + 8 * l + j] = g[j], u->shift[32 * ib + 8 * l + j] = iq1_s_negative(x, ib) ? -1 : 1;
         }
     }
 }
 
-static inline int iq1_m_sc(const block_iq1_m *x, int k) { return x->scales[2 * k] | x->scales[2 * k + 1] << 8; }
 /* d, gathered from the top nibbles of the four scale words */
 static inline f16_t iq1_m_d(const block_iq1_m *x)
 {
@@ -4280,12 +4289,10 @@ static void iq1_m_unpack(const block_iq1_m *x, iq1_unpacked *u)
 {
     const int8_t(*grid)[8] = iq1_grid_get();
     for (int ib = 0; ib < QK_K / 32; ib++) {
-        int sc = iq1_m_sc(x, ib / 2) >> (6 * (ib % 2));
-        u->scale[2 * ib] = 2 * (sc & 7) + 1, u->scale[2 * ib + 1] = 2 * ((sc >> 3) & 7) + 1;
+        u->scale[2 * ib] = iq1_m_scale(x, ib, 0), u->scale[2 * ib + 1] = iq1_m_scale(x, ib, 1);
         for (int l = 0; l < 4; l++) {
-            int h = (x->qh[2 * ib + l / 2] >> (4 * (l % 2))) & 15;
-            const int8_t *g = grid[x->qs[4 * ib + l] | (h & 7) << 8];
-            for (int j = 0; j < 8; j++) u->g[32 * ib + 8 * l + j] = g[j], u->shift[32 * ib + 8 * l + j] = h & 8 ? -1 : 1;
+            const int8_t *g = grid[iq1_m_index(x, ib, l)];
+            for (int j = 0; j < 8; j++) u->g[32 * ib + 8 * l + j] = g[j], u->shift[32 * ib + 8 * l + j] = iq1_m_negative(x, ib, l) ? -1 : 1;
         }
     }
 }
