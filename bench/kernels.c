@@ -195,7 +195,7 @@ int main(int argc, char **argv)
         {TYPE_IQ4_NL, vec_dot_iq4_nl, false}, {TYPE_IQ4_NL, vec_dot_iq4_nl_r8, true},  {TYPE_Q2_K, vec_dot_q2_K, false},
         {TYPE_Q2_K, vec_dot_q2_K_r8, true},   {TYPE_Q3_K, vec_dot_q3_K, false},        {TYPE_Q4_K, vec_dot_q4_K, false},
         {TYPE_Q4_K, vec_dot_q4_K_r8, true},   {TYPE_Q5_K, vec_dot_q5_K, false},        {TYPE_Q6_K, vec_dot_q6_K, false},
-        {TYPE_Q6_K, vec_dot_q6_K, true},      {TYPE_IQ1_S, vec_dot_iq1_s, false},
+        {TYPE_Q6_K, vec_dot_q6_K, true},      {TYPE_IQ1_S, vec_dot_iq1_s, false},        {TYPE_IQ1_M, vec_dot_iq1_m, false},
     };
     const struct {
         const char *what;

@@ -24,6 +24,39 @@ static float normalish(void)
     return s * 0.8660254f; /* unit variance */
 }
 
+/* IQ1 weights that no quantizer chose: random bytes (every bit pattern is a valid block but for
+ * d, which is set to a random finite F16), with group g of the row given grid index g mod 2048,
+ * so that a row of 64 super-blocks or more meets every grid entry; the scales (IQ1_M: one per
+ * 16 weights) and δ signs (IQ1_M: one per group of 8) stay random, all values of them.  A
+ * quantizer only writes what its search finds, which need not cover the format.  Returns
+ * false (and writes nothing) for the other types. */
+static bool iq1_random_blocks(int type, uint8_t *wq, int64_t n)
+{
+    if (type != TYPE_IQ1_S && type != TYPE_IQ1_M) return false;
+    for (size_t i = 0; i < type_row_bytes(type, n); i++) wq[i] = (uint8_t)splitmix64(&rng);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        f16_t d = f32_to_f16(ldexpf(1 + rand_unit(&rng), -(int)(splitmix64(&rng) % 12)));
+        block_iq1_s *xs = (block_iq1_s *)wq + b;
+        block_iq1_m *xm = (block_iq1_m *)wq + b;
+        for (int ib = 0; ib < QK_K / 32; ib++)
+            for (int l = 0; l < 4; l++) {
+                int k = (int)((QK_K / 8 * b + 4 * ib + l) % 2048);
+                if (type == TYPE_IQ1_S) {
+                    xs->qs[4 * ib + l] = (uint8_t)k;
+                    xs->qh[ib] = (uint16_t)((xs->qh[ib] & ~(7 << (3 * l))) | (k >> 8) << (3 * l));
+                } else {
+                    xm->qs[4 * ib + l] = (uint8_t)k;
+                    uint8_t *qh = &xm->qh[2 * ib + l / 2];
+                    *qh = (uint8_t)((*qh & ~(7 << (4 * (l % 2)))) | (k >> 8) << (4 * (l % 2)));
+                }
+            }
+        if (type == TYPE_IQ1_S) xs->d = d;
+        else /* d's nibble k in the top of the scale word k */
+            for (int k = 0; k < 4; k++) xm->scales[2 * k + 1] = (uint8_t)((xm->scales[2 * k + 1] & 0x0f) | (d >> (4 * k) & 15) << 4);
+    }
+    return true;
+}
+
 /* Types with the full set of kernels. */
 static bool has_kernels(const type_traits *t) { return t && t->quantize && t->dequantize && t->vec_dot; }
 
@@ -140,7 +173,7 @@ static void dequantize_act(int act_type, const void *a, float *out, int64_t n, f
     type_info(act_type)->dequantize(a, out, n);
 }
 
-static void check_dot(int type, int64_t n, bool r8)
+static void check_dot(int type, int64_t n, bool r8, bool random_blocks)
 {
     const type_traits *t = type_info(type), *at = type_info(t->act_type);
     vec_dot_fn dot = r8 ? t->vec_dot_r8 : t->vec_dot;
@@ -149,7 +182,7 @@ static void check_dot(int type, int64_t n, bool r8)
     uint8_t *wq = malloc(type_row_bytes(type, n) + 64), *aq = malloc(type_row_bytes(t->act_type, n) + 64);
     float s[1024];
     for (int64_t i = 0; i < n; i++) w[i] = normalish(), a[i] = normalish() * 3;
-    t->quantize(w, wq, n);
+    if (!random_blocks || !iq1_random_blocks(type, wq, n)) t->quantize(w, wq, n);
     t->dequantize(wq, wd, n);
     at->quantize(a, aq, n);
     dequantize_act(t->act_type, aq, ad, n, s);
@@ -186,7 +219,9 @@ static void test_dots(void)
         int64_t lens[16];
         int nl = test_lengths(t, lens);
         for (int li = 0; li < nl; li++)
-            for (int rep = 0; rep < 4; rep++) check_dot(type, lens[li], false), check_dot(type, lens[li], true);
+            for (int rep = 0; rep < 4; rep++) check_dot(type, lens[li], false, rep == 3), check_dot(type, lens[li], true, rep == 3);
+    check_dot(TYPE_IQ1_S, 64 * QK_K, false, true); /* every grid entry */
+    check_dot(TYPE_IQ1_M, 64 * QK_K, false, true);
     }
     /* the picker: repacked order exactly for row counts that are multiples of 8 */
     const type_traits *q4 = type_info(TYPE_Q4_0);
@@ -591,6 +626,8 @@ static const simd_twin twins[] = {
 #endif
 };
 
+/* Modes: 0 normal data, 1 every byte at ±127, 2 outliers; for IQ1, 3 and 4 are 0 and 1 with
+ * iq1_random_blocks for the weights. */
 static void check_twin(const simd_twin *tw, int64_t n, int mode)
 {
     const type_traits *t = type_info(tw->type);
@@ -598,13 +635,16 @@ static void check_twin(const simd_twin *tw, int64_t n, int mode)
     uint8_t *wq = malloc(type_row_bytes(tw->type, n) + 64), *aq = malloc(type_row_bytes(t->act_type, n) + 64);
     for (int64_t i = 0; i < n; i++) {
         w[i] = normalish(), a[i] = normalish();
-        if (mode == 1) w[i] = i % 2 ? 1e4f : -1e4f, a[i] = i % 3 ? -1e4f : 1e4f; /* every byte at ±127 */
-        if (mode == 2 && i % 64 == 0) w[i] *= 1e3f, a[i] *= 1e3f;             /* outliers: skewed scales */
+        if (mode % 3 == 1) w[i] = i % 2 ? 1e4f : -1e4f, a[i] = i % 3 ? -1e4f : 1e4f; /* every byte at ±127 */
+        if (mode == 2 && i % 64 == 0) w[i] *= 1e3f, a[i] *= 1e3f;                 /* outliers: skewed scales */
     }
-    t->quantize(w, wq, n);
+    bool have = mode < 3 || iq1_random_blocks(tw->type, wq, n);
+    if (mode < 3) t->quantize(w, wq, n);
     type_info(t->act_type)->quantize(a, aq, n);
-    float s1 = tw->scalar(n, wq, aq), s2 = tw->simd(n, wq, aq);
-    CHECK(!memcmp(&s1, &s2, sizeof s1), "%s n=%lld mode %d: SIMD %.9g != scalar %.9g", tw->name, (long long)n, mode, s2, s1);
+    if (have) {
+        float s1 = tw->scalar(n, wq, aq), s2 = tw->simd(n, wq, aq);
+        CHECK(!memcmp(&s1, &s2, sizeof s1), "%s n=%lld mode %d: SIMD %.9g != scalar %.9g", tw->name, (long long)n, mode, s2, s1);
+    }
     free(w), free(a), free(wq), free(aq);
 }
 
@@ -792,7 +832,7 @@ static void test_simd_twins(void)
         bool plain = t->block_elems == 1; /* F32, F16, BF16: any length, with a tail */
         size_t nl = plain ? sizeof elems / sizeof *elems : sizeof blocks / sizeof *blocks;
         for (size_t b = 0; b < nl; b++)
-            for (int mode = 0; mode < 3; mode++)
+            for (int mode = 0; mode < 5; mode++)
                 for (int rep = 0; rep < 3; rep++) check_twin(&twins[k], plain ? elems[b] : (int64_t)blocks[b] * t->block_elems, mode);
     }
     test_quant_twins();
