@@ -1701,8 +1701,8 @@ static inline int32_t k_dot(const int8_t *qw, const int *gscale, const int8_t *q
 }
 
 /* ---- AVX2 ------------------------------------------------------------------------------------
- * The AVX2 kernels — the dot products of every type but IQ1_S/IQ1_M, and the activation
- * quantizers Q8_0, Q8_1 and Q8_K — sit right below their scalar twins and replace them in the
+ * The AVX2 kernels — the dot products of every type, and the activation quantizers Q8_0, Q8_1
+ * and Q8_K — sit right below their scalar twins and replace them in the
  * table on builds with AVX2 and FMA (F16 also needs F16C).  They compute the same exact integer
  * lane sums and the same F32 operations in the same order, so they are bit-identical to the
  * scalar functions (tests/test_kernels.c checks it).  The one caveat is the byte product:
@@ -4319,7 +4319,7 @@ static void dequantize_iq1_m(const void *src, float *dst, int64_t n)
  * the 8 lanes, fused multiply-add by d_act·d; the shifts' exact integer sum per super-block
  * (Σ over sub-blocks of ±(2s+1)·Σa, from bsums) into one F32 sum with a fused multiply-add;
  * at the end lanes + 1/8 · that sum. */
-static float vec_dot_iq1_s(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_iq1_s(int64_t n, const void *w, const void *a)
 {
     const block_iq1_s *x = w;
     const block_q8_K *y = a;
@@ -4341,7 +4341,7 @@ static float vec_dot_iq1_s(int64_t n, const void *w, const void *a)
 /* Summation order of llama.cpp's x86 ggml_vec_dot_iq1_m_q8_K: the grid products and the shifts
  * (±1 per weight, times the scale of its 16) each in 8 lanes of their own, fused multiply-add
  * by d_act·d; at the end lanes + 1/8 · shift lanes. */
-static float vec_dot_iq1_m(int64_t n, const void *w, const void *a)
+__attribute__((unused)) static float vec_dot_iq1_m(int64_t n, const void *w, const void *a)
 {
     const block_iq1_m *x = w;
     const block_q8_K *y = a;
@@ -4360,6 +4360,114 @@ static float vec_dot_iq1_m(int64_t n, const void *w, const void *a)
     }
     return lane_acc_sum(&acc) + IQ1_DELTA * lane_acc_sum(&acc_shift);
 }
+#if HALDA_AVX2
+/* The grid indices of the 8 groups of sub-blocks ib and ib+1 (iq1_s_index, iq1_m_index), 8 at
+ * a time: the low 8 bits from qs[4ib ..], the high 3 from `high`, the 32 bits that hold them
+ * (IQ1_S: qh[ib] and qh[ib+1]; IQ1_M: qh[2ib .. 2ib+3]), group k's at bit shift[k]. */
+static inline void avx2_iq1_indices(const uint8_t *qs, uint32_t high, __m256i shift, int32_t idx[8])
+{
+    __m256i low = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qs));
+    __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)high), shift), _mm256_set1_epi32(7));
+    _mm256_storeu_si256((__m256i *)idx, _mm256_or_si256(low, _mm256_slli_epi32(hi, 8)));
+}
+static inline uint32_t iq1_s_high(const block_iq1_s *x, int ib) { return (uint32_t)x->qh[ib] | (uint32_t)x->qh[ib + 1] << 16; }
+static inline uint32_t iq1_m_high(const block_iq1_m *x, int ib)
+{
+    uint32_t high;
+    memcpy(&high, x->qh + 2 * ib, 4);
+    return high;
+}
+/* The 32 grid values of a sub-block from its 4 group indices: four 8-byte rows of the grid.
+ * (The lookups are most of an IQ1 kernel's time; a gather instruction measured no faster.) */
+static inline __m256i avx2_iq1_grid_run(const int8_t (*grid)[8], const int32_t idx[4])
+{
+    __m128i lo = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)grid[idx[0]]), _mm_loadl_epi64((const __m128i *)grid[idx[1]]));
+    __m128i hi = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)grid[idx[2]]), _mm_loadl_epi64((const __m128i *)grid[idx[3]]));
+    return _mm256_set_m128i(hi, lo);
+}
+/* IQ1_S's 8 odd scales 2s+1 as 16-bit words (qh bits 12..14, doubled, plus one). */
+static inline __m128i avx2_iq1_s_scales(const block_iq1_s *x)
+{
+    __m128i qh = _mm_loadu_si128((const __m128i *)x->qh);
+    return _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+}
+/* The shifts' integer sum of an IQ1_S super-block, Σ_ib ±(2s+1)·(bsums[2ib] + bsums[2ib+1]):
+ * the 8 signed scales (negated where qh's bit 15 is set), each twice, in one madd with the 16
+ * bsums. */
+static inline int32_t avx2_iq1_s_shifts(const block_iq1_s *x, const block_q8_K *y)
+{
+    __m128i neg = _mm_srai_epi16(_mm_loadu_si128((const __m128i *)x->qh), 15); /* −1 where δ < 0 */
+    __m128i s = _mm_sub_epi16(_mm_xor_si128(avx2_iq1_s_scales(x), neg), neg);
+    __m256i s16 = _mm256_set_m128i(_mm_unpackhi_epi16(s, s), _mm_unpacklo_epi16(s, s));
+    return avx2_sum_i32(_mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y->bsums)));
+}
+/* The vec_dot_iq1_s order: the sub-blocks' lanes, grid bytes times a times 2s+1 (in two chains
+ * of accumulation), one fused multiply-add of the 8 lanes per super-block; the shifts' exact
+ * integer sum into its own F32 sum, the same way. */
+__attribute__((unused)) static float vec_dot_iq1_s_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_iq1_s *x = w;
+    const block_q8_K *y = a;
+    const int8_t(*grid)[8] = iq1_grid_get();
+    const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 16, 19, 22, 25);
+    __m256 acc = _mm256_setzero_ps();
+    float acc_shift = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int ib = 0; ib < QK_K / 32; ib += 2) {
+            int32_t idx[8];
+            avx2_iq1_indices(x[b].qs + 4 * ib, iq1_s_high(&x[b], ib), shift, idx);
+            for (int k = 0; k < 2; k++) {
+                int s = iq1_s_scale(&x[b], ib + k);
+                __m256i y8 = _mm256_loadu_si256((const __m256i *)(y[b].qs + 32 * (ib + k)));
+                sum[k] = avx2_dot_i8_scaled(sum[k], avx2_iq1_grid_run(grid, idx + 4 * k), y8, s, s);
+            }
+        }
+        float d = y[b].d * f16_to_f32(x[b].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sum[0], sum[1])), acc);
+        acc_shift = fmaf(d, (float)avx2_iq1_s_shifts(&x[b], &y[b]), acc_shift);
+    }
+    return avx2_lane_sum(acc) + IQ1_DELTA * acc_shift;
+}
+/* IQ1_M's δ signs of sub-block ib as 32 bytes, +1 or −1 per weight: the sign bits are bits 3
+ * and 7 of qh[2ib] (groups 0, 1) and of qh[2ib+1] (groups 2, 3).  Each 8-byte group gets a copy
+ * of its qh byte, is masked to its bit, and becomes 0xff (−1) where that bit is set, 1 where not. */
+static inline __m256i avx2_iq1_m_signs(const block_iq1_m *x, int ib)
+{
+    const __m256i bit = _mm256_set_epi64x((long long)0x8080808080808080ull, 0x0808080808080808, (long long)0x8080808080808080ull, 0x0808080808080808);
+    __m256i h = _mm256_set1_epi16((short)(x->qh[2 * ib] | x->qh[2 * ib + 1] << 8));
+    h = _mm256_and_si256(_mm256_shuffle_epi8(h, _mm256_set_m128i(_mm_set1_epi8(1), _mm_setzero_si128())), bit);
+    return _mm256_or_si256(_mm256_cmpeq_epi8(h, bit), _mm256_set1_epi8(1));
+}
+/* The vec_dot_iq1_m order: the lanes of the grid bytes times a and of the signs times a, every
+ * 16 weights times their own 2s+1, in two integer sums; per super-block a fused multiply-add of
+ * each into its 8 F32 lanes. */
+__attribute__((unused)) static float vec_dot_iq1_m_avx2(int64_t n, const void *w, const void *a)
+{
+    const block_iq1_m *x = w;
+    const block_q8_K *y = a;
+    const int8_t(*grid)[8] = iq1_grid_get();
+    const __m256i shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    __m256 acc = _mm256_setzero_ps(), acc_shift = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i sum = _mm256_setzero_si256(), sum_shift = _mm256_setzero_si256();
+        for (int ib = 0; ib < QK_K / 32; ib += 2) {
+            int32_t idx[8];
+            avx2_iq1_indices(x[b].qs + 4 * ib, iq1_m_high(&x[b], ib), shift, idx);
+            for (int k = 0; k < 2; k++) {
+                int s_lo = iq1_m_scale(&x[b], ib + k, 0), s_hi = iq1_m_scale(&x[b], ib + k, 1);
+                __m256i y8 = _mm256_loadu_si256((const __m256i *)(y[b].qs + 32 * (ib + k)));
+                sum = avx2_dot_i8_scaled(sum, avx2_iq1_grid_run(grid, idx + 4 * k), y8, s_lo, s_hi);
+                sum_shift = avx2_dot_i8_scaled(sum_shift, avx2_iq1_m_signs(&x[b], ib + k), y8, s_lo, s_hi);
+            }
+        }
+        __m256 d = _mm256_set1_ps(y[b].d * f16_to_f32(iq1_m_d(&x[b])));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+        acc_shift = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum_shift), acc_shift);
+    }
+    return avx2_lane_sum(acc) + IQ1_DELTA * avx2_lane_sum(acc_shift);
+}
+#endif
 
 /* The IQ1 quantizer.  For a given scale and shift, each group of 8 wants the grid pattern
  * nearest to its targets t = x/scale − δ.  The nearest pattern of {−1,0,+1}^8 is often not in
@@ -5046,6 +5154,8 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_avx2
 #define VEC_DOT_Q5_K vec_dot_q5_K_avx2
 #define VEC_DOT_Q6_K vec_dot_q6_K_avx2
+#define VEC_DOT_IQ1_S vec_dot_iq1_s_avx2
+#define VEC_DOT_IQ1_M vec_dot_iq1_m_avx2
 #define QUANTIZE_Q8_0 quantize_q8_0_avx2
 #define QUANTIZE_Q8_1 quantize_q8_1_avx2
 #define QUANTIZE_Q8_K quantize_q8_K_avx2
@@ -5087,6 +5197,8 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_neon
 #define VEC_DOT_Q5_K vec_dot_q5_K_neon
 #define VEC_DOT_Q6_K vec_dot_q6_K_neon
+#define VEC_DOT_IQ1_S vec_dot_iq1_s
+#define VEC_DOT_IQ1_M vec_dot_iq1_m
 #define QUANTIZE_Q8_0 quantize_q8_0_neon
 #define QUANTIZE_Q8_1 quantize_q8_1_neon
 #define QUANTIZE_Q8_K quantize_q8_K_neon
@@ -5123,6 +5235,8 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8
 #define VEC_DOT_Q5_K vec_dot_q5_K
 #define VEC_DOT_Q6_K vec_dot_q6_K
+#define VEC_DOT_IQ1_S vec_dot_iq1_s
+#define VEC_DOT_IQ1_M vec_dot_iq1_m
 #define QUANTIZE_Q8_0 quantize_q8_0
 #define QUANTIZE_Q8_1 quantize_q8_1
 #define QUANTIZE_Q8_K quantize_q8_K
@@ -5231,8 +5345,8 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), TYPE_Q8_K, dequantize_q5_K, quantize_q5_K, VEC_DOT_Q5_K, NULL, NULL, GEMM_Q5_K, NULL},
     [TYPE_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), TYPE_Q8_K, dequantize_q6_K, quantize_q6_K, VEC_DOT_Q6_K, VEC_DOT_Q6_K_R8,
                    VEC_DOT_Q6_K_R8_8ROWS, GEMM_Q6_K, GEMM_Q6_K},
-    [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s, NULL, NULL, NULL, NULL},
-    [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m, NULL, NULL, NULL, NULL},
+    [TYPE_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), TYPE_Q8_K, dequantize_iq1_s, quantize_iq1_s, VEC_DOT_IQ1_S, NULL, NULL, NULL, NULL},
+    [TYPE_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), TYPE_Q8_K, dequantize_iq1_m, quantize_iq1_m, VEC_DOT_IQ1_M, NULL, NULL, NULL, NULL},
     [TYPE_IQ4_NL] = {"iq4_nl", QK, sizeof(block_iq4_nl), TYPE_Q8_0, dequantize_iq4_nl, quantize_iq4_nl, VEC_DOT_IQ4_NL, VEC_DOT_IQ4_NL_R8,
                      VEC_DOT_IQ4_NL_R8_8ROWS, GEMM_IQ4_NL, GEMM_IQ4_NL_R8},
     /* Known to GGUF; geometry recorded so files parse and are refused by name, not garbled. */

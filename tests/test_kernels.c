@@ -595,6 +595,8 @@ static const simd_twin twins[] = {
     {"q4_k r8", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx2},
     {"q5_k", TYPE_Q5_K, vec_dot_q5_K, vec_dot_q5_K_avx2},
     {"q6_k", TYPE_Q6_K, vec_dot_q6_K, vec_dot_q6_K_avx2},
+    {"iq1_s", TYPE_IQ1_S, vec_dot_iq1_s, vec_dot_iq1_s_avx2},
+    {"iq1_m", TYPE_IQ1_M, vec_dot_iq1_m, vec_dot_iq1_m_avx2},
 #if HALDA_AVX512
     {"q4_k avx512", TYPE_Q4_K, vec_dot_q4_K, vec_dot_q4_K_avx512},
     {"q4_k r8 avx512", TYPE_Q4_K, vec_dot_q4_K_r8, vec_dot_q4_K_r8_avx512},
