@@ -4562,6 +4562,81 @@ static float vec_dot_iq1_m_avx512(int64_t n, const void *w, const void *a)
     return avx2_lane_sum(acc) + IQ1_DELTA * avx2_lane_sum(acc_shift);
 }
 #endif
+#if HALDA_NEON
+/* The 32 grid values of sub-block ib as two 16-byte halves (elements 0..15, 16..31). */
+static inline void neon_iq1_grid_run(const int8_t (*grid)[8], int i0, int i1, int i2, int i3, int8x16_t *lo, int8x16_t *hi)
+{
+    *lo = vcombine_s8(vld1_s8(grid[i0]), vld1_s8(grid[i1]));
+    *hi = vcombine_s8(vld1_s8(grid[i2]), vld1_s8(grid[i3]));
+}
+/* The vec_dot_iq1_s order: each sub-block's lanes (neon_block_lanes) times 2s+1 into exact
+ * integer sums, per super-block a fused multiply-add of the 8 lanes; the shifts' integer sum
+ * from bsums into its own F32 sum, as the scalar function forms them. */
+static float vec_dot_iq1_s_neon(int64_t n, const void *w, const void *a)
+{
+    const block_iq1_s *x = w;
+    const block_q8_K *y = a;
+    const int8_t(*grid)[8] = iq1_grid_get();
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
+    float acc_shift = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const block_iq1_s *xb = &x[b];
+        int32x4_t sum_lo = vdupq_n_s32(0), sum_hi = vdupq_n_s32(0);
+        int32_t shifts = 0;
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            int s = iq1_s_scale(xb, ib);
+            int8x16_t g_lo, g_hi;
+            int32x4_t p_lo, p_hi;
+            neon_iq1_grid_run(grid, iq1_s_index(xb, ib, 0), iq1_s_index(xb, ib, 1), iq1_s_index(xb, ib, 2), iq1_s_index(xb, ib, 3), &g_lo, &g_hi);
+            neon_block_lanes(g_lo, g_hi, y[b].qs + 32 * ib, &p_lo, &p_hi);
+            sum_lo = vmlaq_n_s32(sum_lo, p_lo, s);
+            sum_hi = vmlaq_n_s32(sum_hi, p_hi, s);
+            shifts += (y[b].bsums[2 * ib] + y[b].bsums[2 * ib + 1]) * (iq1_s_negative(xb, ib) ? -s : s);
+        }
+        float d = y[b].d * f16_to_f32(xb->d);
+        neon_fma_lanes(&acc_lo, &acc_hi, d, sum_lo, sum_hi);
+        acc_shift = fmaf(d, (float)shifts, acc_shift);
+    }
+    return neon_lane_sum(acc_lo, acc_hi) + IQ1_DELTA * acc_shift;
+}
+/* IQ1_M's δ signs of two groups (the 16 bytes of a half sub-block) from their qh byte: bytes
+ * 0..7 −1 where its bit 3 is set, bytes 8..15 where bit 7 is, +1 elsewhere. */
+static inline int8x16_t neon_iq1_m_signs(uint8_t qh)
+{
+    const uint8x16_t bit = vcombine_u8(vdup_n_u8(0x08), vdup_n_u8(0x80));
+    return vreinterpretq_s8_u8(vorrq_u8(vtstq_u8(vdupq_n_u8(qh), bit), vdupq_n_u8(1)));
+}
+/* The vec_dot_iq1_m order: the lanes of the grid bytes times a and of the signs times a, each
+ * half sub-block times its own 2s+1, in two integer sums; per super-block a fused multiply-add
+ * of each into its 8 F32 lanes. */
+static float vec_dot_iq1_m_neon(int64_t n, const void *w, const void *a)
+{
+    const block_iq1_m *x = w;
+    const block_q8_K *y = a;
+    const int8_t(*grid)[8] = iq1_grid_get();
+    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0), shift_lo = vdupq_n_f32(0), shift_hi = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const block_iq1_m *xb = &x[b];
+        int32x4_t sum_lo = vdupq_n_s32(0), sum_hi = vdupq_n_s32(0), sum_shift_lo = vdupq_n_s32(0), sum_shift_hi = vdupq_n_s32(0);
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            int s_lo = iq1_m_scale(xb, ib, 0), s_hi = iq1_m_scale(xb, ib, 1);
+            int8x16_t g_lo, g_hi;
+            int32x4_t p_lo, p_hi;
+            neon_iq1_grid_run(grid, iq1_m_index(xb, ib, 0), iq1_m_index(xb, ib, 1), iq1_m_index(xb, ib, 2), iq1_m_index(xb, ib, 3), &g_lo, &g_hi);
+            neon_block_lanes(g_lo, g_hi, y[b].qs + 32 * ib, &p_lo, &p_hi);
+            sum_lo = vmlaq_n_s32(sum_lo, p_lo, s_lo);
+            sum_hi = vmlaq_n_s32(sum_hi, p_hi, s_hi);
+            neon_block_lanes(neon_iq1_m_signs(xb->qh[2 * ib]), neon_iq1_m_signs(xb->qh[2 * ib + 1]), y[b].qs + 32 * ib, &p_lo, &p_hi);
+            sum_shift_lo = vmlaq_n_s32(sum_shift_lo, p_lo, s_lo);
+            sum_shift_hi = vmlaq_n_s32(sum_shift_hi, p_hi, s_hi);
+        }
+        float d = y[b].d * f16_to_f32(iq1_m_d(xb));
+        neon_fma_lanes(&acc_lo, &acc_hi, d, sum_lo, sum_hi);
+        neon_fma_lanes(&shift_lo, &shift_hi, d, sum_shift_lo, sum_shift_hi);
+    }
+    return neon_lane_sum(acc_lo, acc_hi) + IQ1_DELTA * neon_lane_sum(shift_lo, shift_hi);
+}
+#endif
 
 /* The IQ1 quantizer.  For a given scale and shift, each group of 8 wants the grid pattern
  * nearest to its targets t = x/scale − δ.  The nearest pattern of {−1,0,+1}^8 is often not in
@@ -5291,8 +5366,8 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define VEC_DOT_Q4_K_R8 vec_dot_q4_K_r8_neon
 #define VEC_DOT_Q5_K vec_dot_q5_K_neon
 #define VEC_DOT_Q6_K vec_dot_q6_K_neon
-#define VEC_DOT_IQ1_S vec_dot_iq1_s
-#define VEC_DOT_IQ1_M vec_dot_iq1_m
+#define VEC_DOT_IQ1_S vec_dot_iq1_s_neon
+#define VEC_DOT_IQ1_M vec_dot_iq1_m_neon
 #define QUANTIZE_Q8_0 quantize_q8_0_neon
 #define QUANTIZE_Q8_1 quantize_q8_1_neon
 #define QUANTIZE_Q8_K quantize_q8_K_neon

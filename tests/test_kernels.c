@@ -627,6 +627,8 @@ static const simd_twin twins[] = {
     {"q2_k r8", TYPE_Q2_K, vec_dot_q2_K_r8, vec_dot_q2_K_r8_neon},
     {"q3_k", TYPE_Q3_K, vec_dot_q3_K, vec_dot_q3_K_neon},
     {"q5_k", TYPE_Q5_K, vec_dot_q5_K, vec_dot_q5_K_neon},
+    {"iq1_s", TYPE_IQ1_S, vec_dot_iq1_s, vec_dot_iq1_s_neon},
+    {"iq1_m", TYPE_IQ1_M, vec_dot_iq1_m, vec_dot_iq1_m_neon},
 #endif
 };
 
