@@ -4401,30 +4401,34 @@ static inline int32_t avx2_iq1_s_shifts(const block_iq1_s *x, const block_q8_K *
     __m256i s16 = _mm256_set_m128i(_mm_unpackhi_epi16(s, s), _mm_unpacklo_epi16(s, s));
     return avx2_sum_i32(_mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y->bsums)));
 }
-/* The vec_dot_iq1_s order: the sub-blocks' lanes, grid bytes times a times 2s+1 (in two chains
- * of accumulation), one fused multiply-add of the 8 lanes per super-block; the shifts' exact
+/* The 8 lanes of an IQ1_S super-block: grid bytes times a times 2s+1, in two chains. */
+static inline __m256i avx2_iq1_s_lanes(const block_iq1_s *x, const int8_t *a, const int8_t (*grid)[8])
+{
+    const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 16, 19, 22, 25);
+    __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int ib = 0; ib < QK_K / 32; ib += 2) {
+        int32_t idx[8];
+        avx2_iq1_indices(x->qs + 4 * ib, iq1_s_high(x, ib), shift, idx);
+        for (int k = 0; k < 2; k++) {
+            int s = iq1_s_scale(x, ib + k);
+            __m256i a8 = _mm256_loadu_si256((const __m256i *)(a + 32 * (ib + k)));
+            sum[k] = avx2_dot_i8_scaled(sum[k], avx2_iq1_grid_run(grid, idx + 4 * k), a8, s, s);
+        }
+    }
+    return _mm256_add_epi32(sum[0], sum[1]);
+}
+/* The vec_dot_iq1_s order: one fused multiply-add of a super-block's 8 lanes; the shifts' exact
  * integer sum into its own F32 sum, the same way. */
-__attribute__((unused)) static float vec_dot_iq1_s_avx2(int64_t n, const void *w, const void *a)
+static float vec_dot_iq1_s_avx2(int64_t n, const void *w, const void *a)
 {
     const block_iq1_s *x = w;
     const block_q8_K *y = a;
     const int8_t(*grid)[8] = iq1_grid_get();
-    const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 16, 19, 22, 25);
     __m256 acc = _mm256_setzero_ps();
     float acc_shift = 0;
     for (int64_t b = 0; b < n / QK_K; b++) {
-        __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-        for (int ib = 0; ib < QK_K / 32; ib += 2) {
-            int32_t idx[8];
-            avx2_iq1_indices(x[b].qs + 4 * ib, iq1_s_high(&x[b], ib), shift, idx);
-            for (int k = 0; k < 2; k++) {
-                int s = iq1_s_scale(&x[b], ib + k);
-                __m256i y8 = _mm256_loadu_si256((const __m256i *)(y[b].qs + 32 * (ib + k)));
-                sum[k] = avx2_dot_i8_scaled(sum[k], avx2_iq1_grid_run(grid, idx + 4 * k), y8, s, s);
-            }
-        }
         float d = y[b].d * f16_to_f32(x[b].d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sum[0], sum[1])), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(avx2_iq1_s_lanes(&x[b], y[b].qs, grid)), acc);
         acc_shift = fmaf(d, (float)avx2_iq1_s_shifts(&x[b], &y[b]), acc_shift);
     }
     return avx2_lane_sum(acc) + IQ1_DELTA * acc_shift;
@@ -4439,41 +4443,52 @@ static inline __m256i avx2_iq1_m_signs(const block_iq1_m *x, int ib)
     h = _mm256_and_si256(_mm256_shuffle_epi8(h, _mm256_set_m128i(_mm_set1_epi8(1), _mm_setzero_si128())), bit);
     return _mm256_or_si256(_mm256_cmpeq_epi8(h, bit), _mm256_set1_epi8(1));
 }
-/* The vec_dot_iq1_m order: the lanes of the grid bytes times a and of the signs times a, every
- * 16 weights times their own 2s+1, in two integer sums; per super-block a fused multiply-add of
- * each into its 8 F32 lanes. */
-__attribute__((unused)) static float vec_dot_iq1_m_avx2(int64_t n, const void *w, const void *a)
+/* The lanes of an IQ1_M super-block: of the grid bytes times a, and of the signs times a,
+ * every 16 weights times their own 2s+1. */
+static inline void avx2_iq1_m_lanes(const block_iq1_m *x, const int8_t *a, const int8_t (*grid)[8], __m256i *lanes, __m256i *lanes_shift)
+{
+    const __m256i shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    __m256i sum = _mm256_setzero_si256(), sum_shift = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2) {
+        int32_t idx[8];
+        avx2_iq1_indices(x->qs + 4 * ib, iq1_m_high(x, ib), shift, idx);
+        for (int k = 0; k < 2; k++) {
+            int s_lo = iq1_m_scale(x, ib + k, 0), s_hi = iq1_m_scale(x, ib + k, 1);
+            __m256i a8 = _mm256_loadu_si256((const __m256i *)(a + 32 * (ib + k)));
+            sum = avx2_dot_i8_scaled(sum, avx2_iq1_grid_run(grid, idx + 4 * k), a8, s_lo, s_hi);
+            sum_shift = avx2_dot_i8_scaled(sum_shift, avx2_iq1_m_signs(x, ib + k), a8, s_lo, s_hi);
+        }
+    }
+    *lanes = sum, *lanes_shift = sum_shift;
+}
+/* The vec_dot_iq1_m order, given a function for a super-block's two sets of lanes (the AVX2 and
+ * the AVX-512 one): per super-block a fused multiply-add of each into its 8 F32 lanes. */
+typedef void (*avx2_iq1_m_lanes_fn)(const block_iq1_m *x, const int8_t *a, const int8_t (*grid)[8], __m256i *lanes, __m256i *lanes_shift);
+static inline __attribute__((always_inline)) float avx2_iq1_m_dot(int64_t n, const void *w, const void *a, avx2_iq1_m_lanes_fn lanes)
 {
     const block_iq1_m *x = w;
     const block_q8_K *y = a;
     const int8_t(*grid)[8] = iq1_grid_get();
-    const __m256i shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
     __m256 acc = _mm256_setzero_ps(), acc_shift = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        __m256i sum = _mm256_setzero_si256(), sum_shift = _mm256_setzero_si256();
-        for (int ib = 0; ib < QK_K / 32; ib += 2) {
-            int32_t idx[8];
-            avx2_iq1_indices(x[b].qs + 4 * ib, iq1_m_high(&x[b], ib), shift, idx);
-            for (int k = 0; k < 2; k++) {
-                int s_lo = iq1_m_scale(&x[b], ib + k, 0), s_hi = iq1_m_scale(&x[b], ib + k, 1);
-                __m256i y8 = _mm256_loadu_si256((const __m256i *)(y[b].qs + 32 * (ib + k)));
-                sum = avx2_dot_i8_scaled(sum, avx2_iq1_grid_run(grid, idx + 4 * k), y8, s_lo, s_hi);
-                sum_shift = avx2_dot_i8_scaled(sum_shift, avx2_iq1_m_signs(&x[b], ib + k), y8, s_lo, s_hi);
-            }
-        }
+        __m256i sum, sum_shift;
+        lanes(&x[b], y[b].qs, grid, &sum, &sum_shift);
         __m256 d = _mm256_set1_ps(y[b].d * f16_to_f32(iq1_m_d(&x[b])));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
         acc_shift = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum_shift), acc_shift);
     }
     return avx2_lane_sum(acc) + IQ1_DELTA * avx2_lane_sum(acc_shift);
 }
+__attribute__((unused)) static float vec_dot_iq1_m_avx2(int64_t n, const void *w, const void *a) { return avx2_iq1_m_dot(n, w, a, avx2_iq1_m_lanes); }
 #endif
 #if HALDA_AVX512
-/* Two sub-blocks (ib, ib+1) per 512-bit register, their 16 lanes folded into 8 before the F32
- * step, which is the AVX2 kernels'.  What the width buys here is AVX-512's byte masks: AVX-512
- * has no psignb, but a value in {−1, 0, +1} times a is |value|·a with a negated under the mask of
- * the negative bytes, and IQ1_M's δ signs become such a mask in three instructions.  (Measured:
- * IQ1_M 13% faster than its AVX2 kernel, IQ1_S 8%, on Zen 4.) */
+/* IQ1_M: two sub-blocks (ib, ib+1) per 512-bit register, their 16 lanes folded into 8 before
+ * the F32 step, which is the AVX2 kernel's.  What the width buys here is AVX-512's byte masks:
+ * AVX-512 has no psignb, but a value in {−1, 0, +1} times a is |value|·a with a negated under
+ * the mask of the negative bytes, and IQ1_M's δ signs become such a mask in three
+ * instructions.  Measured on Zen 4: 13% faster than the AVX2 kernel.  IQ1_S, which has no
+ * per-group signs, gained nothing from the same form (its AVX2 kernel was 3% faster), so it
+ * stays AVX2. */
 static inline __m512i avx512_iq1_grid_pair(const int8_t (*grid)[8], const int32_t idx[8])
 {
     return _mm512_inserti64x4(_mm512_castsi256_si512(avx2_iq1_grid_run(grid, idx)), avx2_iq1_grid_run(grid, idx + 4), 1);
@@ -4489,30 +4504,6 @@ static inline __m512i avx512_dot_sign_acc(__m512i acc, __m512i abs_v, __mmask64 
 static inline __m512i avx512_iq1_grid_acc(__m512i acc, __m512i g, __m512i a, __m512i scale)
 {
     return avx512_dot_sign_acc(acc, _mm512_and_si512(g, _mm512_set1_epi8(1)), _mm512_movepi8_mask(g), a, scale);
-}
-/* vec_dot_iq1_s_avx2's sums and order, two sub-blocks at a time (avx512_two_words: their scales) */
-static float vec_dot_iq1_s_avx512(int64_t n, const void *w, const void *a)
-{
-    const block_iq1_s *x = w;
-    const block_q8_K *y = a;
-    const int8_t(*grid)[8] = iq1_grid_get();
-    const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 16, 19, 22, 25);
-    __m256 acc = _mm256_setzero_ps();
-    float acc_shift = 0;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        __m128i sc8 = avx2_iq1_s_scales(&x[b]);
-        __m512i sum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-        for (int ib = 0; ib < QK_K / 32; ib += 2) {
-            int32_t idx[8];
-            avx2_iq1_indices(x[b].qs + 4 * ib, iq1_s_high(&x[b], ib), shift, idx);
-            __m512i a8 = _mm512_loadu_si512(y[b].qs + 32 * ib);
-            sum[ib / 2 % 2] = avx512_iq1_grid_acc(sum[ib / 2 % 2], avx512_iq1_grid_pair(grid, idx), a8, avx512_two_words(sc8, ib, ib + 1));
-        }
-        float d = y[b].d * f16_to_f32(x[b].d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(avx512_fold_i32(_mm512_add_epi32(sum[0], sum[1]))), acc);
-        acc_shift = fmaf(d, (float)avx2_iq1_s_shifts(&x[b], &y[b]), acc_shift);
-    }
-    return avx2_lane_sum(acc) + IQ1_DELTA * acc_shift;
 }
 /* IQ1_M's 16 odd scales 2s+1 as 16-bit words in the low half: word j = sc[j/4] >> 3·(j%4). */
 static inline __m512i avx512_iq1_m_scales(const block_iq1_m *x)
@@ -4532,35 +4523,27 @@ static inline __mmask64 avx512_iq1_m_negative(uint32_t high)
     const __m512i bit = _mm512_set4_epi64((long long)0x8080808080808080ull, 0x0808080808080808ll, (long long)0x8080808080808080ull, 0x0808080808080808ll);
     return _mm512_test_epi8_mask(_mm512_shuffle_epi8(_mm512_set1_epi32((int)high), which), bit);
 }
-/* vec_dot_iq1_m_avx2's sums and order, two sub-blocks at a time: the scale of word i of the
- * pair's 32 pair sums is that of its 16 weights, i/8 of the four (as Q2_K's avx512_q2_K_sums). */
-static float vec_dot_iq1_m_avx512(int64_t n, const void *w, const void *a)
+/* avx2_iq1_m_lanes' sums, two sub-blocks at a time: the scale of word i of the pair's 32 pair
+ * sums is that of its 16 weights, i/8 of the four (as Q2_K's avx512_q2_K_sums). */
+static inline void avx512_iq1_m_lanes(const block_iq1_m *x, const int8_t *a, const int8_t (*grid)[8], __m256i *lanes, __m256i *lanes_shift)
 {
-    const block_iq1_m *x = w;
-    const block_q8_K *y = a;
-    const int8_t(*grid)[8] = iq1_grid_get();
     const __m256i shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
     const __m512i group = _mm512_set_epi64(0x0003000300030003ll, 0x0003000300030003ll, 0x0002000200020002ll, 0x0002000200020002ll,
                                            0x0001000100010001ll, 0x0001000100010001ll, 0, 0); /* word i of 64 elements: group i/8 */
-    __m256 acc = _mm256_setzero_ps(), acc_shift = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        __m512i sc16 = avx512_iq1_m_scales(&x[b]);
-        __m512i sum = _mm512_setzero_si512(), sum_shift = _mm512_setzero_si512();
-        for (int ib = 0; ib < QK_K / 32; ib += 2) {
-            int32_t idx[8];
-            uint32_t high = iq1_m_high(&x[b], ib);
-            avx2_iq1_indices(x[b].qs + 4 * ib, high, shift, idx);
-            __m512i a8 = _mm512_loadu_si512(y[b].qs + 32 * ib);
-            __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(group, _mm512_set1_epi16((short)(2 * ib))), sc16);
-            sum = avx512_iq1_grid_acc(sum, avx512_iq1_grid_pair(grid, idx), a8, sc);
-            sum_shift = avx512_dot_sign_acc(sum_shift, _mm512_set1_epi8(1), avx512_iq1_m_negative(high), a8, sc);
-        }
-        __m256 d = _mm256_set1_ps(y[b].d * f16_to_f32(iq1_m_d(&x[b])));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx512_fold_i32(sum)), acc);
-        acc_shift = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx512_fold_i32(sum_shift)), acc_shift);
+    __m512i sc16 = avx512_iq1_m_scales(x);
+    __m512i sum = _mm512_setzero_si512(), sum_shift = _mm512_setzero_si512();
+    for (int ib = 0; ib < QK_K / 32; ib += 2) {
+        int32_t idx[8];
+        uint32_t high = iq1_m_high(x, ib);
+        avx2_iq1_indices(x->qs + 4 * ib, high, shift, idx);
+        __m512i a8 = _mm512_loadu_si512(a + 32 * ib);
+        __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(group, _mm512_set1_epi16((short)(2 * ib))), sc16);
+        sum = avx512_iq1_grid_acc(sum, avx512_iq1_grid_pair(grid, idx), a8, sc);
+        sum_shift = avx512_dot_sign_acc(sum_shift, _mm512_set1_epi8(1), avx512_iq1_m_negative(high), a8, sc);
     }
-    return avx2_lane_sum(acc) + IQ1_DELTA * avx2_lane_sum(acc_shift);
+    *lanes = avx512_fold_i32(sum), *lanes_shift = avx512_fold_i32(sum_shift);
 }
+static float vec_dot_iq1_m_avx512(int64_t n, const void *w, const void *a) { return avx2_iq1_m_dot(n, w, a, avx512_iq1_m_lanes); }
 #endif
 #if HALDA_NEON
 /* The 32 grid values of sub-block ib as two 16-byte halves (elements 0..15, 16..31). */
@@ -5452,8 +5435,6 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define VEC_DOT_Q3_K vec_dot_q3_K_avx512
 #undef VEC_DOT_Q5_K
 #define VEC_DOT_Q5_K vec_dot_q5_K_avx512
-#undef VEC_DOT_IQ1_S
-#define VEC_DOT_IQ1_S vec_dot_iq1_s_avx512
 #undef VEC_DOT_IQ1_M
 #define VEC_DOT_IQ1_M vec_dot_iq1_m_avx512
 #define VEC_DOT_Q6_K_R8 vec_dot_q6_K_avx512 /* Q6_K has one order: "repacked" only to reach the 8-row kernel */

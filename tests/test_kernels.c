@@ -605,7 +605,6 @@ static const simd_twin twins[] = {
     {"q3_k avx512", TYPE_Q3_K, vec_dot_q3_K, vec_dot_q3_K_avx512},
     {"q2_k avx512", TYPE_Q2_K, vec_dot_q2_K, vec_dot_q2_K_avx512},
     {"q2_k r8 avx512", TYPE_Q2_K, vec_dot_q2_K_r8, vec_dot_q2_K_r8_avx512},
-    {"iq1_s avx512", TYPE_IQ1_S, vec_dot_iq1_s, vec_dot_iq1_s_avx512},
     {"iq1_m avx512", TYPE_IQ1_M, vec_dot_iq1_m, vec_dot_iq1_m_avx512},
 #endif
 #else
