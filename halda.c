@@ -5411,11 +5411,6 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #else
 #define DEQUANTIZE_F16 dequantize_f16
 #endif
-#if HALDA_F16C
-#define DEQUANTIZE_F16 dequantize_f16_f16c
-#else
-#define DEQUANTIZE_F16 dequantize_f16
-#endif
 /* AVX-512 builds replace the AVX2 kernels that have a 512-bit twin. */
 #if HALDA_AVX512
 #undef VEC_DOT_Q4_K
