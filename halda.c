@@ -1263,12 +1263,16 @@ typedef float (*vec_dot_fn)(int64_t n, const void *w, const void *a);
 /* The repacked order for 8 consecutive weight rows (row r at w + r·row_bytes) with one
  * activation row: out[r] = vec_dot_r8(n, row r, a). */
 typedef void (*vec_dot_8rows_fn)(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8]);
-/* A matrix-matrix product for a batch of tokens: out[t·out_stride + r] = the dot product of
- * weight row r (at w + r·row_bytes) with activation row t (at a + t·act_bytes), for r < n_rows
- * and t < n_tok, each value bit for bit the one the row's dot product gives (see "Matrix-matrix
- * products" below). */
-typedef void (*gemm_fn)(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                        float *out, size_t out_stride);
+/* A matrix-matrix kernel for a batch of tokens works on a tile of a few weight rows × a few
+ * tokens: out[r·toks + t] = the dot product of weight row w[r] with activation row a[t], for
+ * r < rows and t < toks, each value bit for bit the one the row's dot product gives.
+ * gemm_tiles() walks a whole matrix with it (see "Matrix-matrix products" below). */
+typedef void (*gemm_tile_fn)(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out);
+typedef struct {
+    gemm_tile_fn fn;
+    int rows, toks; /* the tile's shape (toks is 4 or 8 for every kernel: a group of 8 pairs is
+                       then whole rows of the tile) */
+} gemm_tile;
 
 typedef struct {
     const char *name;
@@ -1282,9 +1286,9 @@ typedef struct {
                                  for matrices with a multiple of 8 rows (NULL, or vec_dot itself
                                  for a type with one order: as vec_dot) */
     vec_dot_8rows_fn vec_dot_r8_8rows; /* vec_dot_r8 of 8 rows at once (NULL: row by row) */
-    gemm_fn gemm;             /* many rows times many tokens, each pair as vec_dot gives it
+    const gemm_tile *gemm;    /* many rows times many tokens, each pair as vec_dot gives it
                                  (NULL: a vec_dot per pair) */
-    gemm_fn gemm_r8;          /* the same in vec_dot_r8's order (NULL: a vec_dot_r8 per pair) */
+    const gemm_tile *gemm_r8; /* the same in vec_dot_r8's order (NULL: a vec_dot_r8 per pair) */
 } type_traits;
 
 static const type_traits *type_info(int type); /* defined after the kernels, below */
@@ -4568,39 +4572,32 @@ static void gemm_by_rows(vec_dot_fn dot, int64_t n, const void *w, size_t row_by
     }
 }
 
-#if HALDA_AVX2
-#define GEMM_TILE_MAX 16              /* pairs in the largest tile */
+/* The same product through a tile kernel (the table's gemm or gemm_r8), tile by tile; what
+ * matmul does for types that have one. */
+#define GEMM_TILE_MAX 16 /* pairs in the largest tile */
 #define GEMM_ACT_BYTES (256u << 10)
-
-/* A tile kernel: out[r·toks + t] for weight rows w[0..rows) and activation rows a[0..toks)
- * (toks is 4 or 8 for every kernel: a group of 8 pairs is then whole rows of the tile). */
-typedef void (*gemm_tile_fn)(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out);
-typedef struct {
-    gemm_tile_fn fn;
-    int rows, toks;
-} gemm_tile;
-
-static void gemm_tiles(gemm_tile tile, int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes,
+static void gemm_tiles(const gemm_tile *tile, int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes,
                        int64_t n_tok, float *out, size_t out_stride)
 {
-    int64_t tok_block = (int64_t)(GEMM_ACT_BYTES / act_bytes) / tile.toks * tile.toks;
-    if (tok_block < tile.toks) tok_block = tile.toks;
+    int64_t tok_block = (int64_t)(GEMM_ACT_BYTES / act_bytes) / tile->toks * tile->toks;
+    if (tok_block < tile->toks) tok_block = tile->toks;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
         int64_t t_end = t0 + tok_block < n_tok ? t0 + tok_block : n_tok;
-        for (int64_t r0 = 0; r0 < n_rows; r0 += tile.rows)
-            for (int64_t t1 = t0; t1 < t_end; t1 += tile.toks) {
+        for (int64_t r0 = 0; r0 < n_rows; r0 += tile->rows)
+            for (int64_t t1 = t0; t1 < t_end; t1 += tile->toks) {
                 const uint8_t *wr[GEMM_TILE_MAX], *at[GEMM_TILE_MAX];
-                for (int r = 0; r < tile.rows; r++) /* past the edge: the last row again */
+                for (int r = 0; r < tile->rows; r++) /* past the edge: the last row again */
                     wr[r] = (const uint8_t *)w + (size_t)(r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes;
-                for (int t = 0; t < tile.toks; t++) at[t] = (const uint8_t *)a + (size_t)(t1 + t < t_end ? t1 + t : t_end - 1) * act_bytes;
+                for (int t = 0; t < tile->toks; t++) at[t] = (const uint8_t *)a + (size_t)(t1 + t < t_end ? t1 + t : t_end - 1) * act_bytes;
                 float v[GEMM_TILE_MAX];
-                tile.fn(n, wr, at, v);
-                for (int r = 0; r < tile.rows && r0 + r < n_rows; r++)
-                    for (int t = 0; t < tile.toks && t1 + t < t_end; t++) out[(size_t)(t1 + t) * out_stride + (size_t)(r0 + r)] = v[r * tile.toks + t];
+                tile->fn(n, wr, at, v);
+                for (int r = 0; r < tile->rows && r0 + r < n_rows; r++)
+                    for (int t = 0; t < tile->toks && t1 + t < t_end; t++) out[(size_t)(t1 + t) * out_stride + (size_t)(r0 + r)] = v[r * tile->toks + t];
             }
     }
 }
 
+#if HALDA_AVX2
 /* acc + Σ over pairs of 16-bit lanes p·s, into 32-bit lanes: one vpdpwssd, or madd and add.
  * Both exact (the products of our 16-bit values are far from overflowing 32 bits). */
 #if HALDA_AVX512VNNI
@@ -4815,36 +4812,13 @@ static void gemm_q6_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_
 {
     gemm_k_tile(n, w, a, out, sizeof(block_q6_K), 32, GEMM_K_LANES, gemm_q6_K_row, gemm_q6_K_run);
 }
-static void gemm_q2_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q2_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q2_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                              float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q2_K_r8_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q3_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q3_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q4_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                              float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q4_K_r8_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q5_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q5_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q6_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q6_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
+/* The tiles the table names: a kernel and its shape. */
+static const gemm_tile gemm_q2_K_avx2 = {gemm_q2_K_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q2_K_r8_avx2 = {gemm_q2_K_r8_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q3_K_avx2 = {gemm_q3_K_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q4_K_r8_avx2 = {gemm_q4_K_r8_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q5_K_avx2 = {gemm_q5_K_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q6_K_avx2 = {gemm_q6_K_tile_avx2, GEMM_K_ROWS, 8};
 
 /* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0, IQ4_NL, all
  * with their F16 scale d first and Q8_0 activations — as the per-row kernels decode them. */
@@ -4983,36 +4957,13 @@ static void gemm_iq4_nl_r8_tile_avx2(int64_t n, const uint8_t *const *w, const u
 {
     gemm_i8_r8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes);
 }
-static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q8_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q4_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q4_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q5_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q5_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_iq4_nl_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_iq4_nl_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q4_0_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q4_0_r8_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_iq4_nl_r8_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
+/* The tiles the table names. */
+static const gemm_tile gemm_q8_0_avx2 = {gemm_q8_0_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q4_0_avx2 = {gemm_q4_0_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q5_0_avx2 = {gemm_q5_0_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_iq4_nl_avx2 = {gemm_iq4_nl_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q4_0_r8_avx2 = {gemm_q4_0_r8_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_ROWS, 4};
 #endif
 
 /* ---- The table ------------------------------------------------------------------------------ */
@@ -5042,18 +4993,18 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define QUANTIZE_Q8_0 quantize_q8_0_avx2
 #define QUANTIZE_Q8_1 quantize_q8_1_avx2
 #define QUANTIZE_Q8_K quantize_q8_K_avx2
-#define GEMM_Q2_K gemm_q2_K_avx2
-#define GEMM_Q2_K_R8 gemm_q2_K_r8_avx2
-#define GEMM_Q3_K gemm_q3_K_avx2
-#define GEMM_Q4_K_R8 gemm_q4_K_r8_avx2
-#define GEMM_Q5_K gemm_q5_K_avx2
-#define GEMM_Q6_K gemm_q6_K_avx2
-#define GEMM_Q8_0 gemm_q8_0_avx2
-#define GEMM_Q4_0 gemm_q4_0_avx2
-#define GEMM_Q4_0_R8 gemm_q4_0_r8_avx2
-#define GEMM_Q5_0 gemm_q5_0_avx2
-#define GEMM_IQ4_NL gemm_iq4_nl_avx2
-#define GEMM_IQ4_NL_R8 gemm_iq4_nl_r8_avx2
+#define GEMM_Q2_K (&gemm_q2_K_avx2)
+#define GEMM_Q2_K_R8 (&gemm_q2_K_r8_avx2)
+#define GEMM_Q3_K (&gemm_q3_K_avx2)
+#define GEMM_Q4_K_R8 (&gemm_q4_K_r8_avx2)
+#define GEMM_Q5_K (&gemm_q5_K_avx2)
+#define GEMM_Q6_K (&gemm_q6_K_avx2)
+#define GEMM_Q8_0 (&gemm_q8_0_avx2)
+#define GEMM_Q4_0 (&gemm_q4_0_avx2)
+#define GEMM_Q4_0_R8 (&gemm_q4_0_r8_avx2)
+#define GEMM_Q5_0 (&gemm_q5_0_avx2)
+#define GEMM_IQ4_NL (&gemm_iq4_nl_avx2)
+#define GEMM_IQ4_NL_R8 (&gemm_iq4_nl_r8_avx2)
 #if HALDA_F16C
 #define VEC_DOT_F16 vec_dot_f16_avx2
 #else
@@ -5260,9 +5211,9 @@ static vec_dot_8rows_fn type_vec_dot_8rows(const type_traits *t, int64_t rows)
     return rows % 8 == 0 && t->vec_dot_r8 ? t->vec_dot_r8_8rows : NULL;
 }
 
-/* The matrix-matrix kernel in the order type_vec_dot picks for `rows` rows, or NULL where this
+/* The matrix-matrix tile in the order type_vec_dot picks for `rows` rows, or NULL where this
  * build has none (matmul then takes the pairs one by one). */
-static gemm_fn type_gemm(const type_traits *t, int64_t rows)
+static const gemm_tile *type_gemm(const type_traits *t, int64_t rows)
 {
     return rows % 8 == 0 && t->vec_dot_r8 ? t->gemm_r8 : t->gemm;
 }
@@ -6804,9 +6755,9 @@ static float dot_f32_ggml(int n, const float *x, const float *y)
 /* Matrix product out[t][r] = W[r] · x[t] for n_tok rows of x.  The activations are converted
  * once to W's activation type, then threads split W's rows; each thread reads a weight row once
  * and multiplies it with every activation row (the batched-prefill reuse). */
-/* The matrix-matrix kernel for a batch of n_tok rows, or NULL: one token goes through the
+/* The matrix-matrix tile for a batch of n_tok rows, or NULL: one token goes through the
  * per-row kernels, which stream the weights once at full memory speed (decode). */
-static gemm_fn matmul_gemm(const tensor *w, int n_tok) { return n_tok > 1 ? type_gemm(type_info(w->type), w->ne[1]) : NULL; }
+static const gemm_tile *matmul_gemm(const tensor *w, int n_tok) { return n_tok > 1 ? type_gemm(type_info(w->type), w->ne[1]) : NULL; }
 
 /* One matrix of a matmul job: out[t][r] = w[r] · act[t], its rows handed out by `rows`. */
 typedef struct {
@@ -6831,11 +6782,11 @@ static void matmul_rows(const matmul_job *j, const tensor *w, float *out, int64_
 {
     vec_dot_fn dot = type_vec_dot(type_info(w->type), w->ne[1]);
     vec_dot_8rows_fn dot8 = type_vec_dot_8rows(type_info(w->type), w->ne[1]);
-    gemm_fn gemm = matmul_gemm(w, j->n_tok);
+    const gemm_tile *tile = matmul_gemm(w, j->n_tok);
     int64_t rows = w->ne[1];
-    if (gemm) { /* a batch: tiles of rows × tokens, each weight block decoded once per tile */
-        gemm(w->ne[0], (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0, j->act, j->act_row, j->n_tok, out + r0,
-             (size_t)rows);
+    if (tile) { /* a batch: tiles of rows × tokens, each weight block decoded once per tile */
+        gemm_tiles(tile, w->ne[0], (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0, j->act, j->act_row,
+                   j->n_tok, out + r0, (size_t)rows);
         return;
     }
     int64_t r = r0;
