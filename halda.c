@@ -2375,12 +2375,15 @@ static float vec_dot_q4_1_avx2(int64_t n, const void *w, const void *a)
     }
     return avx2_lane_sum(acc) + mins;
 }
+/* A block's 32 values as bytes, for the kernels that several types share (Q4_1 and Q5_1 here;
+ * the matrix-matrix tiles of the 32-element types). */
+typedef __m256i (*avx2_block_values_fn)(const void *block);
+static inline __m256i avx2_q4_1_block_values(const void *block) { return avx2_nibbles(((const block_q4_1 *)block)->qs); }
 #endif
 #if HALDA_AVX512
 /* 8 rows of vec_dot_q4_1 side by side, as vec_dot_q8_0_8rows_avx512: 8 independent chains of
  * fused multiply-adds (and of the minimums' scalar ones).  Q5_1 shares it: both blocks start
  * with d and m, and `values` gives a block's 32 unsigned values. */
-typedef __m256i (*avx2_block_values_fn)(const void *block);
 static inline __attribute__((always_inline)) void avx512_min_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8],
                                                                    size_t block_bytes, avx2_block_values_fn values)
 {
@@ -2402,7 +2405,6 @@ static inline __attribute__((always_inline)) void avx512_min_8rows(int64_t n, co
     }
     for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]) + mins[r];
 }
-static inline __m256i avx2_q4_1_block_values(const void *block) { return avx2_nibbles(((const block_q4_1 *)block)->qs); }
 static void vec_dot_q4_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     avx512_min_8rows(n, w, row_bytes, a, out, sizeof(block_q4_1), avx2_q4_1_block_values);
@@ -2617,16 +2619,16 @@ static float vec_dot_q5_1_avx2(int64_t n, const void *w, const void *a)
     }
     return avx2_lane_sum(acc) + mins;
 }
-#endif
-#if HALDA_AVX512
-/* 8 rows of vec_dot_q5_1 side by side: vec_dot_q4_1_8rows_avx512's kernel with the fifth bits. */
-static_assert(offsetof(block_q5_1, d) == offsetof(block_q4_1, d) && offsetof(block_q5_1, m) == offsetof(block_q4_1, m),
-              "Q4_1 and Q5_1 blocks start with d and m");
 static inline __m256i avx2_q5_1_block_values(const void *block)
 {
     const block_q5_1 *x = block;
     return avx2_q5_values(x->qs, x->qh);
 }
+#endif
+#if HALDA_AVX512
+/* 8 rows of vec_dot_q5_1 side by side: vec_dot_q4_1_8rows_avx512's kernel with the fifth bits. */
+static_assert(offsetof(block_q5_1, d) == offsetof(block_q4_1, d) && offsetof(block_q5_1, m) == offsetof(block_q4_1, m),
+              "Q4_1 and Q5_1 blocks start with d and m");
 static void vec_dot_q5_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     avx512_min_8rows(n, w, row_bytes, a, out, sizeof(block_q5_1), avx2_q5_1_block_values);
@@ -4535,8 +4537,9 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * is loaded once for all the rows, and the per-pair sums are reduced 8 pairs at a time.  On an
  * AVX-512 core that is about 3x the per-row kernels' speed for Q4_K, 2.3-2.7x for Q6_K,
  * Q8_0, Q4_0, Q5_0 and IQ4_NL, 1.5-2.2x for Q2_K, Q3_K and Q5_K, and 1.8x over the 8-row
- * kernels of Q4_0/IQ4_NL (make bench-kernels).  Types without a gemm kernel (Q4_1, Q5_1, IQ1,
- * the floats) take their pairs one by one, as before.
+ * kernels of Q4_0/IQ4_NL (make bench-kernels); Q4_1 and Q5_1, measured on a shared AMD Zen 4
+ * core, 1.8x and 2.5x the per-row kernels, 1.35x and 1.7x their 8-row ones.  Types without a
+ * gemm kernel (IQ1, the floats) take their pairs one by one, as before.
  *
  * Tile shapes.  A tile's accumulators live in registers, one 256-bit register per pair, next to
  * a register per decoded weight row and one for the activation block at hand.  AVX-512VL gives
@@ -4820,35 +4823,43 @@ static const gemm_tile gemm_q4_K_r8_avx2 = {gemm_q4_K_r8_tile_avx2, GEMM_K_ROWS,
 static const gemm_tile gemm_q5_K_avx2 = {gemm_q5_K_tile_avx2, GEMM_K_ROWS, 8};
 static const gemm_tile gemm_q6_K_avx2 = {gemm_q6_K_tile_avx2, GEMM_K_ROWS, 8};
 
-/* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0, IQ4_NL, all
- * with their F16 scale d first and Q8_0 activations — as the per-row kernels decode them. */
-static inline __m256i gemm_q8_0_bytes(const uint8_t *blk) { return _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)blk)->qs); }
-static inline __m256i gemm_q4_0_bytes(const uint8_t *blk) { return avx2_q4_0_bytes((const block_q4_0 *)blk); }
-static inline __m256i gemm_q5_0_bytes(const uint8_t *blk)
+/* The 32-element blocks: Q8_0, Q4_0, Q5_0 and IQ4_NL, whose weights decode to signed bytes and
+ * meet Q8_0 activations, and Q4_1 and Q5_1 ("with a minimum": w = d·q + m, q unsigned), which
+ * meet Q8_1 activations.  Every block starts with its F16 scale d, then Q4_1's and Q5_1's
+ * minimum m and Q8_1's s; an activation block ends with its 32 bytes. */
+static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q8_1, s) == 2, "d, then m or s");
+static_assert(offsetof(block_q8_0, qs) == sizeof(block_q8_0) - QK && offsetof(block_q8_1, qs) == sizeof(block_q8_1) - QK, "bytes last");
+/* The signed types' bytes, as the per-row kernels decode them. */
+static inline __m256i gemm_q8_0_bytes(const void *blk) { return _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)blk)->qs); }
+static inline __m256i gemm_q4_0_bytes(const void *blk) { return avx2_q4_0_bytes((const block_q4_0 *)blk); }
+static inline __m256i gemm_q5_0_bytes(const void *blk)
 {
     const block_q5_0 *x = (const block_q5_0 *)blk;
     return _mm256_sub_epi8(avx2_q5_values(x->qs, x->qh), _mm256_set1_epi8(16));
 }
-static inline __m256i gemm_iq4_nl_bytes(const uint8_t *blk) { return avx2_iq4_nl_values((const block_iq4_nl *)blk); }
-typedef __m256i (*gemm_bytes_fn)(const uint8_t *blk);
+static inline __m256i gemm_iq4_nl_bytes(const void *blk) { return avx2_iq4_nl_values((const block_iq4_nl *)blk); }
+/* The 32 bytes of activation block b (ab bytes a block). */
+static inline __m256i gemm_act_bytes(const uint8_t *a, size_t ab, int64_t b) { return _mm256_loadu_si256((const __m256i *)(a + (size_t)(b + 1) * ab - QK)); }
 
+/* One F16 field of nb <= 8 consecutive blocks (at p, p + stride, ...), converted together; zeros
+ * past nb, so that a last, partial group reads nothing past its row. */
+static inline __m256 gemm_f16x8(const uint8_t *p, size_t stride, int nb)
+{
+    if (nb == 8) return avx2_f16x8_strided(p, stride);
+    short h[8] = {0};
+    for (int i = 0; i < nb; i++) h[i] = f16_bits_at(p + (size_t)i * stride);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
 /* The products of the pairs' two F16 scales for 8 blocks b0..b0+7 (nb <= 8 of them), as
- * scale[p][i]: pair p = r·T + t, block b0 + i.  For a whole 8, each row's and token's 8 scales
+ * scale[p][i]: pair p = r·T + t, block b0 + i (zero past nb).  Each row's and token's 8 scales
  * are converted in one instruction and each pair's 8 products formed in one multiply. */
-static inline void gemm_scales_32(const uint8_t *const *w, const uint8_t *const *a, int R, int T, size_t bb, int64_t b0, int nb,
+static inline void gemm_scales_32(const uint8_t *const *w, const uint8_t *const *a, int R, int T, size_t bb, size_t ab, int64_t b0, int nb,
                                   float scale[GEMM_TILE_MAX][8])
 {
-    const size_t ab = sizeof(block_q8_0);
-    if (nb == 8) {
-        __m256 dw[GEMM_TILE_MAX], da[GEMM_TILE_MAX];
-        for (int r = 0; r < R; r++) dw[r] = avx2_f16x8_strided(w[r] + (size_t)b0 * bb, bb);
-        for (int t = 0; t < T; t++) da[t] = avx2_f16x8_strided(a[t] + (size_t)b0 * ab, ab);
-        for (int p = 0; p < R * T; p++) _mm256_storeu_ps(scale[p], _mm256_mul_ps(dw[p / T], da[p % T]));
-        return;
-    }
-    for (int i = 0; i < 8; i++) /* a last, partial group: zeros past its end */
-        for (int p = 0; p < R * T; p++)
-            scale[p][i] = i < nb ? f16_to_f32(*(const f16_t *)(w[p / T] + (size_t)(b0 + i) * bb)) * f16_to_f32(((const block_q8_0 *)a[p % T])[b0 + i].d) : 0;
+    __m256 dw[GEMM_TILE_MAX], da[GEMM_TILE_MAX];
+    for (int r = 0; r < R; r++) dw[r] = gemm_f16x8(w[r] + (size_t)b0 * bb, bb, nb);
+    for (int t = 0; t < T; t++) da[t] = gemm_f16x8(a[t] + (size_t)b0 * ab, ab, nb);
+    for (int p = 0; p < R * T; p++) _mm256_storeu_ps(scale[p], _mm256_mul_ps(dw[p / T], da[p % T]));
 }
 
 /* The 8×8 transpose of 8 float vectors: lane j of out[i] = lane i of v[j]. */
@@ -4869,42 +4880,76 @@ static inline void avx2_transpose8_ps(const __m256 v[8], __m256 out[8])
     }
 }
 
-/* Those types in their vec_dot order (as vec_dot_q8_0): per pair, 8 F32 lanes, each block
- * adding its scale (the F32 product of the two F16 scales) times the block's 8 integer lane
- * sums in one fused multiply-add; lane_acc_sum at the end.  A 32-element block has little work
- * per pair, so the scales are prepared apart, 8 blocks at a time (gemm_scales_32), and the
- * multiply-add takes each from memory as a broadcast operand at no extra cost. */
+/* The minimums' F16 fields for 8 blocks b0..b0+7 (nb <= 8 of them), pair by pair as the tiles
+ * below take them: m_by_block[g][i] holds in lane j the weight's m of pair 8g + j (pair
+ * p = r·T + t) for block b0 + i, s_by_block[i] the activation's s, the same for every group g
+ * (T = 4 tokens, twice). */
+static inline void gemm_mins_32(const uint8_t *const *w, const uint8_t *const *a, int R, size_t bb, size_t ab, int64_t b0, int nb,
+                                __m256 m_by_block[GEMM_TILE_MAX / 8][8], __m256 s_by_block[8])
+{
+    enum { T = 4 };
+    __m256 m[GEMM_TILE_MAX / T], s[T], v[8];
+    for (int r = 0; r < R; r++) m[r] = gemm_f16x8(w[r] + (size_t)b0 * bb + 2, bb, nb);
+    for (int t = 0; t < T; t++) s[t] = gemm_f16x8(a[t] + (size_t)b0 * ab + 2, ab, nb);
+    for (int g = 0; g < R * T / 8; g++) {
+        for (int j = 0; j < 8; j++) v[j] = m[(8 * g + j) / T];
+        avx2_transpose8_ps(v, m_by_block[g]);
+    }
+    for (int j = 0; j < 8; j++) v[j] = s[j % T];
+    avx2_transpose8_ps(v, s_by_block);
+}
+
+/* Those types in their vec_dot order (as vec_dot_q8_0 and vec_dot_q4_1): per pair, 8 F32 lanes,
+ * each block adding its scale (the F32 product of the two F16 scales) times the block's 8
+ * integer lane sums in one fused multiply-add; lane_acc_sum at the end.  A 32-element block has
+ * little work per pair, so the scales are prepared apart, 8 blocks at a time (gemm_scales_32),
+ * and the multiply-add takes each from memory as a broadcast operand at no extra cost.  With a
+ * minimum (Q4_1, Q5_1), the unsigned weights go straight into the byte product, and each pair
+ * also adds m·s per block in one fused multiply-add of its own, 8 pairs to a register, which it
+ * adds after lane_acc_sum. */
 #define GEMM_I8_ROWS (HALDA_AVX512VNNI ? 4 : 2)
 static inline __attribute__((always_inline)) void gemm_i8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
-                                                               size_t bb, gemm_bytes_fn bytes)
+                                                               size_t bb, avx2_block_values_fn bytes, bool minimum)
 {
     enum { R = GEMM_I8_ROWS, T = 4 };
-    __m256 acc[R * T];
+    const size_t ab = minimum ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    __m256 acc[R * T], mins[R * T / 8];
     for (int p = 0; p < R * T; p++) acc[p] = _mm256_setzero_ps();
+    for (int g = 0; g < R * T / 8; g++) mins[g] = _mm256_setzero_ps();
     for (int64_t b0 = 0; b0 < n / QK; b0 += 8) {
         int nb = n / QK - b0 < 8 ? (int)(n / QK - b0) : 8;
         float scale[GEMM_TILE_MAX][8];
-        gemm_scales_32(w, a, R, T, bb, b0, nb, scale);
+        gemm_scales_32(w, a, R, T, bb, ab, b0, nb, scale);
+        __m256 m_by_block[GEMM_TILE_MAX / 8][8], s_by_block[8];
+        if (minimum) gemm_mins_32(w, a, R, bb, ab, b0, nb, m_by_block, s_by_block);
         for (int i = 0; i < nb; i++) {
             __m256i xw[R];
-            for (int r = 0; r < R; r++) xw[r] = gemm_i8_weights(bytes(w[r] + (size_t)(b0 + i) * bb));
+            for (int r = 0; r < R; r++) {
+                __m256i x = bytes(w[r] + (size_t)(b0 + i) * bb);
+                xw[r] = minimum ? x : gemm_i8_weights(x);
+            }
             for (int t = 0; t < T; t++) {
-                __m256i ya = _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)a[t])[b0 + i].qs), bias = gemm_i8_bias(ya);
+                __m256i ya = gemm_act_bytes(a[t], ab, b0 + i), bias = minimum ? _mm256_setzero_si256() : gemm_i8_bias(ya);
                 for (int r = 0; r < R; r++) {
                     int p = r * T + t;
-                    acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(scale[p][i]), _mm256_cvtepi32_ps(gemm_i8_lanes(xw[r], ya, bias)), acc[p]);
+                    __m256i lanes = minimum ? avx2_dot_u8_acc(bias, xw[r], ya) : gemm_i8_lanes(xw[r], ya, bias);
+                    acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(scale[p][i]), _mm256_cvtepi32_ps(lanes), acc[p]);
                 }
             }
+            if (minimum)
+                for (int g = 0; g < R * T / 8; g++) mins[g] = _mm256_fmadd_ps(m_by_block[g][i], s_by_block[i], mins[g]);
         }
     }
-    for (int p = 0; p < R * T; p++) out[p] = avx2_lane_sum(acc[p]);
+    float min_sum[R * T];
+    for (int g = 0; g < R * T / 8; g++) _mm256_storeu_ps(min_sum + 8 * g, mins[g]);
+    for (int p = 0; p < R * T; p++) out[p] = minimum ? avx2_lane_sum(acc[p]) + min_sum[p] : avx2_lane_sum(acc[p]);
 }
 
 /* Q4_0 and IQ4_NL in the repacked order (vec_dot_q4_0_r8): per pair and block the exact total of
  * the 8 lanes — 8 pairs reduced together, as the 8-row kernels do — then one fused multiply-add
  * by the block's scale product into the pair's F32 accumulator, 8 pairs to a register. */
 static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
-                                                                  size_t bb, gemm_bytes_fn bytes)
+                                                                  size_t bb, avx2_block_values_fn bytes)
 {
     enum { R = GEMM_I8_ROWS, T = 4 };
     __m256 acc[R * T / 8];
@@ -4912,7 +4957,7 @@ static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, con
     for (int64_t b0 = 0; b0 < n / QK; b0 += 8) {
         int nb = n / QK - b0 < 8 ? (int)(n / QK - b0) : 8;
         float scale[GEMM_TILE_MAX][8];
-        gemm_scales_32(w, a, R, T, bb, b0, nb, scale);
+        gemm_scales_32(w, a, R, T, bb, sizeof(block_q8_0), b0, nb, scale);
         __m256 by_block[R * T / 8][8]; /* by_block[g][i]: the scales of pairs 8g..8g+7 for block b0 + i */
         for (int g = 0; g < R * T / 8; g++) {
             __m256 v[8];
@@ -4923,7 +4968,7 @@ static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, con
             __m256i xw[R], lanes[R * T];
             for (int r = 0; r < R; r++) xw[r] = gemm_i8_weights(bytes(w[r] + (size_t)(b0 + i) * bb));
             for (int t = 0; t < T; t++) {
-                __m256i ya = _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)a[t])[b0 + i].qs), bias = gemm_i8_bias(ya);
+                __m256i ya = gemm_act_bytes(a[t], sizeof(block_q8_0), b0 + i), bias = gemm_i8_bias(ya);
                 for (int r = 0; r < R; r++) lanes[r * T + t] = gemm_i8_lanes(xw[r], ya, bias);
             }
             for (int g = 0; g < R * T / 8; g++)
@@ -4935,19 +4980,27 @@ static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, con
 
 static void gemm_q8_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_i8_tile(n, w, a, out, sizeof(block_q8_0), gemm_q8_0_bytes);
+    gemm_i8_tile(n, w, a, out, sizeof(block_q8_0), gemm_q8_0_bytes, false);
 }
 static void gemm_q4_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_i8_tile(n, w, a, out, sizeof(block_q4_0), gemm_q4_0_bytes);
+    gemm_i8_tile(n, w, a, out, sizeof(block_q4_0), gemm_q4_0_bytes, false);
 }
 static void gemm_q5_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_i8_tile(n, w, a, out, sizeof(block_q5_0), gemm_q5_0_bytes);
+    gemm_i8_tile(n, w, a, out, sizeof(block_q5_0), gemm_q5_0_bytes, false);
 }
 static void gemm_iq4_nl_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_i8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes);
+    gemm_i8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes, false);
+}
+static void gemm_q4_1_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_tile(n, w, a, out, sizeof(block_q4_1), avx2_q4_1_block_values, true);
+}
+static void gemm_q5_1_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_tile(n, w, a, out, sizeof(block_q5_1), avx2_q5_1_block_values, true);
 }
 static void gemm_q4_0_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
@@ -4962,6 +5015,8 @@ static const gemm_tile gemm_q8_0_avx2 = {gemm_q8_0_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_q4_0_avx2 = {gemm_q4_0_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_q5_0_avx2 = {gemm_q5_0_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_iq4_nl_avx2 = {gemm_iq4_nl_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q4_1_avx2 = {gemm_q4_1_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q5_1_avx2 = {gemm_q5_1_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_q4_0_r8_avx2 = {gemm_q4_0_r8_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_ROWS, 4};
 #endif
@@ -5003,6 +5058,8 @@ static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_
 #define GEMM_Q4_0 (&gemm_q4_0_avx2)
 #define GEMM_Q4_0_R8 (&gemm_q4_0_r8_avx2)
 #define GEMM_Q5_0 (&gemm_q5_0_avx2)
+#define GEMM_Q4_1 (&gemm_q4_1_avx2)
+#define GEMM_Q5_1 (&gemm_q5_1_avx2)
 #define GEMM_IQ4_NL (&gemm_iq4_nl_avx2)
 #define GEMM_IQ4_NL_R8 (&gemm_iq4_nl_r8_avx2)
 #if HALDA_F16C
@@ -5044,6 +5101,8 @@ static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_
 #define GEMM_Q4_0 NULL
 #define GEMM_Q4_0_R8 NULL
 #define GEMM_Q5_0 NULL
+#define GEMM_Q4_1 NULL
+#define GEMM_Q5_1 NULL
 #define GEMM_IQ4_NL NULL
 #define GEMM_IQ4_NL_R8 NULL
 #else
@@ -5080,6 +5139,8 @@ static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_
 #define GEMM_Q4_0 NULL
 #define GEMM_Q4_0_R8 NULL
 #define GEMM_Q5_0 NULL
+#define GEMM_Q4_1 NULL
+#define GEMM_Q5_1 NULL
 #define GEMM_IQ4_NL NULL
 #define GEMM_IQ4_NL_R8 NULL
 #endif
@@ -5156,11 +5217,11 @@ static const type_traits type_table[TYPE_COUNT] = {
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8,
                    VEC_DOT_Q4_0_R8_8ROWS, GEMM_Q4_0, GEMM_Q4_0_R8},
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, VEC_DOT_Q4_1_R8,
-                   VEC_DOT_Q4_1_R8_8ROWS, NULL, NULL},
+                   VEC_DOT_Q4_1_R8_8ROWS, GEMM_Q4_1, GEMM_Q4_1},
     [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, VEC_DOT_Q5_0, VEC_DOT_Q5_0_R8,
                    VEC_DOT_Q5_0_R8_8ROWS, GEMM_Q5_0, GEMM_Q5_0},
     [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, VEC_DOT_Q5_1, VEC_DOT_Q5_1_R8,
-                   VEC_DOT_Q5_1_R8_8ROWS, NULL, NULL},
+                   VEC_DOT_Q5_1_R8_8ROWS, GEMM_Q5_1, GEMM_Q5_1},
     [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, QUANTIZE_Q8_0, VEC_DOT_Q8_0, VEC_DOT_Q8_0_R8,
                    VEC_DOT_Q8_0_R8_8ROWS, GEMM_Q8_0, GEMM_Q8_0},
     [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, QUANTIZE_Q8_1, NULL, NULL, NULL, NULL, NULL},
