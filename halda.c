@@ -1496,16 +1496,17 @@ static float vec_dot_f32_avx2(int64_t n, const void *w, const void *a)
     }
     return s;
 }
+/* 8 bfloat16 to 8 floats: the 16 bits become the top half. */
+static inline __m256 avx2_bf16x8(const bf16_t *p)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
 static float vec_dot_bf16_avx2(int64_t n, const void *w, const void *a)
 {
     const bf16_t *x = w, *y = a;
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) { /* bf16 -> f32: the 16 bits become the top half */
-        __m256 xf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i))), 16));
-        __m256 yf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(y + i))), 16));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(xf, yf));
-    }
+    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(avx2_bf16x8(x + i), avx2_bf16x8(y + i)));
     float s = avx2_f32_pair_sum(acc);
     for (; i < n; i++) {
         float p = bf16_to_f32(x[i]) * bf16_to_f32(y[i]);
@@ -1625,10 +1626,6 @@ static void vec_dot_f16_8rows_avx512(int64_t n, const void *w, size_t row_bytes,
         out[r] = s8;
     }
 }
-static inline __m256 avx512_bf16_8(const bf16_t *p)
-{
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
-}
 static void vec_dot_bf16_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     const bf16_t *y = a;
@@ -1637,10 +1634,10 @@ static void vec_dot_bf16_8rows_avx512(int64_t n, const void *w, size_t row_bytes
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         avx2_prefetch_next_8rows(w, row_bytes, (size_t)i * 8 * sizeof(bf16_t), 8 * 8 * sizeof(bf16_t));
-        __m256 yf = avx512_bf16_8(y + i);
+        __m256 yf = avx2_bf16x8(y + i);
         for (int r = 0; r < 8; r++) {
             const bf16_t *x = (const bf16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
-            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(avx512_bf16_8(x + i), yf));
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(avx2_bf16x8(x + i), yf));
         }
     }
     for (int r = 0; r < 8; r++) {
@@ -4537,9 +4534,10 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * is loaded once for all the rows, and the per-pair sums are reduced 8 pairs at a time.  On an
  * AVX-512 core that is about 3x the per-row kernels' speed for Q4_K, 2.3-2.7x for Q6_K,
  * Q8_0, Q4_0, Q5_0 and IQ4_NL, 1.5-2.2x for Q2_K, Q3_K and Q5_K, and 1.8x over the 8-row
- * kernels of Q4_0/IQ4_NL (make bench-kernels); Q4_1 and Q5_1, measured on a shared AMD Zen 4
- * core, 1.8x and 2.5x the per-row kernels, 1.35x and 1.7x their 8-row ones.  Types without a
- * gemm kernel (IQ1, the floats) take their pairs one by one, as before.
+ * kernels of Q4_0/IQ4_NL (make bench-kernels).  Measured on a shared AMD Zen 4 core: Q4_1 and
+ * Q5_1 1.8x and 2.0-2.5x the per-row kernels, 1.35x and 1.7x their 8-row ones; F16 and BF16
+ * 3.3x and 2.8x, 1.35x and 1.5x; F32 1.5x (its 4-byte weights stream from memory).  Types
+ * without a gemm kernel (IQ1) take their pairs one by one, as before.
  *
  * Tile shapes.  A tile's accumulators live in registers, one 256-bit register per pair, next to
  * a register per decoded weight row and one for the activation block at hand.  AVX-512VL gives
@@ -5010,6 +5008,62 @@ static void gemm_iq4_nl_r8_tile_avx2(int64_t n, const uint8_t *const *w, const u
 {
     gemm_i8_r8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes);
 }
+/* ---- The float tiles: F32, F16 and BF16 weights times activations of their own type, in their
+ * dot products' order (vec_dot_f16_avx2 and its twins): per pair, 8 F32 lanes, each step of 8
+ * elements adding their products — a multiply, then an add, never fused — then f32_pair_sum,
+ * then the tail's products one at a time.  Each row's 8 elements are converted once for all the
+ * tile's tokens, and each token's once for all its rows. */
+typedef __m256 (*gemm_floats_fn)(const uint8_t *p); /* 8 elements at p as F32 */
+static inline __m256 gemm_f32_floats(const uint8_t *p) { return _mm256_loadu_ps((const float *)p); }
+static inline __m256 gemm_f16_floats(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline __m256 gemm_bf16_floats(const uint8_t *p) { return avx2_bf16x8((const bf16_t *)p); }
+/* The n_tail < 8 elements (eb bytes each) at p, then zeros, as F32. */
+static inline __m256 gemm_tail_floats(const uint8_t *p, int n_tail, size_t eb, gemm_floats_fn floats)
+{
+    uint8_t buf[8 * sizeof(float)] = {0};
+    memcpy(buf, p, (size_t)n_tail * eb);
+    return floats(buf);
+}
+#define GEMM_FLOAT_ROWS (HALDA_AVX512 ? 4 : 2)
+static inline __attribute__((always_inline)) void gemm_float_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                                  size_t eb, gemm_floats_fn floats)
+{
+    enum { R = GEMM_FLOAT_ROWS, T = 4 };
+    __m256 acc[R * T];
+    for (int p = 0; p < R * T; p++) acc[p] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x[R];
+        for (int r = 0; r < R; r++) x[r] = floats(w[r] + (size_t)i * eb);
+        for (int t = 0; t < T; t++) {
+            __m256 y = floats(a[t] + (size_t)i * eb);
+            for (int r = 0; r < R; r++) acc[r * T + t] = _mm256_add_ps(acc[r * T + t], _mm256_mul_ps(x[r], y));
+        }
+    }
+    int n_tail = (int)(n - i);
+    __m256 x_tail[R], y_tail[T];
+    for (int r = 0; r < R; r++) x_tail[r] = gemm_tail_floats(w[r] + (size_t)i * eb, n_tail, eb, floats);
+    for (int t = 0; t < T; t++) y_tail[t] = gemm_tail_floats(a[t] + (size_t)i * eb, n_tail, eb, floats);
+    for (int p = 0; p < R * T; p++) {
+        float s = avx2_f32_pair_sum(acc[p]), prod[8];
+        _mm256_storeu_ps(prod, _mm256_mul_ps(x_tail[p / T], y_tail[p % T]));
+        for (int k = 0; k < n_tail; k++) s += prod[k];
+        out[p] = s;
+    }
+}
+static void gemm_f32_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_float_tile(n, w, a, out, sizeof(float), gemm_f32_floats);
+}
+static void gemm_f16_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_float_tile(n, w, a, out, sizeof(f16_t), gemm_f16_floats);
+}
+static void gemm_bf16_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_float_tile(n, w, a, out, sizeof(bf16_t), gemm_bf16_floats);
+}
+
 /* The tiles the table names. */
 static const gemm_tile gemm_q8_0_avx2 = {gemm_q8_0_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_q4_0_avx2 = {gemm_q4_0_tile_avx2, GEMM_I8_ROWS, 4};
@@ -5019,6 +5073,9 @@ static const gemm_tile gemm_q4_1_avx2 = {gemm_q4_1_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_q5_1_avx2 = {gemm_q5_1_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_q4_0_r8_avx2 = {gemm_q4_0_r8_tile_avx2, GEMM_I8_ROWS, 4};
 static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_f32_avx2 = {gemm_f32_tile_avx2, GEMM_FLOAT_ROWS, 4};
+static const gemm_tile gemm_f16_avx2 = {gemm_f16_tile_avx2, GEMM_FLOAT_ROWS, 4};
+static const gemm_tile gemm_bf16_avx2 = {gemm_bf16_tile_avx2, GEMM_FLOAT_ROWS, 4};
 #endif
 
 /* ---- The table ------------------------------------------------------------------------------ */
@@ -5048,6 +5105,9 @@ static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_
 #define QUANTIZE_Q8_0 quantize_q8_0_avx2
 #define QUANTIZE_Q8_1 quantize_q8_1_avx2
 #define QUANTIZE_Q8_K quantize_q8_K_avx2
+#define GEMM_F32 (&gemm_f32_avx2)
+#define GEMM_F16 (&gemm_f16_avx2)
+#define GEMM_BF16 (&gemm_bf16_avx2)
 #define GEMM_Q2_K (&gemm_q2_K_avx2)
 #define GEMM_Q2_K_R8 (&gemm_q2_K_r8_avx2)
 #define GEMM_Q3_K (&gemm_q3_K_avx2)
@@ -5091,6 +5151,9 @@ static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_
 #define QUANTIZE_Q8_0 quantize_q8_0_neon
 #define QUANTIZE_Q8_1 quantize_q8_1_neon
 #define QUANTIZE_Q8_K quantize_q8_K_neon
+#define GEMM_F32 NULL
+#define GEMM_F16 NULL
+#define GEMM_BF16 NULL
 #define GEMM_Q2_K NULL
 #define GEMM_Q2_K_R8 NULL
 #define GEMM_Q3_K NULL
@@ -5129,6 +5192,9 @@ static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_
 #define QUANTIZE_Q8_0 quantize_q8_0
 #define QUANTIZE_Q8_1 quantize_q8_1
 #define QUANTIZE_Q8_K quantize_q8_K
+#define GEMM_F32 NULL
+#define GEMM_F16 NULL
+#define GEMM_BF16 NULL
 #define GEMM_Q2_K NULL
 #define GEMM_Q2_K_R8 NULL
 #define GEMM_Q3_K NULL
@@ -5211,9 +5277,9 @@ static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_
 #endif
 
 static const type_traits type_table[TYPE_COUNT] = {
-    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, VEC_DOT_F32, NULL, NULL, NULL, NULL},
-    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, VEC_DOT_F16_R8, VEC_DOT_F16_R8_8ROWS, NULL, NULL},
-    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, VEC_DOT_BF16_R8, VEC_DOT_BF16_R8_8ROWS, NULL, NULL},
+    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, VEC_DOT_F32, NULL, NULL, GEMM_F32, NULL},
+    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, VEC_DOT_F16_R8, VEC_DOT_F16_R8_8ROWS, GEMM_F16, GEMM_F16},
+    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, VEC_DOT_BF16_R8, VEC_DOT_BF16_R8_8ROWS, GEMM_BF16, GEMM_BF16},
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8,
                    VEC_DOT_Q4_0_R8_8ROWS, GEMM_Q4_0, GEMM_Q4_0_R8},
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, VEC_DOT_Q4_1_R8,
