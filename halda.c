@@ -1263,12 +1263,16 @@ typedef float (*vec_dot_fn)(int64_t n, const void *w, const void *a);
 /* The repacked order for 8 consecutive weight rows (row r at w + r·row_bytes) with one
  * activation row: out[r] = vec_dot_r8(n, row r, a). */
 typedef void (*vec_dot_8rows_fn)(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8]);
-/* A matrix-matrix product for a batch of tokens: out[t·out_stride + r] = the dot product of
- * weight row r (at w + r·row_bytes) with activation row t (at a + t·act_bytes), for r < n_rows
- * and t < n_tok, each value bit for bit the one the row's dot product gives (see "Matrix-matrix
- * products" below). */
-typedef void (*gemm_fn)(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                        float *out, size_t out_stride);
+/* A matrix-matrix kernel for a batch of tokens works on a tile of a few weight rows × a few
+ * tokens: out[r·toks + t] = the dot product of weight row w[r] with activation row a[t], for
+ * r < rows and t < toks, each value bit for bit the one the row's dot product gives.
+ * gemm_tiles() walks a whole matrix with it (see "Matrix-matrix products" below). */
+typedef void (*gemm_tile_fn)(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out);
+typedef struct {
+    gemm_tile_fn fn;
+    int rows, toks; /* the tile's shape (toks is 4 or 8 for every kernel: a group of 8 pairs is
+                       then whole rows of the tile) */
+} gemm_tile;
 
 typedef struct {
     const char *name;
@@ -1282,9 +1286,9 @@ typedef struct {
                                  for matrices with a multiple of 8 rows (NULL, or vec_dot itself
                                  for a type with one order: as vec_dot) */
     vec_dot_8rows_fn vec_dot_r8_8rows; /* vec_dot_r8 of 8 rows at once (NULL: row by row) */
-    gemm_fn gemm;             /* many rows times many tokens, each pair as vec_dot gives it
+    const gemm_tile *gemm;    /* many rows times many tokens, each pair as vec_dot gives it
                                  (NULL: a vec_dot per pair) */
-    gemm_fn gemm_r8;          /* the same in vec_dot_r8's order (NULL: a vec_dot_r8 per pair) */
+    const gemm_tile *gemm_r8; /* the same in vec_dot_r8's order (NULL: a vec_dot_r8 per pair) */
 } type_traits;
 
 static const type_traits *type_info(int type); /* defined after the kernels, below */
@@ -1492,16 +1496,17 @@ static float vec_dot_f32_avx2(int64_t n, const void *w, const void *a)
     }
     return s;
 }
+/* 8 bfloat16 to 8 floats: the 16 bits become the top half. */
+static inline __m256 avx2_bf16x8(const bf16_t *p)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
 static float vec_dot_bf16_avx2(int64_t n, const void *w, const void *a)
 {
     const bf16_t *x = w, *y = a;
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) { /* bf16 -> f32: the 16 bits become the top half */
-        __m256 xf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i))), 16));
-        __m256 yf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(y + i))), 16));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(xf, yf));
-    }
+    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(avx2_bf16x8(x + i), avx2_bf16x8(y + i)));
     float s = avx2_f32_pair_sum(acc);
     for (; i < n; i++) {
         float p = bf16_to_f32(x[i]) * bf16_to_f32(y[i]);
@@ -1621,10 +1626,6 @@ static void vec_dot_f16_8rows_avx512(int64_t n, const void *w, size_t row_bytes,
         out[r] = s8;
     }
 }
-static inline __m256 avx512_bf16_8(const bf16_t *p)
-{
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
-}
 static void vec_dot_bf16_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     const bf16_t *y = a;
@@ -1633,10 +1634,10 @@ static void vec_dot_bf16_8rows_avx512(int64_t n, const void *w, size_t row_bytes
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         avx2_prefetch_next_8rows(w, row_bytes, (size_t)i * 8 * sizeof(bf16_t), 8 * 8 * sizeof(bf16_t));
-        __m256 yf = avx512_bf16_8(y + i);
+        __m256 yf = avx2_bf16x8(y + i);
         for (int r = 0; r < 8; r++) {
             const bf16_t *x = (const bf16_t *)((const uint8_t *)w + (size_t)r * row_bytes);
-            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(avx512_bf16_8(x + i), yf));
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(avx2_bf16x8(x + i), yf));
         }
     }
     for (int r = 0; r < 8; r++) {
@@ -2371,12 +2372,15 @@ static float vec_dot_q4_1_avx2(int64_t n, const void *w, const void *a)
     }
     return avx2_lane_sum(acc) + mins;
 }
+/* A block's 32 values as bytes, for the kernels that several types share (Q4_1 and Q5_1 here;
+ * the matrix-matrix tiles of the 32-element types). */
+typedef __m256i (*avx2_block_values_fn)(const void *block);
+static inline __m256i avx2_q4_1_block_values(const void *block) { return avx2_nibbles(((const block_q4_1 *)block)->qs); }
 #endif
 #if HALDA_AVX512
 /* 8 rows of vec_dot_q4_1 side by side, as vec_dot_q8_0_8rows_avx512: 8 independent chains of
  * fused multiply-adds (and of the minimums' scalar ones).  Q5_1 shares it: both blocks start
  * with d and m, and `values` gives a block's 32 unsigned values. */
-typedef __m256i (*avx2_block_values_fn)(const void *block);
 static inline __attribute__((always_inline)) void avx512_min_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8],
                                                                    size_t block_bytes, avx2_block_values_fn values)
 {
@@ -2398,7 +2402,6 @@ static inline __attribute__((always_inline)) void avx512_min_8rows(int64_t n, co
     }
     for (int r = 0; r < 8; r++) out[r] = avx2_lane_sum(acc[r]) + mins[r];
 }
-static inline __m256i avx2_q4_1_block_values(const void *block) { return avx2_nibbles(((const block_q4_1 *)block)->qs); }
 static void vec_dot_q4_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     avx512_min_8rows(n, w, row_bytes, a, out, sizeof(block_q4_1), avx2_q4_1_block_values);
@@ -2613,16 +2616,16 @@ static float vec_dot_q5_1_avx2(int64_t n, const void *w, const void *a)
     }
     return avx2_lane_sum(acc) + mins;
 }
-#endif
-#if HALDA_AVX512
-/* 8 rows of vec_dot_q5_1 side by side: vec_dot_q4_1_8rows_avx512's kernel with the fifth bits. */
-static_assert(offsetof(block_q5_1, d) == offsetof(block_q4_1, d) && offsetof(block_q5_1, m) == offsetof(block_q4_1, m),
-              "Q4_1 and Q5_1 blocks start with d and m");
 static inline __m256i avx2_q5_1_block_values(const void *block)
 {
     const block_q5_1 *x = block;
     return avx2_q5_values(x->qs, x->qh);
 }
+#endif
+#if HALDA_AVX512
+/* 8 rows of vec_dot_q5_1 side by side: vec_dot_q4_1_8rows_avx512's kernel with the fifth bits. */
+static_assert(offsetof(block_q5_1, d) == offsetof(block_q4_1, d) && offsetof(block_q5_1, m) == offsetof(block_q4_1, m),
+              "Q4_1 and Q5_1 blocks start with d and m");
 static void vec_dot_q5_1_8rows_avx512(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
     avx512_min_8rows(n, w, row_bytes, a, out, sizeof(block_q5_1), avx2_q5_1_block_values);
@@ -4798,8 +4801,10 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * is loaded once for all the rows, and the per-pair sums are reduced 8 pairs at a time.  On an
  * AVX-512 core that is about 3x the per-row kernels' speed for Q4_K, 2.3-2.7x for Q6_K,
  * Q8_0, Q4_0, Q5_0 and IQ4_NL, 1.5-2.2x for Q2_K, Q3_K and Q5_K, and 1.8x over the 8-row
- * kernels of Q4_0/IQ4_NL (make bench-kernels).  Types without a gemm kernel (Q4_1, Q5_1, IQ1,
- * the floats) take their pairs one by one, as before.
+ * kernels of Q4_0/IQ4_NL (make bench-kernels).  Measured on a shared AMD Zen 4 core: Q4_1 and
+ * Q5_1 1.8x and 2.0-2.5x the per-row kernels, 1.35x and 1.7x their 8-row ones; F16 and BF16
+ * 3.3x and 2.8x, 1.35x and 1.5x; F32 1.5x (its 4-byte weights stream from memory).  Types
+ * without a gemm kernel (IQ1) take their pairs one by one, as before.
  *
  * Tile shapes.  A tile's accumulators live in registers, one 256-bit register per pair, next to
  * a register per decoded weight row and one for the activation block at hand.  AVX-512VL gives
@@ -4835,39 +4840,32 @@ static void gemm_by_rows(vec_dot_fn dot, int64_t n, const void *w, size_t row_by
     }
 }
 
-#if HALDA_AVX2
-#define GEMM_TILE_MAX 16              /* pairs in the largest tile */
+/* The same product through a tile kernel (the table's gemm or gemm_r8), tile by tile; what
+ * matmul does for types that have one. */
+#define GEMM_TILE_MAX 16 /* pairs in the largest tile */
 #define GEMM_ACT_BYTES (256u << 10)
-
-/* A tile kernel: out[r·toks + t] for weight rows w[0..rows) and activation rows a[0..toks)
- * (toks is 4 or 8 for every kernel: a group of 8 pairs is then whole rows of the tile). */
-typedef void (*gemm_tile_fn)(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out);
-typedef struct {
-    gemm_tile_fn fn;
-    int rows, toks;
-} gemm_tile;
-
-static void gemm_tiles(gemm_tile tile, int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes,
+static void gemm_tiles(const gemm_tile *tile, int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes,
                        int64_t n_tok, float *out, size_t out_stride)
 {
-    int64_t tok_block = (int64_t)(GEMM_ACT_BYTES / act_bytes) / tile.toks * tile.toks;
-    if (tok_block < tile.toks) tok_block = tile.toks;
+    int64_t tok_block = (int64_t)(GEMM_ACT_BYTES / act_bytes) / tile->toks * tile->toks;
+    if (tok_block < tile->toks) tok_block = tile->toks;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
         int64_t t_end = t0 + tok_block < n_tok ? t0 + tok_block : n_tok;
-        for (int64_t r0 = 0; r0 < n_rows; r0 += tile.rows)
-            for (int64_t t1 = t0; t1 < t_end; t1 += tile.toks) {
+        for (int64_t r0 = 0; r0 < n_rows; r0 += tile->rows)
+            for (int64_t t1 = t0; t1 < t_end; t1 += tile->toks) {
                 const uint8_t *wr[GEMM_TILE_MAX], *at[GEMM_TILE_MAX];
-                for (int r = 0; r < tile.rows; r++) /* past the edge: the last row again */
+                for (int r = 0; r < tile->rows; r++) /* past the edge: the last row again */
                     wr[r] = (const uint8_t *)w + (size_t)(r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes;
-                for (int t = 0; t < tile.toks; t++) at[t] = (const uint8_t *)a + (size_t)(t1 + t < t_end ? t1 + t : t_end - 1) * act_bytes;
+                for (int t = 0; t < tile->toks; t++) at[t] = (const uint8_t *)a + (size_t)(t1 + t < t_end ? t1 + t : t_end - 1) * act_bytes;
                 float v[GEMM_TILE_MAX];
-                tile.fn(n, wr, at, v);
-                for (int r = 0; r < tile.rows && r0 + r < n_rows; r++)
-                    for (int t = 0; t < tile.toks && t1 + t < t_end; t++) out[(size_t)(t1 + t) * out_stride + (size_t)(r0 + r)] = v[r * tile.toks + t];
+                tile->fn(n, wr, at, v);
+                for (int r = 0; r < tile->rows && r0 + r < n_rows; r++)
+                    for (int t = 0; t < tile->toks && t1 + t < t_end; t++) out[(size_t)(t1 + t) * out_stride + (size_t)(r0 + r)] = v[r * tile->toks + t];
             }
     }
 }
 
+#if HALDA_AVX2
 /* acc + Σ over pairs of 16-bit lanes p·s, into 32-bit lanes: one vpdpwssd, or madd and add.
  * Both exact (the products of our 16-bit values are far from overflowing 32 bits). */
 #if HALDA_AVX512VNNI
@@ -5082,66 +5080,51 @@ static void gemm_q6_K_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_
 {
     gemm_k_tile(n, w, a, out, sizeof(block_q6_K), 32, GEMM_K_LANES, gemm_q6_K_row, gemm_q6_K_run);
 }
-static void gemm_q2_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q2_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q2_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                              float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q2_K_r8_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q3_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q3_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q4_K_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                              float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q4_K_r8_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q5_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q5_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
-static void gemm_q6_K_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-                           float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_q6_K_tile_avx2, GEMM_K_ROWS, 8}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
+/* The tiles the table names: a kernel and its shape. */
+static const gemm_tile gemm_q2_K_avx2 = {gemm_q2_K_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q2_K_r8_avx2 = {gemm_q2_K_r8_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q3_K_avx2 = {gemm_q3_K_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q4_K_r8_avx2 = {gemm_q4_K_r8_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q5_K_avx2 = {gemm_q5_K_tile_avx2, GEMM_K_ROWS, 8};
+static const gemm_tile gemm_q6_K_avx2 = {gemm_q6_K_tile_avx2, GEMM_K_ROWS, 8};
 
-/* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0, IQ4_NL, all
- * with their F16 scale d first and Q8_0 activations — as the per-row kernels decode them. */
-static inline __m256i gemm_q8_0_bytes(const uint8_t *blk) { return _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)blk)->qs); }
-static inline __m256i gemm_q4_0_bytes(const uint8_t *blk) { return avx2_q4_0_bytes((const block_q4_0 *)blk); }
-static inline __m256i gemm_q5_0_bytes(const uint8_t *blk)
+/* The 32-element blocks: Q8_0, Q4_0, Q5_0 and IQ4_NL, whose weights decode to signed bytes and
+ * meet Q8_0 activations, and Q4_1 and Q5_1 ("with a minimum": w = d·q + m, q unsigned), which
+ * meet Q8_1 activations.  Every block starts with its F16 scale d, then Q4_1's and Q5_1's
+ * minimum m and Q8_1's s; an activation block ends with its 32 bytes. */
+static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q8_1, s) == 2, "d, then m or s");
+static_assert(offsetof(block_q8_0, qs) == sizeof(block_q8_0) - QK && offsetof(block_q8_1, qs) == sizeof(block_q8_1) - QK, "bytes last");
+/* The signed types' bytes, as the per-row kernels decode them. */
+static inline __m256i gemm_q8_0_bytes(const void *blk) { return _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)blk)->qs); }
+static inline __m256i gemm_q4_0_bytes(const void *blk) { return avx2_q4_0_bytes((const block_q4_0 *)blk); }
+static inline __m256i gemm_q5_0_bytes(const void *blk)
 {
     const block_q5_0 *x = (const block_q5_0 *)blk;
     return _mm256_sub_epi8(avx2_q5_values(x->qs, x->qh), _mm256_set1_epi8(16));
 }
-static inline __m256i gemm_iq4_nl_bytes(const uint8_t *blk) { return avx2_iq4_nl_values((const block_iq4_nl *)blk); }
-typedef __m256i (*gemm_bytes_fn)(const uint8_t *blk);
+static inline __m256i gemm_iq4_nl_bytes(const void *blk) { return avx2_iq4_nl_values((const block_iq4_nl *)blk); }
+/* The 32 bytes of activation block b (ab bytes a block). */
+static inline __m256i gemm_act_bytes(const uint8_t *a, size_t ab, int64_t b) { return _mm256_loadu_si256((const __m256i *)(a + (size_t)(b + 1) * ab - QK)); }
 
+/* One F16 field of nb <= 8 consecutive blocks (at p, p + stride, ...), converted together; zeros
+ * past nb, so that a last, partial group reads nothing past its row. */
+static inline __m256 gemm_f16x8(const uint8_t *p, size_t stride, int nb)
+{
+    if (nb == 8) return avx2_f16x8_strided(p, stride);
+    short h[8] = {0};
+    for (int i = 0; i < nb; i++) h[i] = f16_bits_at(p + (size_t)i * stride);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
 /* The products of the pairs' two F16 scales for 8 blocks b0..b0+7 (nb <= 8 of them), as
- * scale[p][i]: pair p = r·T + t, block b0 + i.  For a whole 8, each row's and token's 8 scales
+ * scale[p][i]: pair p = r·T + t, block b0 + i (zero past nb).  Each row's and token's 8 scales
  * are converted in one instruction and each pair's 8 products formed in one multiply. */
-static inline void gemm_scales_32(const uint8_t *const *w, const uint8_t *const *a, int R, int T, size_t bb, int64_t b0, int nb,
+static inline void gemm_scales_32(const uint8_t *const *w, const uint8_t *const *a, int R, int T, size_t bb, size_t ab, int64_t b0, int nb,
                                   float scale[GEMM_TILE_MAX][8])
 {
-    const size_t ab = sizeof(block_q8_0);
-    if (nb == 8) {
-        __m256 dw[GEMM_TILE_MAX], da[GEMM_TILE_MAX];
-        for (int r = 0; r < R; r++) dw[r] = avx2_f16x8_strided(w[r] + (size_t)b0 * bb, bb);
-        for (int t = 0; t < T; t++) da[t] = avx2_f16x8_strided(a[t] + (size_t)b0 * ab, ab);
-        for (int p = 0; p < R * T; p++) _mm256_storeu_ps(scale[p], _mm256_mul_ps(dw[p / T], da[p % T]));
-        return;
-    }
-    for (int i = 0; i < 8; i++) /* a last, partial group: zeros past its end */
-        for (int p = 0; p < R * T; p++)
-            scale[p][i] = i < nb ? f16_to_f32(*(const f16_t *)(w[p / T] + (size_t)(b0 + i) * bb)) * f16_to_f32(((const block_q8_0 *)a[p % T])[b0 + i].d) : 0;
+    __m256 dw[GEMM_TILE_MAX], da[GEMM_TILE_MAX];
+    for (int r = 0; r < R; r++) dw[r] = gemm_f16x8(w[r] + (size_t)b0 * bb, bb, nb);
+    for (int t = 0; t < T; t++) da[t] = gemm_f16x8(a[t] + (size_t)b0 * ab, ab, nb);
+    for (int p = 0; p < R * T; p++) _mm256_storeu_ps(scale[p], _mm256_mul_ps(dw[p / T], da[p % T]));
 }
 
 /* The 8×8 transpose of 8 float vectors: lane j of out[i] = lane i of v[j]. */
@@ -5162,42 +5145,76 @@ static inline void avx2_transpose8_ps(const __m256 v[8], __m256 out[8])
     }
 }
 
-/* Those types in their vec_dot order (as vec_dot_q8_0): per pair, 8 F32 lanes, each block
- * adding its scale (the F32 product of the two F16 scales) times the block's 8 integer lane
- * sums in one fused multiply-add; lane_acc_sum at the end.  A 32-element block has little work
- * per pair, so the scales are prepared apart, 8 blocks at a time (gemm_scales_32), and the
- * multiply-add takes each from memory as a broadcast operand at no extra cost. */
+/* The minimums' F16 fields for 8 blocks b0..b0+7 (nb <= 8 of them), pair by pair as the tiles
+ * below take them: m_by_block[g][i] holds in lane j the weight's m of pair 8g + j (pair
+ * p = r·T + t) for block b0 + i, s_by_block[i] the activation's s, the same for every group g
+ * (T = 4 tokens, twice). */
+static inline void gemm_mins_32(const uint8_t *const *w, const uint8_t *const *a, int R, size_t bb, size_t ab, int64_t b0, int nb,
+                                __m256 m_by_block[GEMM_TILE_MAX / 8][8], __m256 s_by_block[8])
+{
+    enum { T = 4 };
+    __m256 m[GEMM_TILE_MAX / T], s[T], v[8];
+    for (int r = 0; r < R; r++) m[r] = gemm_f16x8(w[r] + (size_t)b0 * bb + 2, bb, nb);
+    for (int t = 0; t < T; t++) s[t] = gemm_f16x8(a[t] + (size_t)b0 * ab + 2, ab, nb);
+    for (int g = 0; g < R * T / 8; g++) {
+        for (int j = 0; j < 8; j++) v[j] = m[(8 * g + j) / T];
+        avx2_transpose8_ps(v, m_by_block[g]);
+    }
+    for (int j = 0; j < 8; j++) v[j] = s[j % T];
+    avx2_transpose8_ps(v, s_by_block);
+}
+
+/* Those types in their vec_dot order (as vec_dot_q8_0 and vec_dot_q4_1): per pair, 8 F32 lanes,
+ * each block adding its scale (the F32 product of the two F16 scales) times the block's 8
+ * integer lane sums in one fused multiply-add; lane_acc_sum at the end.  A 32-element block has
+ * little work per pair, so the scales are prepared apart, 8 blocks at a time (gemm_scales_32),
+ * and the multiply-add takes each from memory as a broadcast operand at no extra cost.  With a
+ * minimum (Q4_1, Q5_1), the unsigned weights go straight into the byte product, and each pair
+ * also adds m·s per block in one fused multiply-add of its own, 8 pairs to a register, which it
+ * adds after lane_acc_sum. */
 #define GEMM_I8_ROWS (HALDA_AVX512VNNI ? 4 : 2)
 static inline __attribute__((always_inline)) void gemm_i8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
-                                                               size_t bb, gemm_bytes_fn bytes)
+                                                               size_t bb, avx2_block_values_fn bytes, bool minimum)
 {
     enum { R = GEMM_I8_ROWS, T = 4 };
-    __m256 acc[R * T];
+    const size_t ab = minimum ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    __m256 acc[R * T], mins[R * T / 8];
     for (int p = 0; p < R * T; p++) acc[p] = _mm256_setzero_ps();
+    for (int g = 0; g < R * T / 8; g++) mins[g] = _mm256_setzero_ps();
     for (int64_t b0 = 0; b0 < n / QK; b0 += 8) {
         int nb = n / QK - b0 < 8 ? (int)(n / QK - b0) : 8;
         float scale[GEMM_TILE_MAX][8];
-        gemm_scales_32(w, a, R, T, bb, b0, nb, scale);
+        gemm_scales_32(w, a, R, T, bb, ab, b0, nb, scale);
+        __m256 m_by_block[GEMM_TILE_MAX / 8][8], s_by_block[8];
+        if (minimum) gemm_mins_32(w, a, R, bb, ab, b0, nb, m_by_block, s_by_block);
         for (int i = 0; i < nb; i++) {
             __m256i xw[R];
-            for (int r = 0; r < R; r++) xw[r] = gemm_i8_weights(bytes(w[r] + (size_t)(b0 + i) * bb));
+            for (int r = 0; r < R; r++) {
+                __m256i x = bytes(w[r] + (size_t)(b0 + i) * bb);
+                xw[r] = minimum ? x : gemm_i8_weights(x);
+            }
             for (int t = 0; t < T; t++) {
-                __m256i ya = _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)a[t])[b0 + i].qs), bias = gemm_i8_bias(ya);
+                __m256i ya = gemm_act_bytes(a[t], ab, b0 + i), bias = minimum ? _mm256_setzero_si256() : gemm_i8_bias(ya);
                 for (int r = 0; r < R; r++) {
                     int p = r * T + t;
-                    acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(scale[p][i]), _mm256_cvtepi32_ps(gemm_i8_lanes(xw[r], ya, bias)), acc[p]);
+                    __m256i lanes = minimum ? avx2_dot_u8_acc(bias, xw[r], ya) : gemm_i8_lanes(xw[r], ya, bias);
+                    acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(scale[p][i]), _mm256_cvtepi32_ps(lanes), acc[p]);
                 }
             }
+            if (minimum)
+                for (int g = 0; g < R * T / 8; g++) mins[g] = _mm256_fmadd_ps(m_by_block[g][i], s_by_block[i], mins[g]);
         }
     }
-    for (int p = 0; p < R * T; p++) out[p] = avx2_lane_sum(acc[p]);
+    float min_sum[R * T];
+    for (int g = 0; g < R * T / 8; g++) _mm256_storeu_ps(min_sum + 8 * g, mins[g]);
+    for (int p = 0; p < R * T; p++) out[p] = minimum ? avx2_lane_sum(acc[p]) + min_sum[p] : avx2_lane_sum(acc[p]);
 }
 
 /* Q4_0 and IQ4_NL in the repacked order (vec_dot_q4_0_r8): per pair and block the exact total of
  * the 8 lanes — 8 pairs reduced together, as the 8-row kernels do — then one fused multiply-add
  * by the block's scale product into the pair's F32 accumulator, 8 pairs to a register. */
 static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
-                                                                  size_t bb, gemm_bytes_fn bytes)
+                                                                  size_t bb, avx2_block_values_fn bytes)
 {
     enum { R = GEMM_I8_ROWS, T = 4 };
     __m256 acc[R * T / 8];
@@ -5205,7 +5222,7 @@ static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, con
     for (int64_t b0 = 0; b0 < n / QK; b0 += 8) {
         int nb = n / QK - b0 < 8 ? (int)(n / QK - b0) : 8;
         float scale[GEMM_TILE_MAX][8];
-        gemm_scales_32(w, a, R, T, bb, b0, nb, scale);
+        gemm_scales_32(w, a, R, T, bb, sizeof(block_q8_0), b0, nb, scale);
         __m256 by_block[R * T / 8][8]; /* by_block[g][i]: the scales of pairs 8g..8g+7 for block b0 + i */
         for (int g = 0; g < R * T / 8; g++) {
             __m256 v[8];
@@ -5216,7 +5233,7 @@ static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, con
             __m256i xw[R], lanes[R * T];
             for (int r = 0; r < R; r++) xw[r] = gemm_i8_weights(bytes(w[r] + (size_t)(b0 + i) * bb));
             for (int t = 0; t < T; t++) {
-                __m256i ya = _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)a[t])[b0 + i].qs), bias = gemm_i8_bias(ya);
+                __m256i ya = gemm_act_bytes(a[t], sizeof(block_q8_0), b0 + i), bias = gemm_i8_bias(ya);
                 for (int r = 0; r < R; r++) lanes[r * T + t] = gemm_i8_lanes(xw[r], ya, bias);
             }
             for (int g = 0; g < R * T / 8; g++)
@@ -5228,19 +5245,27 @@ static inline __attribute__((always_inline)) void gemm_i8_r8_tile(int64_t n, con
 
 static void gemm_q8_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_i8_tile(n, w, a, out, sizeof(block_q8_0), gemm_q8_0_bytes);
+    gemm_i8_tile(n, w, a, out, sizeof(block_q8_0), gemm_q8_0_bytes, false);
 }
 static void gemm_q4_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_i8_tile(n, w, a, out, sizeof(block_q4_0), gemm_q4_0_bytes);
+    gemm_i8_tile(n, w, a, out, sizeof(block_q4_0), gemm_q4_0_bytes, false);
 }
 static void gemm_q5_0_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_i8_tile(n, w, a, out, sizeof(block_q5_0), gemm_q5_0_bytes);
+    gemm_i8_tile(n, w, a, out, sizeof(block_q5_0), gemm_q5_0_bytes, false);
 }
 static void gemm_iq4_nl_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_i8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes);
+    gemm_i8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes, false);
+}
+static void gemm_q4_1_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_tile(n, w, a, out, sizeof(block_q4_1), avx2_q4_1_block_values, true);
+}
+static void gemm_q5_1_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    gemm_i8_tile(n, w, a, out, sizeof(block_q5_1), avx2_q5_1_block_values, true);
 }
 static void gemm_q4_0_r8_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
@@ -5250,36 +5275,74 @@ static void gemm_iq4_nl_r8_tile_avx2(int64_t n, const uint8_t *const *w, const u
 {
     gemm_i8_r8_tile(n, w, a, out, sizeof(block_iq4_nl), gemm_iq4_nl_bytes);
 }
-static void gemm_q8_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
+/* ---- The float tiles: F32, F16 and BF16 weights times activations of their own type, in their
+ * dot products' order (vec_dot_f16_avx2 and its twins): per pair, 8 F32 lanes, each step of 8
+ * elements adding their products — a multiply, then an add, never fused — then f32_pair_sum,
+ * then the tail's products one at a time.  Each row's 8 elements are converted once for all the
+ * tile's tokens, and each token's once for all its rows. */
+typedef __m256 (*gemm_floats_fn)(const uint8_t *p); /* 8 elements at p as F32 */
+static inline __m256 gemm_f32_floats(const uint8_t *p) { return _mm256_loadu_ps((const float *)p); }
+static inline __m256 gemm_f16_floats(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline __m256 gemm_bf16_floats(const uint8_t *p) { return avx2_bf16x8((const bf16_t *)p); }
+/* The n_tail < 8 elements (eb bytes each) at p, then zeros, as F32. */
+static inline __m256 gemm_tail_floats(const uint8_t *p, int n_tail, size_t eb, gemm_floats_fn floats)
 {
-    gemm_tiles((gemm_tile){gemm_q8_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+    uint8_t buf[8 * sizeof(float)] = {0};
+    memcpy(buf, p, (size_t)n_tail * eb);
+    return floats(buf);
 }
-static void gemm_q4_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
+#define GEMM_FLOAT_ROWS (HALDA_AVX512 ? 4 : 2)
+static inline __attribute__((always_inline)) void gemm_float_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                                  size_t eb, gemm_floats_fn floats)
 {
-    gemm_tiles((gemm_tile){gemm_q4_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+    enum { R = GEMM_FLOAT_ROWS, T = 4 };
+    __m256 acc[R * T];
+    for (int p = 0; p < R * T; p++) acc[p] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x[R];
+        for (int r = 0; r < R; r++) x[r] = floats(w[r] + (size_t)i * eb);
+        for (int t = 0; t < T; t++) {
+            __m256 y = floats(a[t] + (size_t)i * eb);
+            for (int r = 0; r < R; r++) acc[r * T + t] = _mm256_add_ps(acc[r * T + t], _mm256_mul_ps(x[r], y));
+        }
+    }
+    int n_tail = (int)(n - i);
+    __m256 x_tail[R], y_tail[T];
+    for (int r = 0; r < R; r++) x_tail[r] = gemm_tail_floats(w[r] + (size_t)i * eb, n_tail, eb, floats);
+    for (int t = 0; t < T; t++) y_tail[t] = gemm_tail_floats(a[t] + (size_t)i * eb, n_tail, eb, floats);
+    for (int p = 0; p < R * T; p++) {
+        float s = avx2_f32_pair_sum(acc[p]), prod[8];
+        _mm256_storeu_ps(prod, _mm256_mul_ps(x_tail[p / T], y_tail[p % T]));
+        for (int k = 0; k < n_tail; k++) s += prod[k];
+        out[p] = s;
+    }
 }
-static void gemm_q5_0_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
+static void gemm_f32_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_tiles((gemm_tile){gemm_q5_0_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+    gemm_float_tile(n, w, a, out, sizeof(float), gemm_f32_floats);
 }
-static void gemm_iq4_nl_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
+static void gemm_f16_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_tiles((gemm_tile){gemm_iq4_nl_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+    gemm_float_tile(n, w, a, out, sizeof(f16_t), gemm_f16_floats);
 }
-static void gemm_q4_0_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
+static void gemm_bf16_tile_avx2(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    gemm_tiles((gemm_tile){gemm_q4_0_r8_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
+    gemm_float_tile(n, w, a, out, sizeof(bf16_t), gemm_bf16_floats);
 }
-static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
-        float *out, size_t out_stride)
-{
-    gemm_tiles((gemm_tile){gemm_iq4_nl_r8_tile_avx2, GEMM_I8_ROWS, 4}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out, out_stride);
-}
+
+/* The tiles the table names. */
+static const gemm_tile gemm_q8_0_avx2 = {gemm_q8_0_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q4_0_avx2 = {gemm_q4_0_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q5_0_avx2 = {gemm_q5_0_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_iq4_nl_avx2 = {gemm_iq4_nl_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q4_1_avx2 = {gemm_q4_1_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q5_1_avx2 = {gemm_q5_1_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_q4_0_r8_avx2 = {gemm_q4_0_r8_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_iq4_nl_r8_avx2 = {gemm_iq4_nl_r8_tile_avx2, GEMM_I8_ROWS, 4};
+static const gemm_tile gemm_f32_avx2 = {gemm_f32_tile_avx2, GEMM_FLOAT_ROWS, 4};
+static const gemm_tile gemm_f16_avx2 = {gemm_f16_tile_avx2, GEMM_FLOAT_ROWS, 4};
+static const gemm_tile gemm_bf16_avx2 = {gemm_bf16_tile_avx2, GEMM_FLOAT_ROWS, 4};
 #endif
 
 /* ---- The table ------------------------------------------------------------------------------ */
@@ -5311,18 +5374,23 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define QUANTIZE_Q8_0 quantize_q8_0_avx2
 #define QUANTIZE_Q8_1 quantize_q8_1_avx2
 #define QUANTIZE_Q8_K quantize_q8_K_avx2
-#define GEMM_Q2_K gemm_q2_K_avx2
-#define GEMM_Q2_K_R8 gemm_q2_K_r8_avx2
-#define GEMM_Q3_K gemm_q3_K_avx2
-#define GEMM_Q4_K_R8 gemm_q4_K_r8_avx2
-#define GEMM_Q5_K gemm_q5_K_avx2
-#define GEMM_Q6_K gemm_q6_K_avx2
-#define GEMM_Q8_0 gemm_q8_0_avx2
-#define GEMM_Q4_0 gemm_q4_0_avx2
-#define GEMM_Q4_0_R8 gemm_q4_0_r8_avx2
-#define GEMM_Q5_0 gemm_q5_0_avx2
-#define GEMM_IQ4_NL gemm_iq4_nl_avx2
-#define GEMM_IQ4_NL_R8 gemm_iq4_nl_r8_avx2
+#define GEMM_F32 (&gemm_f32_avx2)
+#define GEMM_F16 (&gemm_f16_avx2)
+#define GEMM_BF16 (&gemm_bf16_avx2)
+#define GEMM_Q2_K (&gemm_q2_K_avx2)
+#define GEMM_Q2_K_R8 (&gemm_q2_K_r8_avx2)
+#define GEMM_Q3_K (&gemm_q3_K_avx2)
+#define GEMM_Q4_K_R8 (&gemm_q4_K_r8_avx2)
+#define GEMM_Q5_K (&gemm_q5_K_avx2)
+#define GEMM_Q6_K (&gemm_q6_K_avx2)
+#define GEMM_Q8_0 (&gemm_q8_0_avx2)
+#define GEMM_Q4_0 (&gemm_q4_0_avx2)
+#define GEMM_Q4_0_R8 (&gemm_q4_0_r8_avx2)
+#define GEMM_Q5_0 (&gemm_q5_0_avx2)
+#define GEMM_Q4_1 (&gemm_q4_1_avx2)
+#define GEMM_Q5_1 (&gemm_q5_1_avx2)
+#define GEMM_IQ4_NL (&gemm_iq4_nl_avx2)
+#define GEMM_IQ4_NL_R8 (&gemm_iq4_nl_r8_avx2)
 #if HALDA_F16C
 #define VEC_DOT_F16 vec_dot_f16_avx2
 #else
@@ -5354,6 +5422,9 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define QUANTIZE_Q8_0 quantize_q8_0_neon
 #define QUANTIZE_Q8_1 quantize_q8_1_neon
 #define QUANTIZE_Q8_K quantize_q8_K_neon
+#define GEMM_F32 NULL
+#define GEMM_F16 NULL
+#define GEMM_BF16 NULL
 #define GEMM_Q2_K NULL
 #define GEMM_Q2_K_R8 NULL
 #define GEMM_Q3_K NULL
@@ -5364,6 +5435,8 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define GEMM_Q4_0 NULL
 #define GEMM_Q4_0_R8 NULL
 #define GEMM_Q5_0 NULL
+#define GEMM_Q4_1 NULL
+#define GEMM_Q5_1 NULL
 #define GEMM_IQ4_NL NULL
 #define GEMM_IQ4_NL_R8 NULL
 #else
@@ -5392,6 +5465,9 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define QUANTIZE_Q8_0 quantize_q8_0
 #define QUANTIZE_Q8_1 quantize_q8_1
 #define QUANTIZE_Q8_K quantize_q8_K
+#define GEMM_F32 NULL
+#define GEMM_F16 NULL
+#define GEMM_BF16 NULL
 #define GEMM_Q2_K NULL
 #define GEMM_Q2_K_R8 NULL
 #define GEMM_Q3_K NULL
@@ -5402,6 +5478,8 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define GEMM_Q4_0 NULL
 #define GEMM_Q4_0_R8 NULL
 #define GEMM_Q5_0 NULL
+#define GEMM_Q4_1 NULL
+#define GEMM_Q5_1 NULL
 #define GEMM_IQ4_NL NULL
 #define GEMM_IQ4_NL_R8 NULL
 #endif
@@ -5469,17 +5547,17 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #endif
 
 static const type_traits type_table[TYPE_COUNT] = {
-    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, VEC_DOT_F32, NULL, NULL, NULL, NULL},
-    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, VEC_DOT_F16_R8, VEC_DOT_F16_R8_8ROWS, NULL, NULL},
-    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, VEC_DOT_BF16_R8, VEC_DOT_BF16_R8_8ROWS, NULL, NULL},
+    [TYPE_F32] = {"f32", 1, 4, TYPE_F32, dequantize_f32, quantize_f32, VEC_DOT_F32, NULL, NULL, GEMM_F32, NULL},
+    [TYPE_F16] = {"f16", 1, 2, TYPE_F16, DEQUANTIZE_F16, quantize_f16, VEC_DOT_F16, VEC_DOT_F16_R8, VEC_DOT_F16_R8_8ROWS, GEMM_F16, GEMM_F16},
+    [TYPE_BF16] = {"bf16", 1, 2, TYPE_BF16, dequantize_bf16, quantize_bf16, VEC_DOT_BF16, VEC_DOT_BF16_R8, VEC_DOT_BF16_R8_8ROWS, GEMM_BF16, GEMM_BF16},
     [TYPE_Q4_0] = {"q4_0", QK, sizeof(block_q4_0), TYPE_Q8_0, dequantize_q4_0, quantize_q4_0, VEC_DOT_Q4_0, VEC_DOT_Q4_0_R8,
                    VEC_DOT_Q4_0_R8_8ROWS, GEMM_Q4_0, GEMM_Q4_0_R8},
     [TYPE_Q4_1] = {"q4_1", QK, sizeof(block_q4_1), TYPE_Q8_1, dequantize_q4_1, quantize_q4_1, VEC_DOT_Q4_1, VEC_DOT_Q4_1_R8,
-                   VEC_DOT_Q4_1_R8_8ROWS, NULL, NULL},
+                   VEC_DOT_Q4_1_R8_8ROWS, GEMM_Q4_1, GEMM_Q4_1},
     [TYPE_Q5_0] = {"q5_0", QK, sizeof(block_q5_0), TYPE_Q8_0, dequantize_q5_0, quantize_q5_0, VEC_DOT_Q5_0, VEC_DOT_Q5_0_R8,
                    VEC_DOT_Q5_0_R8_8ROWS, GEMM_Q5_0, GEMM_Q5_0},
     [TYPE_Q5_1] = {"q5_1", QK, sizeof(block_q5_1), TYPE_Q8_1, dequantize_q5_1, quantize_q5_1, VEC_DOT_Q5_1, VEC_DOT_Q5_1_R8,
-                   VEC_DOT_Q5_1_R8_8ROWS, NULL, NULL},
+                   VEC_DOT_Q5_1_R8_8ROWS, GEMM_Q5_1, GEMM_Q5_1},
     [TYPE_Q8_0] = {"q8_0", QK, sizeof(block_q8_0), TYPE_Q8_0, dequantize_q8_0, QUANTIZE_Q8_0, VEC_DOT_Q8_0, VEC_DOT_Q8_0_R8,
                    VEC_DOT_Q8_0_R8_8ROWS, GEMM_Q8_0, GEMM_Q8_0},
     [TYPE_Q8_1] = {"q8_1", QK, sizeof(block_q8_1), TYPE_Q8_1, NULL, QUANTIZE_Q8_1, NULL, NULL, NULL, NULL, NULL},
@@ -5530,9 +5608,9 @@ static vec_dot_8rows_fn type_vec_dot_8rows(const type_traits *t, int64_t rows)
     return rows % 8 == 0 && t->vec_dot_r8 ? t->vec_dot_r8_8rows : NULL;
 }
 
-/* The matrix-matrix kernel in the order type_vec_dot picks for `rows` rows, or NULL where this
+/* The matrix-matrix tile in the order type_vec_dot picks for `rows` rows, or NULL where this
  * build has none (matmul then takes the pairs one by one). */
-static gemm_fn type_gemm(const type_traits *t, int64_t rows)
+static const gemm_tile *type_gemm(const type_traits *t, int64_t rows)
 {
     return rows % 8 == 0 && t->vec_dot_r8 ? t->gemm_r8 : t->gemm;
 }
@@ -7074,9 +7152,9 @@ static float dot_f32_ggml(int n, const float *x, const float *y)
 /* Matrix product out[t][r] = W[r] · x[t] for n_tok rows of x.  The activations are converted
  * once to W's activation type, then threads split W's rows; each thread reads a weight row once
  * and multiplies it with every activation row (the batched-prefill reuse). */
-/* The matrix-matrix kernel for a batch of n_tok rows, or NULL: one token goes through the
+/* The matrix-matrix tile for a batch of n_tok rows, or NULL: one token goes through the
  * per-row kernels, which stream the weights once at full memory speed (decode). */
-static gemm_fn matmul_gemm(const tensor *w, int n_tok) { return n_tok > 1 ? type_gemm(type_info(w->type), w->ne[1]) : NULL; }
+static const gemm_tile *matmul_gemm(const tensor *w, int n_tok) { return n_tok > 1 ? type_gemm(type_info(w->type), w->ne[1]) : NULL; }
 
 /* One matrix of a matmul job: out[t][r] = w[r] · act[t], its rows handed out by `rows`. */
 typedef struct {
@@ -7101,11 +7179,11 @@ static void matmul_rows(const matmul_job *j, const tensor *w, float *out, int64_
 {
     vec_dot_fn dot = type_vec_dot(type_info(w->type), w->ne[1]);
     vec_dot_8rows_fn dot8 = type_vec_dot_8rows(type_info(w->type), w->ne[1]);
-    gemm_fn gemm = matmul_gemm(w, j->n_tok);
+    const gemm_tile *tile = matmul_gemm(w, j->n_tok);
     int64_t rows = w->ne[1];
-    if (gemm) { /* a batch: tiles of rows × tokens, each weight block decoded once per tile */
-        gemm(w->ne[0], (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0, j->act, j->act_row, j->n_tok, out + r0,
-             (size_t)rows);
+    if (tile) { /* a batch: tiles of rows × tokens, each weight block decoded once per tile */
+        gemm_tiles(tile, w->ne[0], (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0, j->act, j->act_row,
+                   j->n_tok, out + r0, (size_t)rows);
         return;
     }
     int64_t r = r0;

@@ -130,7 +130,7 @@ static void gemm_without(vec_dot_fn dot, vec_dot_8rows_fn dot8, int64_t n, const
 
 /* Best CPU seconds per matrix product of rows × n weights with n_tok activation rows: through
  * gemm, or (gemm NULL) as matmul does without a gemm kernel. */
-static double time_gemm(gemm_fn gemm, vec_dot_fn dot, vec_dot_8rows_fn dot8, const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n,
+static double time_gemm(const gemm_tile *gemm, vec_dot_fn dot, vec_dot_8rows_fn dot8, const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n,
                         const uint8_t *act, size_t act_bytes, int64_t n_tok, float *out)
 {
     double best = 1e30;
@@ -138,7 +138,7 @@ static double time_gemm(gemm_fn gemm, vec_dot_fn dot, vec_dot_8rows_fn dot8, con
         int iters = 0;
         double t0 = cpu_s(), t;
         do {
-            if (gemm) gemm(n, w, row_bytes, rows, act, act_bytes, n_tok, out, (size_t)rows);
+            if (gemm) gemm_tiles(gemm, n, w, row_bytes, rows, act, act_bytes, n_tok, out, (size_t)rows);
             else gemm_without(dot, dot8, n, w, row_bytes, rows, act, act_bytes, n_tok, out);
             iters++;
         } while ((t = cpu_s() - t0) < 0.05);
@@ -159,7 +159,7 @@ static void bench_gemm(void)
         const type_traits *t = type_info(type);
         if (!t || !t->vec_dot || !t->quantize || !t->dequantize) continue;
         for (int order = 0; order < 2; order++) {
-            gemm_fn gemm = order ? t->gemm_r8 : t->gemm;
+            const gemm_tile *gemm = order ? t->gemm_r8 : t->gemm;
             vec_dot_fn dot = order ? t->vec_dot_r8 : t->vec_dot;
             if (!gemm || !dot) continue;
             size_t row_bytes = type_row_bytes(type, n), act_bytes = type_row_bytes(t->act_type, n);

@@ -851,7 +851,7 @@ static void test_simd_twins(void) { SKIP("no SIMD kernels in this build (%s): SI
  * gives (gemm_by_rows, the specification), for matrices whose rows and tokens are and are not
  * whole tiles, at several lengths and for the extreme blocks of check_twin; and nothing written
  * outside the n_rows × n_tok corner of the output. */
-static void check_gemm(const char *name, int type, gemm_fn gemm, vec_dot_fn dot, int64_t n, int64_t n_rows, int64_t n_tok, int mode)
+static void check_gemm(const char *name, int type, const gemm_tile *gemm, vec_dot_fn dot, int64_t n, int64_t n_rows, int64_t n_tok, int mode)
 {
     const type_traits *t = type_info(type);
     size_t row = type_row_bytes(type, n), act = type_row_bytes(t->act_type, n), stride = (size_t)n_rows + 3;
@@ -867,7 +867,7 @@ static void check_gemm(const char *name, int type, gemm_fn gemm, vec_dot_fn dot,
         else type_info(t->act_type)->quantize(x, aq + (size_t)(r - n_rows) * act, n);
     }
     for (size_t i = 0; i < stride * (size_t)n_tok; i++) got[i] = spec[i] = -12345.0f;
-    gemm(n, w, row, n_rows, aq, act, n_tok, got, stride);
+    gemm_tiles(gemm, n, w, row, n_rows, aq, act, n_tok, got, stride);
     gemm_by_rows(dot, n, w, row, n_rows, aq, act, n_tok, spec, stride);
     size_t bad = 0;
     while (bad < stride * (size_t)n_tok && !memcmp(&got[bad], &spec[bad], 4)) bad++;
@@ -886,18 +886,19 @@ static void test_gemm(void)
         const type_traits *t = type_info(type);
         if (!has_kernels(t)) continue;
         for (int order = 0; order < 2; order++) {
-            gemm_fn gemm = order ? t->gemm_r8 : t->gemm;
+            const gemm_tile *gemm = order ? t->gemm_r8 : t->gemm;
             vec_dot_fn dot = order ? t->vec_dot_r8 : t->vec_dot;
             if (!gemm || !dot) continue; /* (a one-order type's gemm_r8 is reached only where it has a vec_dot_r8) */
             char name[32];
             snprintf(name, sizeof name, "%s%s", t->name, order ? " r8" : "");
             CHECK(type_gemm(t, order ? 8 : 7) == gemm, "%s: type_gemm picks the kernel of the order type_vec_dot picks", name);
             kernels++;
+            int elems = t->block_elems > 1 ? t->block_elems : 19; /* floats: 19 to 247 elements, with and without a tail of n % 8 */
             for (size_t bi = 0; bi < sizeof blocks / sizeof *blocks; bi++)
                 for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++)
                     for (int n_tok = 1; n_tok <= 9; n_tok++)
                         for (int mode = 0; mode < 3; mode++)
-                            check_gemm(name, type, gemm, dot, (int64_t)blocks[bi] * t->block_elems, rows[ri], n_tok, mode);
+                            check_gemm(name, type, gemm, dot, (int64_t)blocks[bi] * elems, rows[ri], n_tok, mode);
             /* more tokens than one block of GEMM_ACT_BYTES of activations holds */
             int64_t n = 8 * t->block_elems, n_tok = (int64_t)(300 << 10) / (int64_t)type_row_bytes(t->act_type, n) + 5;
             check_gemm(name, type, gemm, dot, n, 5, n_tok, 0);
