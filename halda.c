@@ -88,19 +88,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#if !HALDA_NO_SIMD && defined(__AVX2__) && defined(__FMA__)
+/* AVX2 with FMA and F16C (x86-64-v3: Haswell, Zen and later; every processor with AVX2 has the
+ * other two). */
+#if !HALDA_NO_SIMD && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define HALDA_AVX2 1
 #include <immintrin.h>
 #else
 #define HALDA_AVX2 0
-#endif
-/* AVX-512 VNNI with VL: the byte and 16-bit dot-product-accumulate instructions (vpdpbusd,
- * vpdpwssd) on 256-bit registers, and 32 of those registers instead of 16.  The matrix-matrix
- * kernels of section 4 use them for larger tiles; everything else is AVX2. */
-#if HALDA_AVX2 && defined(__AVX512VNNI__) && defined(__AVX512VL__)
-#define HALDA_AVX512VNNI 1
-#else
-#define HALDA_AVX512VNNI 0
 #endif
 #if !HALDA_NO_SIMD && defined(__F16C__)
 #define HALDA_F16C 1
@@ -110,10 +104,10 @@
 #endif
 /* AVX-512 (x86-64): the F, BW (byte and word) and VL (the same instructions on 256 and 128 bits)
  * subsets, which every AVX-512 processor since Skylake-SP has.  Its kernels are twins of the
- * AVX2 ones and use their helpers, so it needs AVX2 (and F16C, which every AVX-512 processor has).  VNNI adds the 4-byte dot product
+ * AVX2 ones and use their helpers, so it needs AVX2.  VNNI adds the 4-byte dot product
  * vpdpbusd (u8 × s8, summed into 32 bits) and vpdpwssd (16 × 16 bits); AVX-VNNI (Alder Lake and
  * later, without AVX-512) has the same two on 256 bits, which is all the AVX2 kernels use. */
-#if HALDA_AVX2 && HALDA_F16C && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#if HALDA_AVX2 && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define HALDA_AVX512 1
 #else
 #define HALDA_AVX512 0
@@ -10793,7 +10787,7 @@ static bool prof_cache_load(const char *path, device_profile *d, model_profile *
     size_t len = fread(buf, 1, sizeof buf, f), used_d, used_m;
     fclose(f);
     device_profile cd;
-    model_profile cm;
+    model_profile cm = {0};
     herr e;
     if (prof_device_decode(&cd, buf, len, &used_d, &e) || prof_model_decode(&cm, buf + used_d, len - used_d, &used_m, &e) ||
         used_d + used_m != len)
@@ -13912,7 +13906,7 @@ static int parse_workers(const char *list, char hosts[][256], int *ports, int ca
         }
         if (!item[0] || strlen(item) > 255) return herr_set(e, "bad host in --workers entry"), -1;
         if (n >= cap) return herr_set(e, "more than %d workers", cap), -1;
-        snprintf(hosts[n], 256, "%s", item);
+        memcpy(hosts[n], item, strlen(item) + 1); /* at most 256 bytes, checked above */
         ports[n++] = port;
         p += len + (comma ? 1 : 0);
         if (comma && !*p) return herr_set(e, "--workers ends with a comma"), -1;
