@@ -1922,13 +1922,12 @@ static inline void neon_block_lanes(int8x16_t q_lo, int8x16_t q_hi, const int8_t
     *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
     *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
 }
-/* The totals of 8 rows' lanes (row r: lo[r] + hi[r]) as rows 0..3 and 4..7. */
-static inline void neon_sum8_i32(const int32x4_t lo[8], const int32x4_t hi[8], int32x4_t *rows03, int32x4_t *rows47)
+/* The totals of 4 pairs' lanes (pair k: lo[k] + hi[k]) as the 4 lanes of one vector. */
+static inline int32x4_t neon_sum4_i32(const int32x4_t lo[4], const int32x4_t hi[4])
 {
-    int32x4_t t[8];
-    for (int r = 0; r < 8; r++) t[r] = vaddq_s32(lo[r], hi[r]);
-    *rows03 = vpaddq_s32(vpaddq_s32(t[0], t[1]), vpaddq_s32(t[2], t[3]));
-    *rows47 = vpaddq_s32(vpaddq_s32(t[4], t[5]), vpaddq_s32(t[6], t[7]));
+    int32x4_t t[4];
+    for (int k = 0; k < 4; k++) t[k] = vaddq_s32(lo[k], hi[k]);
+    return vpaddq_s32(vpaddq_s32(t[0], t[1]), vpaddq_s32(t[2], t[3]));
 }
 /* 32 integers (eight vectors of 4, elements in order) saturated to 32 bytes at dst. */
 static inline void neon_store_i8(int8_t *dst, const int32x4_t q[8])
@@ -1945,6 +1944,117 @@ static inline void neon_fma_lanes(float32x4_t *lo, float32x4_t *hi, float scale,
     float32x4_t s = vdupq_n_f32(scale);
     *lo = vfmaq_f32(*lo, vcvtq_f32_s32(lanes_lo), s);
     *hi = vfmaq_f32(*hi, vcvtq_f32_s32(lanes_hi), s);
+}
+
+/* Tiles.  Every NEON kernel of a quantized type below is written once as a tile: R weight rows
+ * (row r at w[r]) times T activation rows (token t at a[t]), out[r·T + t] the pair's dot
+ * product, each pair's arithmetic exactly that of one row with one token.  The dot products are
+ * the 1 × 1 tile (the 8-row kernels the 8 × 1 tile); the matrix-matrix kernels ("Matrix-matrix
+ * products", at the end of this section) take larger ones, which decode each weight block once
+ * for T tokens and load each activation block once for R rows.  R and T are constants at every
+ * call (the tile functions are always inlined), so each shape compiles to its own unrolled code
+ * with its accumulators in registers. */
+#define NEON_TILE_MAX 16 /* pairs in the largest tile */
+
+/* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0 and IQ4_NL, all
+ * with their F16 scale d first and Q8_0 activations — differ only in that decoding: each type
+ * gives it as its `bytes` function (elements 0..15 in q[0], 16..31 in q[1]), and the tiles
+ * below serve all four.  `bytes` is a constant at every call, so each type still gets its own
+ * compiled copy. */
+typedef void (*neon_bytes_fn)(const uint8_t *block, int8x16_t q[2]);
+static_assert(offsetof(block_q8_0, d) == 0 && offsetof(block_q4_0, d) == 0 && offsetof(block_q5_0, d) == 0 && offsetof(block_iq4_nl, d) == 0,
+              "the 32-element blocks start with their scale d");
+/* The scale d that starts such a block, as F32. */
+static inline float neon_block_d(const uint8_t *block)
+{
+    f16_t d;
+    memcpy(&d, block, 2);
+    return f16_to_f32(d);
+}
+
+/* Those types in vec_dot_q8_0's order: per pair 8 F32 lanes, each block adding (d_w·d_a) times
+ * its integer lanes in one fused multiply-add; neon_lane_sum at the end.  R·T <= 8: two
+ * accumulators a pair. */
+static inline __attribute__((always_inline)) void neon_i8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out, int R,
+                                                               int T, size_t bb, neon_bytes_fn bytes)
+{
+    float32x4_t acc_lo[8], acc_hi[8];
+    for (int p = 0; p < R * T; p++) acc_lo[p] = acc_hi[p] = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int8x16_t q[8][2];
+        float dw[8];
+        for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]), dw[r] = neon_block_d(w[r] + (size_t)b * bb);
+        for (int t = 0; t < T; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)a[t] + b;
+            float dy = f16_to_f32(y->d);
+            for (int r = 0; r < R; r++) {
+                int32x4_t lo, hi;
+                neon_block_lanes(q[r][0], q[r][1], y->qs, &lo, &hi);
+                neon_fma_lanes(&acc_lo[r * T + t], &acc_hi[r * T + t], dw[r] * dy, lo, hi);
+            }
+        }
+    }
+    for (int p = 0; p < R * T; p++) out[p] = neon_lane_sum(acc_lo[p], acc_hi[p]);
+}
+static inline __attribute__((always_inline)) float neon_i8_dot(int64_t n, const void *w, const void *a, size_t bb, neon_bytes_fn bytes)
+{
+    const uint8_t *wr = w, *at = a;
+    float out;
+    neon_i8_tile(n, &wr, &at, &out, 1, 1, bb, bytes);
+    return out;
+}
+
+/* The same blocks in the repacked order (vec_dot_q4_0_r8): per pair and block the exact total
+ * of the 8 lanes, then one fused multiply-add by the pair's scale product into its one F32
+ * accumulator.  Rows go 4 to a register — lane k of acc[g·T + t] is pair (4g + k, t) — so 4
+ * pairs share each reduction and multiply-add (R a multiple of 4, R·T <= 16).  The row kernel,
+ * one accumulator alone, is neon_i8_dot_r8. */
+static inline __attribute__((always_inline)) void neon_i8_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                                  int R, int T, size_t bb, neon_bytes_fn bytes)
+{
+    float32x4_t acc[4];
+    for (int g = 0; g < R / 4 * T; g++) acc[g] = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int8x16_t q[NEON_TILE_MAX][2];
+        float dw[NEON_TILE_MAX];
+        for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]), dw[r] = neon_block_d(w[r] + (size_t)b * bb);
+        for (int t = 0; t < T; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)a[t] + b;
+            float32x4_t dy = vdupq_n_f32(f16_to_f32(y->d));
+            for (int g = 0; g < R / 4; g++) {
+                int32x4_t lo[4], hi[4];
+                for (int k = 0; k < 4; k++) neon_block_lanes(q[4 * g + k][0], q[4 * g + k][1], y->qs, &lo[k], &hi[k]);
+                acc[g * T + t] = vfmaq_f32(acc[g * T + t], vcvtq_f32_s32(neon_sum4_i32(lo, hi)), vmulq_f32(vld1q_f32(dw + 4 * g), dy));
+            }
+        }
+    }
+    for (int g = 0; g < R / 4; g++)
+        for (int t = 0; t < T; t++) {
+            float v[4];
+            vst1q_f32(v, acc[g * T + t]);
+            for (int k = 0; k < 4; k++) out[(4 * g + k) * T + t] = v[k];
+        }
+}
+static inline __attribute__((always_inline)) float neon_i8_dot_r8(int64_t n, const void *w, const void *a, size_t bb, neon_bytes_fn bytes)
+{
+    const uint8_t *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int8x16_t q[2];
+        int32x4_t lo, hi;
+        bytes(x + (size_t)b * bb, q);
+        neon_block_lanes(q[0], q[1], y[b].qs, &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), neon_block_d(x + (size_t)b * bb) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+static inline __attribute__((always_inline)) void neon_i8_dot_r8_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8],
+                                                                       size_t bb, neon_bytes_fn bytes)
+{
+    const uint8_t *wr[8], *at = a;
+    for (int r = 0; r < 8; r++) wr[r] = (const uint8_t *)w + (size_t)r * row_bytes;
+    neon_i8_r8_tile(n, wr, &at, out, 8, 1, bb, bytes);
 }
 #endif
 
@@ -2073,17 +2183,12 @@ static void vec_dot_q8_0_8rows_avx512(int64_t n, const void *w, size_t row_bytes
 }
 #endif
 #if HALDA_NEON
-static float vec_dot_q8_0_neon(int64_t n, const void *w, const void *a)
+static inline void neon_q8_0_bytes(const uint8_t *block, int8x16_t q[2])
 {
-    const block_q8_0 *x = w, *y = a;
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo = neon_dot_i8(vdupq_n_s32(0), vld1q_s8(x[b].qs), vld1q_s8(y[b].qs));
-        int32x4_t hi = neon_dot_i8(vdupq_n_s32(0), vld1q_s8(x[b].qs + 16), vld1q_s8(y[b].qs + 16));
-        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
+    const block_q8_0 *x = (const block_q8_0 *)block;
+    q[0] = vld1q_s8(x->qs), q[1] = vld1q_s8(x->qs + 16);
 }
+static float vec_dot_q8_0_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot(n, w, a, sizeof(block_q8_0), neon_q8_0_bytes); }
 #endif
 
 __attribute__((unused)) static void quantize_q8_1(const float *src, void *dst, int64_t n)
@@ -2243,72 +2348,18 @@ static void vec_dot_q4_0_r8_8rows_avx2(int64_t n, const void *w, size_t row_byte
 }
 #endif
 #if HALDA_NEON
-/* A Q4_0 block's integer lanes against 32 activation bytes: low nibbles are elements 0..15
- * (lanes 0..3), high nibbles elements 16..31 (lanes 4..7). */
-static inline void neon_q4_0_lanes(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+/* A Q4_0 block as signed bytes: low nibbles are elements 0..15, high nibbles 16..31, each q − 8. */
+static inline void neon_q4_0_bytes(const uint8_t *block, int8x16_t q[2])
 {
-    const block_q4_0 *x = block;
-    uint8x16_t raw = vld1q_u8(x->qs);
-    int8x16_t q_lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15))), vdupq_n_s8(8));
-    int8x16_t q_hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8));
-    *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
-    *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
+    uint8x16_t raw = vld1q_u8(((const block_q4_0 *)block)->qs);
+    q[0] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15))), vdupq_n_s8(8));
+    q[1] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8));
 }
-/* Q4_0 and IQ4_NL share one block layout (an F16 scale, then 16 bytes of nibbles) and differ
- * only in what a nibble means (q − 8, or a codebook value), so their three kernels are written
- * once, over the block's `lanes` function; it is a constant at every call, so each type still
- * gets its own compiled copy. */
-typedef void (*neon_nibble_lanes_fn)(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi);
-static inline __attribute__((always_inline)) float neon_nibble_dot(int64_t n, const void *w, const void *a, neon_nibble_lanes_fn lanes)
-{
-    const block_q4_0 *x = w;
-    const block_q8_0 *y = a;
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo, hi;
-        lanes(&x[b], y[b].qs, &lo, &hi);
-        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
-}
-static inline __attribute__((always_inline)) float neon_nibble_dot_r8(int64_t n, const void *w, const void *a, neon_nibble_lanes_fn lanes)
-{
-    const block_q4_0 *x = w;
-    const block_q8_0 *y = a;
-    float acc = 0;
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo, hi;
-        lanes(&x[b], y[b].qs, &lo, &hi);
-        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
-    }
-    return acc;
-}
-/* 8 rows: rows 0..3 accumulate in the lanes of acc03, rows 4..7 in acc47 (see the AVX2 twin). */
-static inline __attribute__((always_inline)) void neon_nibble_dot_r8_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8],
-                                                                           neon_nibble_lanes_fn lanes)
-{
-    const block_q8_0 *y = a;
-    float32x4_t acc03 = vdupq_n_f32(0), acc47 = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo[8], hi[8], s03, s47;
-        float dw[8];
-        for (int r = 0; r < 8; r++) {
-            const block_q4_0 *x = (const block_q4_0 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
-            lanes(x, y[b].qs, &lo[r], &hi[r]);
-            dw[r] = f16_to_f32(x->d);
-        }
-        neon_sum8_i32(lo, hi, &s03, &s47);
-        float32x4_t yd = vdupq_n_f32(f16_to_f32(y[b].d));
-        acc03 = vfmaq_f32(acc03, vcvtq_f32_s32(s03), vmulq_f32(vld1q_f32(dw), yd));
-        acc47 = vfmaq_f32(acc47, vcvtq_f32_s32(s47), vmulq_f32(vld1q_f32(dw + 4), yd));
-    }
-    vst1q_f32(out, acc03), vst1q_f32(out + 4, acc47);
-}
-static float vec_dot_q4_0_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot(n, w, a, neon_q4_0_lanes); }
-static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot_r8(n, w, a, neon_q4_0_lanes); }
+static float vec_dot_q4_0_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot(n, w, a, sizeof(block_q4_0), neon_q4_0_bytes); }
+static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot_r8(n, w, a, sizeof(block_q4_0), neon_q4_0_bytes); }
 static void vec_dot_q4_0_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
-    neon_nibble_dot_r8_8rows(n, w, row_bytes, a, out, neon_q4_0_lanes);
+    neon_i8_dot_r8_8rows(n, w, row_bytes, a, out, sizeof(block_q4_0), neon_q4_0_bytes);
 }
 #endif
 
@@ -2530,20 +2581,15 @@ static inline void neon_q5_values(const uint8_t qs[16], const uint8_t qh[4], uin
     *lo = vorrq_u8(vandq_u8(raw, vdupq_n_u8(15)), vandq_u8(neon_bytes_from_bits(bits & 0xffff), b5));
     *hi = vorrq_u8(vshrq_n_u8(raw, 4), vandq_u8(neon_bytes_from_bits(bits >> 16), b5));
 }
-static float vec_dot_q5_0_neon(int64_t n, const void *w, const void *a)
+/* A Q5_0 block as signed bytes, q − 16. */
+static inline void neon_q5_0_bytes(const uint8_t *block, int8x16_t q[2])
 {
-    const block_q5_0 *x = w;
-    const block_q8_0 *y = a;
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        uint8x16_t ql, qh;
-        neon_q5_values(x[b].qs, x[b].qh, &ql, &qh);
-        int32x4_t lo, hi;
-        neon_block_lanes(vsubq_s8(vreinterpretq_s8_u8(ql), vdupq_n_s8(16)), vsubq_s8(vreinterpretq_s8_u8(qh), vdupq_n_s8(16)), y[b].qs, &lo, &hi);
-        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
+    const block_q5_0 *x = (const block_q5_0 *)block;
+    uint8x16_t lo, hi;
+    neon_q5_values(x->qs, x->qh, &lo, &hi);
+    q[0] = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(16)), q[1] = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(16));
 }
+static float vec_dot_q5_0_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot(n, w, a, sizeof(block_q5_0), neon_q5_0_bytes); }
 #endif
 
 static void quantize_q5_1(const float *src, void *dst, int64_t n)
@@ -2872,22 +2918,21 @@ static void vec_dot_iq4_nl_r8_8rows_avx512(int64_t n, const void *w, size_t row_
 }
 #endif
 #if HALDA_NEON
-/* An IQ4_NL block's lanes: a table lookup (TBL) turns 16 indices into 16 codebook values. */
-static inline void neon_iq4_nl_lanes(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+/* An IQ4_NL block as signed bytes: a table lookup (TBL) turns 16 indices into 16 codebook values. */
+static inline void neon_iq4_nl_bytes(const uint8_t *block, int8x16_t q[2])
 {
-    const block_iq4_nl *x = block;
     int8x16_t book = vld1q_s8(iq4nl_values);
-    uint8x16_t raw = vld1q_u8(x->qs);
-    neon_block_lanes(vqtbl1q_s8(book, vandq_u8(raw, vdupq_n_u8(15))), vqtbl1q_s8(book, vshrq_n_u8(raw, 4)), a, lo, hi);
+    uint8x16_t raw = vld1q_u8(((const block_iq4_nl *)block)->qs);
+    q[0] = vqtbl1q_s8(book, vandq_u8(raw, vdupq_n_u8(15))), q[1] = vqtbl1q_s8(book, vshrq_n_u8(raw, 4));
 }
-/* Q4_0's kernels with the codebook's lanes (the two blocks share their layout). */
-static_assert(sizeof(block_iq4_nl) == sizeof(block_q4_0) && offsetof(block_iq4_nl, qs) == offsetof(block_q4_0, qs),
-              "IQ4_NL and Q4_0 blocks share one layout");
-static float vec_dot_iq4_nl_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot(n, w, a, neon_iq4_nl_lanes); }
-static float vec_dot_iq4_nl_r8_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot_r8(n, w, a, neon_iq4_nl_lanes); }
+static float vec_dot_iq4_nl_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot(n, w, a, sizeof(block_iq4_nl), neon_iq4_nl_bytes); }
+static float vec_dot_iq4_nl_r8_neon(int64_t n, const void *w, const void *a)
+{
+    return neon_i8_dot_r8(n, w, a, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
+}
 static void vec_dot_iq4_nl_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
-    neon_nibble_dot_r8_8rows(n, w, row_bytes, a, out, neon_iq4_nl_lanes);
+    neon_i8_dot_r8_8rows(n, w, row_bytes, a, out, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
 }
 #endif
 
