@@ -1189,6 +1189,20 @@ static inline void k_scale_min(const uint8_t s[12], int j, int *scale, int *min)
         *min = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
     }
 }
+/* All 8 scales and 8 minimums of a Q4_K/Q5_K super-block (k_scale_min for j = 0..7) by whole
+ * 32-bit words, as llama.cpp unpacks them: bytes 0..3 and 4..7 give sub-blocks 0..3 their low
+ * 6 bits, bytes 8..11 give 4..7 their low nibbles, and the top 2 bits of bytes 0..7 their high
+ * bits. */
+static inline void k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
+{
+    uint32_t w[3], out[4];
+    memcpy(w, s, 12);
+    out[0] = w[0] & 0x3f3f3f3f;
+    out[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4;
+    out[2] = w[1] & 0x3f3f3f3f;
+    out[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 6) & 0x03030303) << 4;
+    memcpy(sc, out, 8), memcpy(mn, out + 2, 8);
+}
 
 /* Q6_K: 256 weights in 16 groups of 16; 6-bit q in [0,63], w = d·scale[g]·(q − 32) with an
  * 8-bit signed scale per group.  6.5625 bits per weight.  The low 4 bits live in ql, the high 2
@@ -1954,8 +1968,6 @@ static inline void neon_fma_lanes(float32x4_t *lo, float32x4_t *hi, float scale,
  * for T tokens and load each activation block once for R rows.  R and T are constants at every
  * call (the tile functions are always inlined), so each shape compiles to its own unrolled code
  * with its accumulators in registers. */
-#define NEON_TILE_MAX 16 /* pairs in the largest tile */
-
 /* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0 and IQ4_NL, all
  * with their F16 scale d first and Q8_0 activations — differ only in that decoding: each type
  * gives it as its `bytes` function (elements 0..15 in q[0], 16..31 in q[1]), and the tiles
@@ -2007,7 +2019,7 @@ static inline __attribute__((always_inline)) float neon_i8_dot(int64_t n, const 
 /* The same blocks in the repacked order (vec_dot_q4_0_r8): per pair and block the exact total
  * of the 8 lanes, then one fused multiply-add by the pair's scale product into its one F32
  * accumulator.  Rows go 4 to a register — lane k of acc[g·T + t] is pair (4g + k, t) — so 4
- * pairs share each reduction and multiply-add (R a multiple of 4, R·T <= 16).  The row kernel,
+ * pairs share each reduction and multiply-add (R = 4 or 8, R·T <= 16).  The row kernel,
  * one accumulator alone, is neon_i8_dot_r8. */
 static inline __attribute__((always_inline)) void neon_i8_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
                                                                   int R, int T, size_t bb, neon_bytes_fn bytes)
@@ -2015,8 +2027,8 @@ static inline __attribute__((always_inline)) void neon_i8_r8_tile(int64_t n, con
     float32x4_t acc[4];
     for (int g = 0; g < R / 4 * T; g++) acc[g] = vdupq_n_f32(0);
     for (int64_t b = 0; b < n / QK; b++) {
-        int8x16_t q[NEON_TILE_MAX][2];
-        float dw[NEON_TILE_MAX];
+        int8x16_t q[8][2];
+        float dw[8];
         for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]), dw[r] = neon_block_d(w[r] + (size_t)b * bb);
         for (int t = 0; t < T; t++) {
             const block_q8_0 *y = (const block_q8_0 *)a[t] + b;
@@ -3891,21 +3903,66 @@ static float vec_dot_q4_K_neon(int64_t n, const void *w, const void *a)
     }
     return neon_lane_sum(acc_lo, acc_hi) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
 }
+/* A tile (see "Tiles" at the NEON helpers) in vec_dot_q4_K_r8's order: per pair and
+ * super-block an exact integer sum of the scaled products and one of the minimums, then one
+ * fused multiply-add of each into the pair's two F32 accumulators, and their difference at the
+ * end.  Only the totals count in this order, so the two halves of a sub-block go into one chain
+ * of dot products.  R·T <= 8. */
+static inline __attribute__((always_inline)) void neon_q4_K_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                                    int R, int T)
+{
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    float acc[8], acc_min[8];
+    for (int p = 0; p < R * T; p++) acc[p] = acc_min[p] = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const block_q4_K *x[8];
+        const block_q8_K *y[8];
+        uint8_t sc[8][8];
+        int16x8_t mins[8], bsum[8]; /* per sub-block j: row r's minimum, token t's sum */
+        for (int r = 0; r < R; r++) {
+            uint8_t mn[8];
+            x[r] = (const block_q4_K *)w[r] + b;
+            k_scales_mins(x[r]->scales, sc[r], mn);
+            mins[r] = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
+        }
+        for (int t = 0; t < T; t++) {
+            y[t] = (const block_q8_K *)a[t] + b;
+            bsum[t] = vpaddq_s16(vld1q_s16(y[t]->bsums), vld1q_s16(y[t]->bsums + 8));
+        }
+        int32x4_t isum[8];
+        for (int p = 0; p < R * T; p++) isum[p] = vdupq_n_s32(0);
+        for (int c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles) and 2c+1 (high), 16 bytes at a time */
+            int8x16_t q[8][4];
+            for (int r = 0; r < R; r++) {
+                uint8x16_t r0 = vld1q_u8(x[r]->qs + 32 * c), r1 = vld1q_u8(x[r]->qs + 32 * c + 16);
+                q[r][0] = vreinterpretq_s8_u8(vandq_u8(r0, m4)), q[r][1] = vreinterpretq_s8_u8(vandq_u8(r1, m4));
+                q[r][2] = vreinterpretq_s8_u8(vshrq_n_u8(r0, 4)), q[r][3] = vreinterpretq_s8_u8(vshrq_n_u8(r1, 4));
+            }
+            for (int t = 0; t < T; t++) {
+                int8x16_t ya[4];
+                for (int k = 0; k < 4; k++) ya[k] = vld1q_s8(y[t]->qs + 64 * c + 16 * k);
+                for (int r = 0; r < R; r++) {
+                    int32x4_t lo = neon_dot_i8(neon_dot_i8(vdupq_n_s32(0), q[r][0], ya[0]), q[r][1], ya[1]);
+                    int32x4_t hi = neon_dot_i8(neon_dot_i8(vdupq_n_s32(0), q[r][2], ya[2]), q[r][3], ya[3]);
+                    isum[r * T + t] = vmlaq_n_s32(vmlaq_n_s32(isum[r * T + t], lo, sc[r][2 * c]), hi, sc[r][2 * c + 1]);
+                }
+            }
+        }
+        for (int p = 0; p < R * T; p++) {
+            int r = p / T, t = p % T;
+            int32_t m = vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(mins[r]), vget_low_s16(bsum[t])), mins[r], bsum[t]));
+            acc[p] = fmaf((float)vaddvq_s32(isum[p]), f16_to_f32(x[r]->d) * y[t]->d, acc[p]);
+            acc_min[p] = fmaf((float)m, f16_to_f32(x[r]->dmin) * y[t]->d, acc_min[p]);
+        }
+    }
+    for (int p = 0; p < R * T; p++) out[p] = acc[p] - acc_min[p];
+}
 static float vec_dot_q4_K_r8_neon(int64_t n, const void *w, const void *a)
 {
-    const block_q4_K *x = w;
-    const block_q8_K *y = a;
-    float acc = 0, acc_min = 0;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        int sc[8], m[8];
-        int32_t mins = 0;
-        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-        int32x4_t lo, hi;
-        neon_q4_K_lanes(&x[b], &y[b], sc, &lo, &hi);
-        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * y[b].d, acc);
-        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
-    }
-    return acc - acc_min;
+    const uint8_t *wr = w, *at = a;
+    float out;
+    neon_q4_K_r8_tile(n, &wr, &at, &out, 1, 1);
+    return out;
 }
 #endif
 
@@ -4261,34 +4318,61 @@ static void vec_dot_q6_K_8rows_avx512(int64_t n, const void *w, size_t row_bytes
 }
 #endif
 #if HALDA_NEON
+/* Elements 16j..16j+15 of each quarter k of half h (the layout of section 3) as q − 32, in q[k]. */
+static inline void neon_q6_K_quarters(const block_q6_K *x, int h, int j, int8x16_t q[4])
+{
+    const uint8x16_t m4 = vdupq_n_u8(15), m2 = vdupq_n_u8(3);
+    uint8x16_t l1 = vld1q_u8(x->ql + 64 * h + 16 * j), l2 = vld1q_u8(x->ql + 64 * h + 32 + 16 * j);
+    uint8x16_t hb = vld1q_u8(x->qh + 32 * h + 16 * j);
+    uint8x16_t u[4] = {
+        vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(hb, m2), 4)),
+        vorrq_u8(vandq_u8(l2, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 2), m2), 4)),
+        vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 4), m2), 4)),
+        vorrq_u8(vshrq_n_u8(l2, 4), vshlq_n_u8(vshrq_n_u8(hb, 6), 4)),
+    };
+    for (int k = 0; k < 4; k++) q[k] = vsubq_s8(vreinterpretq_s8_u8(u[k]), vdupq_n_s8(32));
+}
+/* A tile (see "Tiles" at the NEON helpers) in vec_dot_q6_K's order: per pair and super-block
+ * the 8 integer lanes — lane group j (lanes 4j..4j+3) gathers elements 16j..16j+15 of every run
+ * of 32, each group of 16 weighted by its scale — then one fused multiply-add of each lane group
+ * by y.d·x.d into the pair's F32 lanes, and neon_lane_sum at the end.  The two lane groups are
+ * independent, so a tile finishes group 0 before it starts group 1 and holds only one group's
+ * integer sums at a time.  R·T <= 8. */
+static inline __attribute__((always_inline)) void neon_q6_K_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out, int R,
+                                                                 int T)
+{
+    float32x4_t acc[8][2]; /* pair p's lanes 0..3 and 4..7 */
+    for (int p = 0; p < R * T; p++) acc[p][0] = acc[p][1] = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const block_q6_K *x[8];
+        const block_q8_K *y[8];
+        for (int r = 0; r < R; r++) x[r] = (const block_q6_K *)w[r] + b;
+        for (int t = 0; t < T; t++) y[t] = (const block_q8_K *)a[t] + b;
+        for (int j = 0; j < 2; j++) {
+            int32x4_t sum[8];
+            for (int p = 0; p < R * T; p++) sum[p] = vdupq_n_s32(0);
+            for (int h = 0; h < 2; h++) {
+                int8x16_t q[8][4];
+                for (int r = 0; r < R; r++) neon_q6_K_quarters(x[r], h, j, q[r]);
+                for (int k = 0; k < 4; k++)
+                    for (int t = 0; t < T; t++) {
+                        int8x16_t ya = vld1q_s8(y[t]->qs + 128 * h + 32 * k + 16 * j);
+                        for (int r = 0; r < R; r++)
+                            sum[r * T + t] = vmlaq_n_s32(sum[r * T + t], neon_dot_i8(vdupq_n_s32(0), q[r][k], ya), x[r]->scales[8 * h + 2 * k + j]);
+                    }
+            }
+            for (int p = 0; p < R * T; p++)
+                acc[p][j] = vfmaq_f32(acc[p][j], vcvtq_f32_s32(sum[p]), vdupq_n_f32(y[p % T]->d * f16_to_f32(x[p / T]->d)));
+        }
+    }
+    for (int p = 0; p < R * T; p++) out[p] = neon_lane_sum(acc[p][0], acc[p][1]);
+}
 static float vec_dot_q6_K_neon(int64_t n, const void *w, const void *a)
 {
-    const block_q6_K *x = w;
-    const block_q8_K *y = a;
-    const uint8x16_t m4 = vdupq_n_u8(15), m2 = vdupq_n_u8(3);
-    const int8x16_t m32 = vdupq_n_s8(32);
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        int32x4_t sum[2] = {vdupq_n_s32(0), vdupq_n_s32(0)}; /* lanes 0..3, 4..7 */
-        for (int h = 0; h < 2; h++)     /* the quarters of each half, as in the layout of section 3, */
-            for (int j = 0; j < 2; j++) { /* 16 elements (one group of each quarter) at a time */
-                uint8x16_t l1 = vld1q_u8(x[b].ql + 64 * h + 16 * j), l2 = vld1q_u8(x[b].ql + 64 * h + 32 + 16 * j);
-                uint8x16_t hb = vld1q_u8(x[b].qh + 32 * h + 16 * j);
-                uint8x16_t q[4] = {
-                    vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(hb, m2), 4)),
-                    vorrq_u8(vandq_u8(l2, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 2), m2), 4)),
-                    vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 4), m2), 4)),
-                    vorrq_u8(vshrq_n_u8(l2, 4), vshlq_n_u8(vshrq_n_u8(hb, 6), 4)),
-                };
-                for (int k = 0; k < 4; k++) {
-                    int8x16_t qk = vsubq_s8(vreinterpretq_s8_u8(q[k]), m32);
-                    int32x4_t p = neon_dot_i8(vdupq_n_s32(0), qk, vld1q_s8(y[b].qs + 128 * h + 32 * k + 16 * j));
-                    sum[j] = vmlaq_n_s32(sum[j], p, x[b].scales[8 * h + 2 * k + j]);
-                }
-            }
-        neon_fma_lanes(&acc_lo, &acc_hi, y[b].d * f16_to_f32(x[b].d), sum[0], sum[1]);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
+    const uint8_t *wr = w, *at = a;
+    float out;
+    neon_q6_K_tile(n, &wr, &at, &out, 1, 1);
+    return out;
 }
 #endif
 
@@ -4613,12 +4697,13 @@ static void gemm_by_rows(vec_dot_fn dot, int64_t n, const void *w, size_t row_by
     }
 }
 
-#if HALDA_AVX2
+#if HALDA_AVX2 || HALDA_NEON
 #define GEMM_TILE_MAX 16              /* pairs in the largest tile */
 #define GEMM_ACT_BYTES (256u << 10)
 
-/* A tile kernel: out[r·toks + t] for weight rows w[0..rows) and activation rows a[0..toks)
- * (toks is 4 or 8 for every kernel: a group of 8 pairs is then whole rows of the tile). */
+/* A tile kernel: out[r·toks + t] for weight rows w[0..rows) and activation rows a[0..toks),
+ * rows·toks <= GEMM_TILE_MAX.  (The AVX2 kernels reduce 8 pairs at a time: their toks is 4 or
+ * 8, so a group of 8 pairs is whole rows of the tile.) */
 typedef void (*gemm_tile_fn)(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out);
 typedef struct {
     gemm_tile_fn fn;
@@ -4645,6 +4730,9 @@ static void gemm_tiles(gemm_tile tile, int64_t n, const void *w, size_t row_byte
             }
     }
 }
+#endif
+
+#if HALDA_AVX2
 
 /* acc + Σ over pairs of 16-bit lanes p·s, into 32-bit lanes: one vpdpwssd, or madd and add.
  * Both exact (the products of our 16-bit values are far from overflowing 32 bits). */
@@ -5060,6 +5148,100 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 }
 #endif
 
+#if HALDA_NEON
+/* NEON: the tiles the row kernels are written as (see "Tiles" at the NEON helpers), in shapes
+ * that fill the 32 registers of 128 bits.  Two F32 accumulators a pair in the plain orders of
+ * the 32-element types and of Q6_K, so 2 rows × 4 tokens (16 registers of accumulators, 4 of
+ * decoded weights, a token's block, the products); one accumulator lane a pair in the repacked
+ * order of Q4_0 and IQ4_NL, so 4 × 4 there.  Q4_K's repacked tile holds 2 × 4 pairs' integer
+ * sums while 2 rows' nibbles of 64 elements (8 registers) meet a token's 4 registers of
+ * activations.  Tokens are the wider side: decoding a weight block (nibbles, 5th or 6th bits,
+ * Q4_K's packed scales) costs more than loading an activation block.  Where the registers run
+ * short (Q6_K's 16 F32 accumulators), those are the ones to wait in memory: each is touched
+ * once per lane group and super-block, against 16 dot products. */
+enum { NEON_GEMM_ROWS = 2, NEON_GEMM_TOKS = 4, NEON_GEMM_R8_ROWS = 4 };
+static void gemm_q8_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS, sizeof(block_q8_0), neon_q8_0_bytes);
+}
+static void gemm_q4_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS, sizeof(block_q4_0), neon_q4_0_bytes);
+}
+static void gemm_q5_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS, sizeof(block_q5_0), neon_q5_0_bytes);
+}
+static void gemm_iq4_nl_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
+}
+static void gemm_q4_0_r8_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_r8_tile(n, w, a, out, NEON_GEMM_R8_ROWS, NEON_GEMM_TOKS, sizeof(block_q4_0), neon_q4_0_bytes);
+}
+static void gemm_iq4_nl_r8_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_r8_tile(n, w, a, out, NEON_GEMM_R8_ROWS, NEON_GEMM_TOKS, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
+}
+static void gemm_q4_K_r8_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_q4_K_r8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS);
+}
+static void gemm_q6_K_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_q6_K_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS);
+}
+static void gemm_q8_0_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                           float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q8_0_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+               out_stride);
+}
+static void gemm_q4_0_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                           float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q4_0_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+               out_stride);
+}
+static void gemm_q5_0_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                           float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q5_0_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+               out_stride);
+}
+static void gemm_iq4_nl_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                             float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_iq4_nl_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+               out_stride);
+}
+static void gemm_q4_0_r8_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                              float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q4_0_r8_tile_neon, NEON_GEMM_R8_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+               out_stride);
+}
+static void gemm_iq4_nl_r8_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                                float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_iq4_nl_r8_tile_neon, NEON_GEMM_R8_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+               out_stride);
+}
+static void gemm_q4_K_r8_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                              float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q4_K_r8_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+               out_stride);
+}
+static void gemm_q6_K_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
+                           float *out, size_t out_stride)
+{
+    gemm_tiles((gemm_tile){gemm_q6_K_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+               out_stride);
+}
+#endif
+
 /* ---- The table ------------------------------------------------------------------------------ */
 
 /* The kernels the table names: the SIMD twin where this build has one, chosen once at compile
@@ -5131,15 +5313,15 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 #define GEMM_Q2_K NULL
 #define GEMM_Q2_K_R8 NULL
 #define GEMM_Q3_K NULL
-#define GEMM_Q4_K_R8 NULL
+#define GEMM_Q4_K_R8 gemm_q4_K_r8_neon
 #define GEMM_Q5_K NULL
-#define GEMM_Q6_K NULL
-#define GEMM_Q8_0 NULL
-#define GEMM_Q4_0 NULL
-#define GEMM_Q4_0_R8 NULL
-#define GEMM_Q5_0 NULL
-#define GEMM_IQ4_NL NULL
-#define GEMM_IQ4_NL_R8 NULL
+#define GEMM_Q6_K gemm_q6_K_neon
+#define GEMM_Q8_0 gemm_q8_0_neon
+#define GEMM_Q4_0 gemm_q4_0_neon
+#define GEMM_Q4_0_R8 gemm_q4_0_r8_neon
+#define GEMM_Q5_0 gemm_q5_0_neon
+#define GEMM_IQ4_NL gemm_iq4_nl_neon
+#define GEMM_IQ4_NL_R8 gemm_iq4_nl_r8_neon
 #else
 #define VEC_DOT_F32 vec_dot_f32
 #define VEC_DOT_F16 vec_dot_f16
