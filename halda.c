@@ -1960,14 +1960,41 @@ static inline void neon_fma_lanes(float32x4_t *lo, float32x4_t *hi, float scale,
     *hi = vfmaq_f32(*hi, vcvtq_f32_s32(lanes_hi), s);
 }
 
-/* Tiles.  Every NEON kernel of a quantized type below is written once as a tile: R weight rows
- * (row r at w[r]) times T activation rows (token t at a[t]), out[r·T + t] the pair's dot
- * product, each pair's arithmetic exactly that of one row with one token.  The dot products are
- * the 1 × 1 tile (the 8-row kernels the 8 × 1 tile); the matrix-matrix kernels ("Matrix-matrix
- * products", at the end of this section) take larger ones, which decode each weight block once
- * for T tokens and load each activation block once for R rows.  R and T are constants at every
- * call (the tile functions are always inlined), so each shape compiles to its own unrolled code
- * with its accumulators in registers. */
+/* Tiles.  The NEON kernels of the types that have matrix-matrix kernels (Q8_0, Q4_0, Q5_0,
+ * IQ4_NL, Q6_K and Q4_K's repacked order) are written once each, as a tile: R weight rows (row
+ * r at w[r]) times T activation rows (token t at a[t]), out[r·T + t] the pair's dot product,
+ * each pair's arithmetic exactly that of one row with one token.  The dot products are the
+ * 1 × 1 tile (the 8-row kernels of the repacked Q4_0 and IQ4_NL the 8 × 1 tile); the
+ * matrix-matrix kernels ("Matrix-matrix products", at the end of this section) take larger
+ * ones, which decode each weight block once for T tokens and load each activation block once
+ * for R rows.  R and T are constants at every call (the tile functions are always inlined), so
+ * each shape compiles to its own unrolled code. */
+
+/* acc + x · lane i of v, in one fused multiply-add.  vfmaq_laneq_f32 takes its lane as a
+ * constant; i is one at every call once a tile is unrolled, and the switch folds away. */
+static inline __attribute__((always_inline)) float32x4_t neon_fma_lane(float32x4_t acc, float32x4_t x, float32x4_t v, int i)
+{
+    switch (i) {
+    case 0: return vfmaq_laneq_f32(acc, x, v, 0);
+    case 1: return vfmaq_laneq_f32(acc, x, v, 1);
+    case 2: return vfmaq_laneq_f32(acc, x, v, 2);
+    default: return vfmaq_laneq_f32(acc, x, v, 3);
+    }
+}
+
+/* The F16s at p[t] + offset, t < T (T = 1 or 4), as the lanes of an F32 vector (the scales of
+ * T tokens' blocks, converted together; with T = 1, every lane that one). */
+static inline __attribute__((always_inline)) float32x4_t neon_f16_lanes(const uint8_t *const *p, int T, size_t offset)
+{
+    float16x4_t h = vld1_dup_f16((const float16_t *)(const void *)(p[0] + offset));
+    if (T == 4) {
+        h = vld1_lane_f16((const float16_t *)(const void *)(p[1] + offset), h, 1);
+        h = vld1_lane_f16((const float16_t *)(const void *)(p[2] + offset), h, 2);
+        h = vld1_lane_f16((const float16_t *)(const void *)(p[3] + offset), h, 3);
+    }
+    return vcvt_f32_f16(h);
+}
+
 /* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0 and IQ4_NL, all
  * with their F16 scale d first and Q8_0 activations — differ only in that decoding: each type
  * gives it as its `bytes` function (elements 0..15 in q[0], 16..31 in q[1]), and the tiles
@@ -1985,8 +2012,9 @@ static inline float neon_block_d(const uint8_t *block)
 }
 
 /* Those types in vec_dot_q8_0's order: per pair 8 F32 lanes, each block adding (d_w·d_a) times
- * its integer lanes in one fused multiply-add; neon_lane_sum at the end.  R·T <= 8: two
- * accumulators a pair. */
+ * its integer lanes in one fused multiply-add; neon_lane_sum at the end.  R·T <= 8 (two
+ * accumulators a pair) and T = 1 or 4: the T tokens' scales are converted together, and the
+ * pairs of row r take theirs from the lanes of one vector. */
 static inline __attribute__((always_inline)) void neon_i8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out, int R,
                                                                int T, size_t bb, neon_bytes_fn bytes)
 {
@@ -1994,15 +2022,16 @@ static inline __attribute__((always_inline)) void neon_i8_tile(int64_t n, const 
     for (int p = 0; p < R * T; p++) acc_lo[p] = acc_hi[p] = vdupq_n_f32(0);
     for (int64_t b = 0; b < n / QK; b++) {
         int8x16_t q[8][2];
-        float dw[8];
-        for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]), dw[r] = neon_block_d(w[r] + (size_t)b * bb);
+        float32x4_t scale[8]; /* lane t of scale[r]: d_w·d_a of pair (r, t) */
+        float32x4_t dy = neon_f16_lanes(a, T, (size_t)b * sizeof(block_q8_0));
+        for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]), scale[r] = vmulq_n_f32(dy, neon_block_d(w[r] + (size_t)b * bb));
         for (int t = 0; t < T; t++) {
             const block_q8_0 *y = (const block_q8_0 *)a[t] + b;
-            float dy = f16_to_f32(y->d);
             for (int r = 0; r < R; r++) {
                 int32x4_t lo, hi;
                 neon_block_lanes(q[r][0], q[r][1], y->qs, &lo, &hi);
-                neon_fma_lanes(&acc_lo[r * T + t], &acc_hi[r * T + t], dw[r] * dy, lo, hi);
+                acc_lo[r * T + t] = neon_fma_lane(acc_lo[r * T + t], vcvtq_f32_s32(lo), scale[r], t);
+                acc_hi[r * T + t] = neon_fma_lane(acc_hi[r * T + t], vcvtq_f32_s32(hi), scale[r], t);
             }
         }
     }
@@ -2028,15 +2057,16 @@ static inline __attribute__((always_inline)) void neon_i8_r8_tile(int64_t n, con
     for (int g = 0; g < R / 4 * T; g++) acc[g] = vdupq_n_f32(0);
     for (int64_t b = 0; b < n / QK; b++) {
         int8x16_t q[8][2];
-        float dw[8];
-        for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]), dw[r] = neon_block_d(w[r] + (size_t)b * bb);
+        float32x4_t dw[2]; /* lane k of dw[g]: d of row 4g + k */
+        for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]);
+        for (int g = 0; g < R / 4; g++) dw[g] = neon_f16_lanes(w + 4 * g, 4, (size_t)b * bb);
         for (int t = 0; t < T; t++) {
             const block_q8_0 *y = (const block_q8_0 *)a[t] + b;
-            float32x4_t dy = vdupq_n_f32(f16_to_f32(y->d));
+            float dy = f16_to_f32(y->d);
             for (int g = 0; g < R / 4; g++) {
                 int32x4_t lo[4], hi[4];
                 for (int k = 0; k < 4; k++) neon_block_lanes(q[4 * g + k][0], q[4 * g + k][1], y->qs, &lo[k], &hi[k]);
-                acc[g * T + t] = vfmaq_f32(acc[g * T + t], vcvtq_f32_s32(neon_sum4_i32(lo, hi)), vmulq_f32(vld1q_f32(dw + 4 * g), dy));
+                acc[g * T + t] = vfmaq_f32(acc[g * T + t], vcvtq_f32_s32(neon_sum4_i32(lo, hi)), vmulq_n_f32(dw[g], dy));
             }
         }
     }
