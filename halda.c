@@ -4691,7 +4691,19 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * AVX-512 core that is about 3x the per-row kernels' speed for Q4_K, 2.3-2.7x for Q6_K,
  * Q8_0, Q4_0, Q5_0 and IQ4_NL, 1.5-2.2x for Q2_K, Q3_K and Q5_K, and 1.8x over the 8-row
  * kernels of Q4_0/IQ4_NL (make bench-kernels).  Types without a gemm kernel (Q4_1, Q5_1, IQ1,
- * the floats) take their pairs one by one, as before.
+ * the floats; on ARM also Q2_K, Q3_K, Q5_K) take their pairs one by one, as before.
+ *
+ * On 64-bit ARM the NEON kernels of Q8_0, Q4_0, Q5_0, IQ4_NL, Q6_K and Q4_K's repacked order
+ * are written as tiles in the first place (see "Tiles" at the NEON helpers): their dot products
+ * are the 1 × 1 tile and their gemm kernels (at the end of this subsection) larger ones, so
+ * the two cannot drift apart.  Their speed on ARM hardware is not measured here (the tests run
+ * under qemu); instructions executed per pair and 32 elements (counted under qemu, gcc -O3),
+ * what matmul did before → gemm, with the dot product extension: Q8_0 22 → 14, Q4_0 25 → 16,
+ * Q5_0 42 → 21, Q6_K 27 → 15, Q4_K repacked 18 → 11, Q4_0/IQ4_NL repacked 13 (the 8-row
+ * kernel) → 8; without it, where each 16-byte product takes 6 instructions instead of 1:
+ * Q8_0 28 → 22, Q4_0 31 → 23, Q5_0 48 → 28, Q6_K 35 → 23, Q4_K 25 → 19, repacked Q4_0 22 → 17.
+ * Besides the count, a tile keeps 4 to 16 independent chains of multiply-adds in flight where
+ * one row waits on its own.
  *
  * Tile shapes.  A tile's accumulators live in registers, one 256-bit register per pair, next to
  * a register per decoded weight row and one for the activation block at hand.  AVX-512VL gives
@@ -5182,29 +5194,32 @@ static void gemm_iq4_nl_r8_avx2(int64_t n, const void *w, size_t row_bytes, int6
 /* NEON: the tiles the row kernels are written as (see "Tiles" at the NEON helpers), in shapes
  * that fill the 32 registers of 128 bits.  Two F32 accumulators a pair in the plain orders of
  * the 32-element types and of Q6_K, so 2 rows × 4 tokens (16 registers of accumulators, 4 of
- * decoded weights, a token's block, the products); one accumulator lane a pair in the repacked
- * order of Q4_0 and IQ4_NL, so 4 × 4 there.  Q4_K's repacked tile holds 2 × 4 pairs' integer
+ * decoded weights, 2 of scale products, a token's block, the products) — for the 32-element
+ * types 1 × 4 without the dot product extension, whose widening products need 3 more
+ * registers each (counted: 22-24 instructions per pair and block at 1 × 4, 31-32 at 2 × 4,
+ * where the accumulators spill); one accumulator lane a pair in the repacked order of Q4_0 and
+ * IQ4_NL, so 4 × 4 there.  Q4_K's repacked tile holds 2 × 4 pairs' integer
  * sums while 2 rows' nibbles of 64 elements (8 registers) meet a token's 4 registers of
  * activations.  Tokens are the wider side: decoding a weight block (nibbles, 5th or 6th bits,
  * Q4_K's packed scales) costs more than loading an activation block.  Where the registers run
  * short (Q6_K's 16 F32 accumulators), those are the ones to wait in memory: each is touched
  * once per lane group and super-block, against 16 dot products. */
-enum { NEON_GEMM_ROWS = 2, NEON_GEMM_TOKS = 4, NEON_GEMM_R8_ROWS = 4 };
+enum { NEON_GEMM_ROWS = 2, NEON_GEMM_TOKS = 4, NEON_GEMM_R8_ROWS = 4, NEON_GEMM_I8_ROWS = HALDA_NEON_DOTPROD ? 2 : 1 };
 static void gemm_q8_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    neon_i8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS, sizeof(block_q8_0), neon_q8_0_bytes);
+    neon_i8_tile(n, w, a, out, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS, sizeof(block_q8_0), neon_q8_0_bytes);
 }
 static void gemm_q4_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    neon_i8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS, sizeof(block_q4_0), neon_q4_0_bytes);
+    neon_i8_tile(n, w, a, out, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS, sizeof(block_q4_0), neon_q4_0_bytes);
 }
 static void gemm_q5_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    neon_i8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS, sizeof(block_q5_0), neon_q5_0_bytes);
+    neon_i8_tile(n, w, a, out, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS, sizeof(block_q5_0), neon_q5_0_bytes);
 }
 static void gemm_iq4_nl_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
-    neon_i8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
+    neon_i8_tile(n, w, a, out, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
 }
 static void gemm_q4_0_r8_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
 {
@@ -5225,25 +5240,25 @@ static void gemm_q6_K_tile_neon(int64_t n, const uint8_t *const *w, const uint8_
 static void gemm_q8_0_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
                            float *out, size_t out_stride)
 {
-    gemm_tiles((gemm_tile){gemm_q8_0_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+    gemm_tiles((gemm_tile){gemm_q8_0_tile_neon, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
                out_stride);
 }
 static void gemm_q4_0_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
                            float *out, size_t out_stride)
 {
-    gemm_tiles((gemm_tile){gemm_q4_0_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+    gemm_tiles((gemm_tile){gemm_q4_0_tile_neon, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
                out_stride);
 }
 static void gemm_q5_0_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
                            float *out, size_t out_stride)
 {
-    gemm_tiles((gemm_tile){gemm_q5_0_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+    gemm_tiles((gemm_tile){gemm_q5_0_tile_neon, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
                out_stride);
 }
 static void gemm_iq4_nl_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
                              float *out, size_t out_stride)
 {
-    gemm_tiles((gemm_tile){gemm_iq4_nl_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
+    gemm_tiles((gemm_tile){gemm_iq4_nl_tile_neon, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS}, n, w, row_bytes, n_rows, a, act_bytes, n_tok, out,
                out_stride);
 }
 static void gemm_q4_0_r8_neon(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *a, size_t act_bytes, int64_t n_tok,
