@@ -1189,20 +1189,6 @@ static inline void k_scale_min(const uint8_t s[12], int j, int *scale, int *min)
         *min = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
     }
 }
-/* All 8 scales and 8 minimums of a Q4_K/Q5_K super-block (k_scale_min for j = 0..7) by whole
- * 32-bit words, as llama.cpp unpacks them: bytes 0..3 and 4..7 give sub-blocks 0..3 their low
- * 6 bits, bytes 8..11 give 4..7 their low nibbles, and the top 2 bits of bytes 0..7 their high
- * bits. */
-static inline void k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
-{
-    uint32_t w[3], out[4];
-    memcpy(w, s, 12);
-    out[0] = w[0] & 0x3f3f3f3f;
-    out[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4;
-    out[2] = w[1] & 0x3f3f3f3f;
-    out[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 6) & 0x03030303) << 4;
-    memcpy(sc, out, 8), memcpy(mn, out + 2, 8);
-}
 
 /* Q6_K: 256 weights in 16 groups of 16; 6-bit q in [0,63], w = d·scale[g]·(q − 32) with an
  * 8-bit signed scale per group.  6.5625 bits per weight.  The low 4 bits live in ql, the high 2
@@ -3932,6 +3918,20 @@ static float vec_dot_q4_K_neon(int64_t n, const void *w, const void *a)
         neon_fma_lanes(&acc_lo, &acc_hi, d, lo, hi);
     }
     return neon_lane_sum(acc_lo, acc_hi) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+}
+/* All 8 scales and 8 minimums of a Q4_K super-block (k_scale_min for j = 0..7) by whole 32-bit
+ * words, as llama.cpp unpacks them: bytes 0..3 and 4..7 give sub-blocks 0..3 their low
+ * 6 bits, bytes 8..11 give 4..7 their low nibbles, and the top 2 bits of bytes 0..7 their high
+ * bits. */
+static inline void k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
+{
+    uint32_t w[3], out[4];
+    memcpy(w, s, 12);
+    out[0] = w[0] & 0x3f3f3f3f;
+    out[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4;
+    out[2] = w[1] & 0x3f3f3f3f;
+    out[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 6) & 0x03030303) << 4;
+    memcpy(sc, out, 8), memcpy(mn, out + 2, 8);
 }
 /* A tile (see "Tiles" at the NEON helpers) in vec_dot_q4_K_r8's order: per pair and
  * super-block an exact integer sum of the scaled products and one of the minimums, then one
