@@ -1917,13 +1917,12 @@ static inline void neon_block_lanes(int8x16_t q_lo, int8x16_t q_hi, const int8_t
     *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
     *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
 }
-/* The totals of 8 rows' lanes (row r: lo[r] + hi[r]) as rows 0..3 and 4..7. */
-static inline void neon_sum8_i32(const int32x4_t lo[8], const int32x4_t hi[8], int32x4_t *rows03, int32x4_t *rows47)
+/* The totals of 4 pairs' lanes (pair k: lo[k] + hi[k]) as the 4 lanes of one vector. */
+static inline int32x4_t neon_sum4_i32(const int32x4_t lo[4], const int32x4_t hi[4])
 {
-    int32x4_t t[8];
-    for (int r = 0; r < 8; r++) t[r] = vaddq_s32(lo[r], hi[r]);
-    *rows03 = vpaddq_s32(vpaddq_s32(t[0], t[1]), vpaddq_s32(t[2], t[3]));
-    *rows47 = vpaddq_s32(vpaddq_s32(t[4], t[5]), vpaddq_s32(t[6], t[7]));
+    int32x4_t t[4];
+    for (int k = 0; k < 4; k++) t[k] = vaddq_s32(lo[k], hi[k]);
+    return vpaddq_s32(vpaddq_s32(t[0], t[1]), vpaddq_s32(t[2], t[3]));
 }
 /* 32 integers (eight vectors of 4, elements in order) saturated to 32 bytes at dst. */
 static inline void neon_store_i8(int8_t *dst, const int32x4_t q[8])
@@ -1940,6 +1939,145 @@ static inline void neon_fma_lanes(float32x4_t *lo, float32x4_t *hi, float scale,
     float32x4_t s = vdupq_n_f32(scale);
     *lo = vfmaq_f32(*lo, vcvtq_f32_s32(lanes_lo), s);
     *hi = vfmaq_f32(*hi, vcvtq_f32_s32(lanes_hi), s);
+}
+
+/* Tiles.  The NEON kernels of the types that have matrix-matrix kernels (Q8_0, Q4_0, Q5_0,
+ * IQ4_NL, Q6_K and Q4_K's repacked order) are written once each, as a tile: R weight rows (row
+ * r at w[r]) times T activation rows (token t at a[t]), out[r·T + t] the pair's dot product,
+ * each pair's arithmetic exactly that of one row with one token.  The dot products are the
+ * 1 × 1 tile (the 8-row kernels of the repacked Q4_0 and IQ4_NL the 8 × 1 tile); the
+ * matrix-matrix kernels ("Matrix-matrix products", at the end of this section) take larger
+ * ones, which decode each weight block once for T tokens and load each activation block once
+ * for R rows.  R and T are constants at every call (the tile functions are always inlined), so
+ * each shape compiles to its own unrolled code. */
+
+/* acc + x · lane i of v, in one fused multiply-add.  vfmaq_laneq_f32 takes its lane as a
+ * constant; i is one at every call once a tile is unrolled, and the switch folds away. */
+static inline __attribute__((always_inline)) float32x4_t neon_fma_lane(float32x4_t acc, float32x4_t x, float32x4_t v, int i)
+{
+    switch (i) {
+    case 0: return vfmaq_laneq_f32(acc, x, v, 0);
+    case 1: return vfmaq_laneq_f32(acc, x, v, 1);
+    case 2: return vfmaq_laneq_f32(acc, x, v, 2);
+    default: return vfmaq_laneq_f32(acc, x, v, 3);
+    }
+}
+
+/* The F16s at p[t] + offset, t < T (T = 1 or 4), as the lanes of an F32 vector (the scales of
+ * T tokens' blocks, converted together; with T = 1, every lane that one). */
+static inline __attribute__((always_inline)) float32x4_t neon_f16_lanes(const uint8_t *const *p, int T, size_t offset)
+{
+    float16x4_t h = vld1_dup_f16((const float16_t *)(const void *)(p[0] + offset));
+    if (T == 4) {
+        h = vld1_lane_f16((const float16_t *)(const void *)(p[1] + offset), h, 1);
+        h = vld1_lane_f16((const float16_t *)(const void *)(p[2] + offset), h, 2);
+        h = vld1_lane_f16((const float16_t *)(const void *)(p[3] + offset), h, 3);
+    }
+    return vcvt_f32_f16(h);
+}
+
+/* The 32-element blocks whose weights decode to signed bytes — Q8_0, Q4_0, Q5_0 and IQ4_NL, all
+ * with their F16 scale d first and Q8_0 activations — differ only in that decoding: each type
+ * gives it as its `bytes` function (elements 0..15 in q[0], 16..31 in q[1]), and the tiles
+ * below serve all four.  `bytes` is a constant at every call, so each type still gets its own
+ * compiled copy. */
+typedef void (*neon_bytes_fn)(const uint8_t *block, int8x16_t q[2]);
+static_assert(offsetof(block_q8_0, d) == 0 && offsetof(block_q4_0, d) == 0 && offsetof(block_q5_0, d) == 0 && offsetof(block_iq4_nl, d) == 0,
+              "the 32-element blocks start with their scale d");
+/* The scale d that starts such a block, as F32. */
+static inline float neon_block_d(const uint8_t *block)
+{
+    f16_t d;
+    memcpy(&d, block, 2);
+    return f16_to_f32(d);
+}
+
+/* Those types in vec_dot_q8_0's order: per pair 8 F32 lanes, each block adding (d_w·d_a) times
+ * its integer lanes in one fused multiply-add; neon_lane_sum at the end.  R·T <= 8 (two
+ * accumulators a pair) and T = 1 or 4: the T tokens' scales are converted together, and the
+ * pairs of row r take theirs from the lanes of one vector. */
+static inline __attribute__((always_inline)) void neon_i8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out, int R,
+                                                               int T, size_t bb, neon_bytes_fn bytes)
+{
+    float32x4_t acc_lo[8], acc_hi[8];
+    for (int p = 0; p < R * T; p++) acc_lo[p] = acc_hi[p] = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int8x16_t q[8][2];
+        float32x4_t scale[8]; /* lane t of scale[r]: d_w·d_a of pair (r, t) */
+        float32x4_t dy = neon_f16_lanes(a, T, (size_t)b * sizeof(block_q8_0));
+        for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]), scale[r] = vmulq_n_f32(dy, neon_block_d(w[r] + (size_t)b * bb));
+        for (int t = 0; t < T; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)a[t] + b;
+            for (int r = 0; r < R; r++) {
+                int32x4_t lo, hi;
+                neon_block_lanes(q[r][0], q[r][1], y->qs, &lo, &hi);
+                acc_lo[r * T + t] = neon_fma_lane(acc_lo[r * T + t], vcvtq_f32_s32(lo), scale[r], t);
+                acc_hi[r * T + t] = neon_fma_lane(acc_hi[r * T + t], vcvtq_f32_s32(hi), scale[r], t);
+            }
+        }
+    }
+    for (int p = 0; p < R * T; p++) out[p] = neon_lane_sum(acc_lo[p], acc_hi[p]);
+}
+static inline __attribute__((always_inline)) float neon_i8_dot(int64_t n, const void *w, const void *a, size_t bb, neon_bytes_fn bytes)
+{
+    const uint8_t *wr = w, *at = a;
+    float out;
+    neon_i8_tile(n, &wr, &at, &out, 1, 1, bb, bytes);
+    return out;
+}
+
+/* The same blocks in the repacked order (vec_dot_q4_0_r8): per pair and block the exact total
+ * of the 8 lanes, then one fused multiply-add by the pair's scale product into its one F32
+ * accumulator.  Rows go 4 to a register — lane k of acc[g·T + t] is pair (4g + k, t) — so 4
+ * pairs share each reduction and multiply-add (R = 4 or 8, R·T <= 16).  The row kernel,
+ * one accumulator alone, is neon_i8_dot_r8. */
+static inline __attribute__((always_inline)) void neon_i8_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                                  int R, int T, size_t bb, neon_bytes_fn bytes)
+{
+    float32x4_t acc[4];
+    for (int g = 0; g < R / 4 * T; g++) acc[g] = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK; b++) {
+        int8x16_t q[8][2];
+        float32x4_t dw[2]; /* lane k of dw[g]: d of row 4g + k */
+        for (int r = 0; r < R; r++) bytes(w[r] + (size_t)b * bb, q[r]);
+        for (int g = 0; g < R / 4; g++) dw[g] = neon_f16_lanes(w + 4 * g, 4, (size_t)b * bb);
+        for (int t = 0; t < T; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)a[t] + b;
+            float dy = f16_to_f32(y->d);
+            for (int g = 0; g < R / 4; g++) {
+                int32x4_t lo[4], hi[4];
+                for (int k = 0; k < 4; k++) neon_block_lanes(q[4 * g + k][0], q[4 * g + k][1], y->qs, &lo[k], &hi[k]);
+                acc[g * T + t] = vfmaq_f32(acc[g * T + t], vcvtq_f32_s32(neon_sum4_i32(lo, hi)), vmulq_n_f32(dw[g], dy));
+            }
+        }
+    }
+    for (int g = 0; g < R / 4; g++)
+        for (int t = 0; t < T; t++) {
+            float v[4];
+            vst1q_f32(v, acc[g * T + t]);
+            for (int k = 0; k < 4; k++) out[(4 * g + k) * T + t] = v[k];
+        }
+}
+static inline __attribute__((always_inline)) float neon_i8_dot_r8(int64_t n, const void *w, const void *a, size_t bb, neon_bytes_fn bytes)
+{
+    const uint8_t *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK; b++) {
+        int8x16_t q[2];
+        int32x4_t lo, hi;
+        bytes(x + (size_t)b * bb, q);
+        neon_block_lanes(q[0], q[1], y[b].qs, &lo, &hi);
+        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), neon_block_d(x + (size_t)b * bb) * f16_to_f32(y[b].d), acc);
+    }
+    return acc;
+}
+static inline __attribute__((always_inline)) void neon_i8_dot_r8_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8],
+                                                                       size_t bb, neon_bytes_fn bytes)
+{
+    const uint8_t *wr[8], *at = a;
+    for (int r = 0; r < 8; r++) wr[r] = (const uint8_t *)w + (size_t)r * row_bytes;
+    neon_i8_r8_tile(n, wr, &at, out, 8, 1, bb, bytes);
 }
 #endif
 
@@ -2068,17 +2206,12 @@ static void vec_dot_q8_0_8rows_avx512(int64_t n, const void *w, size_t row_bytes
 }
 #endif
 #if HALDA_NEON
-static float vec_dot_q8_0_neon(int64_t n, const void *w, const void *a)
+static inline void neon_q8_0_bytes(const uint8_t *block, int8x16_t q[2])
 {
-    const block_q8_0 *x = w, *y = a;
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo = neon_dot_i8(vdupq_n_s32(0), vld1q_s8(x[b].qs), vld1q_s8(y[b].qs));
-        int32x4_t hi = neon_dot_i8(vdupq_n_s32(0), vld1q_s8(x[b].qs + 16), vld1q_s8(y[b].qs + 16));
-        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
+    const block_q8_0 *x = (const block_q8_0 *)block;
+    q[0] = vld1q_s8(x->qs), q[1] = vld1q_s8(x->qs + 16);
 }
+static float vec_dot_q8_0_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot(n, w, a, sizeof(block_q8_0), neon_q8_0_bytes); }
 #endif
 
 __attribute__((unused)) static void quantize_q8_1(const float *src, void *dst, int64_t n)
@@ -2238,72 +2371,18 @@ static void vec_dot_q4_0_r8_8rows_avx2(int64_t n, const void *w, size_t row_byte
 }
 #endif
 #if HALDA_NEON
-/* A Q4_0 block's integer lanes against 32 activation bytes: low nibbles are elements 0..15
- * (lanes 0..3), high nibbles elements 16..31 (lanes 4..7). */
-static inline void neon_q4_0_lanes(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+/* A Q4_0 block as signed bytes: low nibbles are elements 0..15, high nibbles 16..31, each q − 8. */
+static inline void neon_q4_0_bytes(const uint8_t *block, int8x16_t q[2])
 {
-    const block_q4_0 *x = block;
-    uint8x16_t raw = vld1q_u8(x->qs);
-    int8x16_t q_lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15))), vdupq_n_s8(8));
-    int8x16_t q_hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8));
-    *lo = neon_dot_i8(vdupq_n_s32(0), q_lo, vld1q_s8(a));
-    *hi = neon_dot_i8(vdupq_n_s32(0), q_hi, vld1q_s8(a + 16));
+    uint8x16_t raw = vld1q_u8(((const block_q4_0 *)block)->qs);
+    q[0] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15))), vdupq_n_s8(8));
+    q[1] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8));
 }
-/* Q4_0 and IQ4_NL share one block layout (an F16 scale, then 16 bytes of nibbles) and differ
- * only in what a nibble means (q − 8, or a codebook value), so their three kernels are written
- * once, over the block's `lanes` function; it is a constant at every call, so each type still
- * gets its own compiled copy. */
-typedef void (*neon_nibble_lanes_fn)(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi);
-static inline __attribute__((always_inline)) float neon_nibble_dot(int64_t n, const void *w, const void *a, neon_nibble_lanes_fn lanes)
-{
-    const block_q4_0 *x = w;
-    const block_q8_0 *y = a;
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo, hi;
-        lanes(&x[b], y[b].qs, &lo, &hi);
-        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
-}
-static inline __attribute__((always_inline)) float neon_nibble_dot_r8(int64_t n, const void *w, const void *a, neon_nibble_lanes_fn lanes)
-{
-    const block_q4_0 *x = w;
-    const block_q8_0 *y = a;
-    float acc = 0;
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo, hi;
-        lanes(&x[b], y[b].qs, &lo, &hi);
-        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * f16_to_f32(y[b].d), acc);
-    }
-    return acc;
-}
-/* 8 rows: rows 0..3 accumulate in the lanes of acc03, rows 4..7 in acc47 (see the AVX2 twin). */
-static inline __attribute__((always_inline)) void neon_nibble_dot_r8_8rows(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8],
-                                                                           neon_nibble_lanes_fn lanes)
-{
-    const block_q8_0 *y = a;
-    float32x4_t acc03 = vdupq_n_f32(0), acc47 = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        int32x4_t lo[8], hi[8], s03, s47;
-        float dw[8];
-        for (int r = 0; r < 8; r++) {
-            const block_q4_0 *x = (const block_q4_0 *)((const uint8_t *)w + (size_t)r * row_bytes) + b;
-            lanes(x, y[b].qs, &lo[r], &hi[r]);
-            dw[r] = f16_to_f32(x->d);
-        }
-        neon_sum8_i32(lo, hi, &s03, &s47);
-        float32x4_t yd = vdupq_n_f32(f16_to_f32(y[b].d));
-        acc03 = vfmaq_f32(acc03, vcvtq_f32_s32(s03), vmulq_f32(vld1q_f32(dw), yd));
-        acc47 = vfmaq_f32(acc47, vcvtq_f32_s32(s47), vmulq_f32(vld1q_f32(dw + 4), yd));
-    }
-    vst1q_f32(out, acc03), vst1q_f32(out + 4, acc47);
-}
-static float vec_dot_q4_0_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot(n, w, a, neon_q4_0_lanes); }
-static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot_r8(n, w, a, neon_q4_0_lanes); }
+static float vec_dot_q4_0_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot(n, w, a, sizeof(block_q4_0), neon_q4_0_bytes); }
+static float vec_dot_q4_0_r8_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot_r8(n, w, a, sizeof(block_q4_0), neon_q4_0_bytes); }
 static void vec_dot_q4_0_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
-    neon_nibble_dot_r8_8rows(n, w, row_bytes, a, out, neon_q4_0_lanes);
+    neon_i8_dot_r8_8rows(n, w, row_bytes, a, out, sizeof(block_q4_0), neon_q4_0_bytes);
 }
 #endif
 
@@ -2527,20 +2606,15 @@ static inline void neon_q5_values(const uint8_t qs[16], const uint8_t qh[4], uin
     *lo = vorrq_u8(vandq_u8(raw, vdupq_n_u8(15)), vandq_u8(neon_bytes_from_bits(bits & 0xffff), b5));
     *hi = vorrq_u8(vshrq_n_u8(raw, 4), vandq_u8(neon_bytes_from_bits(bits >> 16), b5));
 }
-static float vec_dot_q5_0_neon(int64_t n, const void *w, const void *a)
+/* A Q5_0 block as signed bytes, q − 16. */
+static inline void neon_q5_0_bytes(const uint8_t *block, int8x16_t q[2])
 {
-    const block_q5_0 *x = w;
-    const block_q8_0 *y = a;
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK; b++) {
-        uint8x16_t ql, qh;
-        neon_q5_values(x[b].qs, x[b].qh, &ql, &qh);
-        int32x4_t lo, hi;
-        neon_block_lanes(vsubq_s8(vreinterpretq_s8_u8(ql), vdupq_n_s8(16)), vsubq_s8(vreinterpretq_s8_u8(qh), vdupq_n_s8(16)), y[b].qs, &lo, &hi);
-        neon_fma_lanes(&acc_lo, &acc_hi, f16_to_f32(x[b].d) * f16_to_f32(y[b].d), lo, hi);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
+    const block_q5_0 *x = (const block_q5_0 *)block;
+    uint8x16_t lo, hi;
+    neon_q5_values(x->qs, x->qh, &lo, &hi);
+    q[0] = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(16)), q[1] = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(16));
 }
+static float vec_dot_q5_0_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot(n, w, a, sizeof(block_q5_0), neon_q5_0_bytes); }
 #endif
 
 static void quantize_q5_1(const float *src, void *dst, int64_t n)
@@ -2869,22 +2943,21 @@ static void vec_dot_iq4_nl_r8_8rows_avx512(int64_t n, const void *w, size_t row_
 }
 #endif
 #if HALDA_NEON
-/* An IQ4_NL block's lanes: a table lookup (TBL) turns 16 indices into 16 codebook values. */
-static inline void neon_iq4_nl_lanes(const void *block, const int8_t *a, int32x4_t *lo, int32x4_t *hi)
+/* An IQ4_NL block as signed bytes: a table lookup (TBL) turns 16 indices into 16 codebook values. */
+static inline void neon_iq4_nl_bytes(const uint8_t *block, int8x16_t q[2])
 {
-    const block_iq4_nl *x = block;
     int8x16_t book = vld1q_s8(iq4nl_values);
-    uint8x16_t raw = vld1q_u8(x->qs);
-    neon_block_lanes(vqtbl1q_s8(book, vandq_u8(raw, vdupq_n_u8(15))), vqtbl1q_s8(book, vshrq_n_u8(raw, 4)), a, lo, hi);
+    uint8x16_t raw = vld1q_u8(((const block_iq4_nl *)block)->qs);
+    q[0] = vqtbl1q_s8(book, vandq_u8(raw, vdupq_n_u8(15))), q[1] = vqtbl1q_s8(book, vshrq_n_u8(raw, 4));
 }
-/* Q4_0's kernels with the codebook's lanes (the two blocks share their layout). */
-static_assert(sizeof(block_iq4_nl) == sizeof(block_q4_0) && offsetof(block_iq4_nl, qs) == offsetof(block_q4_0, qs),
-              "IQ4_NL and Q4_0 blocks share one layout");
-static float vec_dot_iq4_nl_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot(n, w, a, neon_iq4_nl_lanes); }
-static float vec_dot_iq4_nl_r8_neon(int64_t n, const void *w, const void *a) { return neon_nibble_dot_r8(n, w, a, neon_iq4_nl_lanes); }
+static float vec_dot_iq4_nl_neon(int64_t n, const void *w, const void *a) { return neon_i8_dot(n, w, a, sizeof(block_iq4_nl), neon_iq4_nl_bytes); }
+static float vec_dot_iq4_nl_r8_neon(int64_t n, const void *w, const void *a)
+{
+    return neon_i8_dot_r8(n, w, a, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
+}
 static void vec_dot_iq4_nl_r8_8rows_neon(int64_t n, const void *w, size_t row_bytes, const void *a, float out[8])
 {
-    neon_nibble_dot_r8_8rows(n, w, row_bytes, a, out, neon_iq4_nl_lanes);
+    neon_i8_dot_r8_8rows(n, w, row_bytes, a, out, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
 }
 #endif
 
@@ -3843,21 +3916,80 @@ static float vec_dot_q4_K_neon(int64_t n, const void *w, const void *a)
     }
     return neon_lane_sum(acc_lo, acc_hi) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
 }
+/* All 8 scales and 8 minimums of a Q4_K super-block (k_scale_min for j = 0..7) by whole 32-bit
+ * words, as llama.cpp unpacks them: bytes 0..3 and 4..7 give sub-blocks 0..3 their low
+ * 6 bits, bytes 8..11 give 4..7 their low nibbles, and the top 2 bits of bytes 0..7 their high
+ * bits. */
+static inline void k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
+{
+    uint32_t w[3], out[4];
+    memcpy(w, s, 12);
+    out[0] = w[0] & 0x3f3f3f3f;
+    out[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4;
+    out[2] = w[1] & 0x3f3f3f3f;
+    out[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 6) & 0x03030303) << 4;
+    memcpy(sc, out, 8), memcpy(mn, out + 2, 8);
+}
+/* A tile (see "Tiles" at the NEON helpers) in vec_dot_q4_K_r8's order: per pair and
+ * super-block an exact integer sum of the scaled products and one of the minimums, then one
+ * fused multiply-add of each into the pair's two F32 accumulators, and their difference at the
+ * end.  Only the totals count in this order, so the two halves of a sub-block go into one chain
+ * of dot products.  R·T <= 8. */
+static inline __attribute__((always_inline)) void neon_q4_K_r8_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out,
+                                                                    int R, int T)
+{
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    float acc[8], acc_min[8];
+    for (int p = 0; p < R * T; p++) acc[p] = acc_min[p] = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const block_q4_K *x[8];
+        const block_q8_K *y[8];
+        uint8_t sc[8][8];
+        int16x8_t mins[8], bsum[8]; /* per sub-block j: row r's minimum, token t's sum */
+        for (int r = 0; r < R; r++) {
+            uint8_t mn[8];
+            x[r] = (const block_q4_K *)w[r] + b;
+            k_scales_mins(x[r]->scales, sc[r], mn);
+            mins[r] = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
+        }
+        for (int t = 0; t < T; t++) {
+            y[t] = (const block_q8_K *)a[t] + b;
+            bsum[t] = vpaddq_s16(vld1q_s16(y[t]->bsums), vld1q_s16(y[t]->bsums + 8));
+        }
+        int32x4_t isum[8];
+        for (int p = 0; p < R * T; p++) isum[p] = vdupq_n_s32(0);
+        for (int c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles) and 2c+1 (high), 16 bytes at a time */
+            int8x16_t q[8][4];
+            for (int r = 0; r < R; r++) {
+                uint8x16_t r0 = vld1q_u8(x[r]->qs + 32 * c), r1 = vld1q_u8(x[r]->qs + 32 * c + 16);
+                q[r][0] = vreinterpretq_s8_u8(vandq_u8(r0, m4)), q[r][1] = vreinterpretq_s8_u8(vandq_u8(r1, m4));
+                q[r][2] = vreinterpretq_s8_u8(vshrq_n_u8(r0, 4)), q[r][3] = vreinterpretq_s8_u8(vshrq_n_u8(r1, 4));
+            }
+            for (int t = 0; t < T; t++) {
+                int8x16_t ya[4];
+                for (int k = 0; k < 4; k++) ya[k] = vld1q_s8(y[t]->qs + 64 * c + 16 * k);
+                for (int r = 0; r < R; r++) {
+                    int32x4_t lo = neon_dot_i8(neon_dot_i8(vdupq_n_s32(0), q[r][0], ya[0]), q[r][1], ya[1]);
+                    int32x4_t hi = neon_dot_i8(neon_dot_i8(vdupq_n_s32(0), q[r][2], ya[2]), q[r][3], ya[3]);
+                    isum[r * T + t] = vmlaq_n_s32(vmlaq_n_s32(isum[r * T + t], lo, sc[r][2 * c]), hi, sc[r][2 * c + 1]);
+                }
+            }
+        }
+        for (int p = 0; p < R * T; p++) {
+            int r = p / T, t = p % T;
+            int32_t m = vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(mins[r]), vget_low_s16(bsum[t])), mins[r], bsum[t]));
+            acc[p] = fmaf((float)vaddvq_s32(isum[p]), f16_to_f32(x[r]->d) * y[t]->d, acc[p]);
+            acc_min[p] = fmaf((float)m, f16_to_f32(x[r]->dmin) * y[t]->d, acc_min[p]);
+        }
+    }
+    for (int p = 0; p < R * T; p++) out[p] = acc[p] - acc_min[p];
+}
 static float vec_dot_q4_K_r8_neon(int64_t n, const void *w, const void *a)
 {
-    const block_q4_K *x = w;
-    const block_q8_K *y = a;
-    float acc = 0, acc_min = 0;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        int sc[8], m[8];
-        int32_t mins = 0;
-        for (int j = 0; j < 8; j++) k_scale_min(x[b].scales, j, &sc[j], &m[j]), mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-        int32x4_t lo, hi;
-        neon_q4_K_lanes(&x[b], &y[b], sc, &lo, &hi);
-        acc = fmaf((float)vaddvq_s32(vaddq_s32(lo, hi)), f16_to_f32(x[b].d) * y[b].d, acc);
-        acc_min = fmaf((float)mins, f16_to_f32(x[b].dmin) * y[b].d, acc_min);
-    }
-    return acc - acc_min;
+    const uint8_t *wr = w, *at = a;
+    float out;
+    neon_q4_K_r8_tile(n, &wr, &at, &out, 1, 1);
+    return out;
 }
 #endif
 
@@ -4213,34 +4345,61 @@ static void vec_dot_q6_K_8rows_avx512(int64_t n, const void *w, size_t row_bytes
 }
 #endif
 #if HALDA_NEON
+/* Elements 16j..16j+15 of each quarter k of half h (the layout of section 3) as q − 32, in q[k]. */
+static inline void neon_q6_K_quarters(const block_q6_K *x, int h, int j, int8x16_t q[4])
+{
+    const uint8x16_t m4 = vdupq_n_u8(15), m2 = vdupq_n_u8(3);
+    uint8x16_t l1 = vld1q_u8(x->ql + 64 * h + 16 * j), l2 = vld1q_u8(x->ql + 64 * h + 32 + 16 * j);
+    uint8x16_t hb = vld1q_u8(x->qh + 32 * h + 16 * j);
+    uint8x16_t u[4] = {
+        vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(hb, m2), 4)),
+        vorrq_u8(vandq_u8(l2, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 2), m2), 4)),
+        vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 4), m2), 4)),
+        vorrq_u8(vshrq_n_u8(l2, 4), vshlq_n_u8(vshrq_n_u8(hb, 6), 4)),
+    };
+    for (int k = 0; k < 4; k++) q[k] = vsubq_s8(vreinterpretq_s8_u8(u[k]), vdupq_n_s8(32));
+}
+/* A tile (see "Tiles" at the NEON helpers) in vec_dot_q6_K's order: per pair and super-block
+ * the 8 integer lanes — lane group j (lanes 4j..4j+3) gathers elements 16j..16j+15 of every run
+ * of 32, each group of 16 weighted by its scale — then one fused multiply-add of each lane group
+ * by y.d·x.d into the pair's F32 lanes, and neon_lane_sum at the end.  The two lane groups are
+ * independent, so a tile finishes group 0 before it starts group 1 and holds only one group's
+ * integer sums at a time.  R·T <= 8. */
+static inline __attribute__((always_inline)) void neon_q6_K_tile(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out, int R,
+                                                                 int T)
+{
+    float32x4_t acc[8][2]; /* pair p's lanes 0..3 and 4..7 */
+    for (int p = 0; p < R * T; p++) acc[p][0] = acc[p][1] = vdupq_n_f32(0);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const block_q6_K *x[8];
+        const block_q8_K *y[8];
+        for (int r = 0; r < R; r++) x[r] = (const block_q6_K *)w[r] + b;
+        for (int t = 0; t < T; t++) y[t] = (const block_q8_K *)a[t] + b;
+        for (int j = 0; j < 2; j++) {
+            int32x4_t sum[8];
+            for (int p = 0; p < R * T; p++) sum[p] = vdupq_n_s32(0);
+            for (int h = 0; h < 2; h++) {
+                int8x16_t q[8][4];
+                for (int r = 0; r < R; r++) neon_q6_K_quarters(x[r], h, j, q[r]);
+                for (int k = 0; k < 4; k++)
+                    for (int t = 0; t < T; t++) {
+                        int8x16_t ya = vld1q_s8(y[t]->qs + 128 * h + 32 * k + 16 * j);
+                        for (int r = 0; r < R; r++)
+                            sum[r * T + t] = vmlaq_n_s32(sum[r * T + t], neon_dot_i8(vdupq_n_s32(0), q[r][k], ya), x[r]->scales[8 * h + 2 * k + j]);
+                    }
+            }
+            for (int p = 0; p < R * T; p++)
+                acc[p][j] = vfmaq_f32(acc[p][j], vcvtq_f32_s32(sum[p]), vdupq_n_f32(y[p % T]->d * f16_to_f32(x[p / T]->d)));
+        }
+    }
+    for (int p = 0; p < R * T; p++) out[p] = neon_lane_sum(acc[p][0], acc[p][1]);
+}
 static float vec_dot_q6_K_neon(int64_t n, const void *w, const void *a)
 {
-    const block_q6_K *x = w;
-    const block_q8_K *y = a;
-    const uint8x16_t m4 = vdupq_n_u8(15), m2 = vdupq_n_u8(3);
-    const int8x16_t m32 = vdupq_n_s8(32);
-    float32x4_t acc_lo = vdupq_n_f32(0), acc_hi = vdupq_n_f32(0);
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        int32x4_t sum[2] = {vdupq_n_s32(0), vdupq_n_s32(0)}; /* lanes 0..3, 4..7 */
-        for (int h = 0; h < 2; h++)     /* the quarters of each half, as in the layout of section 3, */
-            for (int j = 0; j < 2; j++) { /* 16 elements (one group of each quarter) at a time */
-                uint8x16_t l1 = vld1q_u8(x[b].ql + 64 * h + 16 * j), l2 = vld1q_u8(x[b].ql + 64 * h + 32 + 16 * j);
-                uint8x16_t hb = vld1q_u8(x[b].qh + 32 * h + 16 * j);
-                uint8x16_t q[4] = {
-                    vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(hb, m2), 4)),
-                    vorrq_u8(vandq_u8(l2, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 2), m2), 4)),
-                    vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 4), m2), 4)),
-                    vorrq_u8(vshrq_n_u8(l2, 4), vshlq_n_u8(vshrq_n_u8(hb, 6), 4)),
-                };
-                for (int k = 0; k < 4; k++) {
-                    int8x16_t qk = vsubq_s8(vreinterpretq_s8_u8(q[k]), m32);
-                    int32x4_t p = neon_dot_i8(vdupq_n_s32(0), qk, vld1q_s8(y[b].qs + 128 * h + 32 * k + 16 * j));
-                    sum[j] = vmlaq_n_s32(sum[j], p, x[b].scales[8 * h + 2 * k + j]);
-                }
-            }
-        neon_fma_lanes(&acc_lo, &acc_hi, y[b].d * f16_to_f32(x[b].d), sum[0], sum[1]);
-    }
-    return neon_lane_sum(acc_lo, acc_hi);
+    const uint8_t *wr = w, *at = a;
+    float out;
+    neon_q6_K_tile(n, &wr, &at, &out, 1, 1);
+    return out;
 }
 #endif
 
@@ -4798,7 +4957,20 @@ static void quantize_iq1_m(const float *src, void *dst, int64_t n)
  * kernels of Q4_0/IQ4_NL (make bench-kernels).  Measured on a shared AMD Zen 4 core: Q4_1 and
  * Q5_1 1.8x and 2.0-2.5x the per-row kernels, 1.35x and 1.7x their 8-row ones; F16 and BF16
  * 3.3x and 2.8x, 1.35x and 1.5x; F32 1.5x (its 4-byte weights stream from memory).  Types
- * without a gemm kernel (IQ1) take their pairs one by one, as before.
+ * without a gemm kernel (IQ1; on ARM also Q2_K, Q3_K, Q5_K, Q4_1, Q5_1 and the floats) take
+ * their pairs one by one, as before.
+ *
+ * On 64-bit ARM the NEON kernels of Q8_0, Q4_0, Q5_0, IQ4_NL, Q6_K and Q4_K's repacked order
+ * are written as tiles in the first place (see "Tiles" at the NEON helpers): their dot products
+ * are the 1 × 1 tile and their gemm kernels (at the end of this subsection) larger ones, so
+ * the two cannot drift apart.  Their speed on ARM hardware is not measured here (the tests run
+ * under qemu); instructions executed per pair and 32 elements (counted under qemu, gcc -O3),
+ * what matmul did before → gemm, with the dot product extension: Q8_0 22 → 14, Q4_0 25 → 16,
+ * Q5_0 42 → 21, Q6_K 27 → 15, Q4_K repacked 18 → 11, Q4_0/IQ4_NL repacked 13 (the 8-row
+ * kernel) → 8; without it, where each 16-byte product takes 6 instructions instead of 1:
+ * Q8_0 28 → 22, Q4_0 31 → 23, Q5_0 48 → 28, Q6_K 35 → 23, Q4_K 25 → 19, repacked Q4_0 22 → 17.
+ * Besides the count, a tile keeps 4 to 16 independent chains of multiply-adds in flight where
+ * one row waits on its own.
  *
  * Tile shapes.  A tile's accumulators live in registers, one 256-bit register per pair, next to
  * a register per decoded weight row and one for the activation block at hand.  AVX-512VL gives
@@ -5339,6 +5511,63 @@ static const gemm_tile gemm_f16_avx2 = {gemm_f16_tile_avx2, GEMM_FLOAT_ROWS, 4};
 static const gemm_tile gemm_bf16_avx2 = {gemm_bf16_tile_avx2, GEMM_FLOAT_ROWS, 4};
 #endif
 
+#if HALDA_NEON
+/* NEON: the tiles the row kernels are written as (see "Tiles" at the NEON helpers), in shapes
+ * that fill the 32 registers of 128 bits.  Two F32 accumulators a pair in the plain orders of
+ * the 32-element types and of Q6_K, so 2 rows × 4 tokens (16 registers of accumulators, 4 of
+ * decoded weights, 2 of scale products, a token's block, the products) — for the 32-element
+ * types 1 × 4 without the dot product extension, whose widening products need 3 more
+ * registers each (counted: 22-24 instructions per pair and block at 1 × 4, 31-32 at 2 × 4,
+ * where the accumulators spill); one accumulator lane a pair in the repacked order of Q4_0 and
+ * IQ4_NL, so 4 × 4 there.  Q4_K's repacked tile holds 2 × 4 pairs' integer
+ * sums while 2 rows' nibbles of 64 elements (8 registers) meet a token's 4 registers of
+ * activations.  Tokens are the wider side: decoding a weight block (nibbles, 5th or 6th bits,
+ * Q4_K's packed scales) costs more than loading an activation block.  Where the registers run
+ * short (Q6_K's 16 F32 accumulators), those are the ones to wait in memory: each is touched
+ * once per lane group and super-block, against 16 dot products. */
+enum { NEON_GEMM_ROWS = 2, NEON_GEMM_TOKS = 4, NEON_GEMM_R8_ROWS = 4, NEON_GEMM_I8_ROWS = HALDA_NEON_DOTPROD ? 2 : 1 };
+static void gemm_q8_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_tile(n, w, a, out, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS, sizeof(block_q8_0), neon_q8_0_bytes);
+}
+static void gemm_q4_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_tile(n, w, a, out, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS, sizeof(block_q4_0), neon_q4_0_bytes);
+}
+static void gemm_q5_0_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_tile(n, w, a, out, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS, sizeof(block_q5_0), neon_q5_0_bytes);
+}
+static void gemm_iq4_nl_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_tile(n, w, a, out, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
+}
+static void gemm_q4_0_r8_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_r8_tile(n, w, a, out, NEON_GEMM_R8_ROWS, NEON_GEMM_TOKS, sizeof(block_q4_0), neon_q4_0_bytes);
+}
+static void gemm_iq4_nl_r8_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_i8_r8_tile(n, w, a, out, NEON_GEMM_R8_ROWS, NEON_GEMM_TOKS, sizeof(block_iq4_nl), neon_iq4_nl_bytes);
+}
+static void gemm_q4_K_r8_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_q4_K_r8_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS);
+}
+static void gemm_q6_K_tile_neon(int64_t n, const uint8_t *const *w, const uint8_t *const *a, float *out)
+{
+    neon_q6_K_tile(n, w, a, out, NEON_GEMM_ROWS, NEON_GEMM_TOKS);
+}
+static const gemm_tile gemm_q8_0_neon = {gemm_q8_0_tile_neon, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS};
+static const gemm_tile gemm_q4_0_neon = {gemm_q4_0_tile_neon, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS};
+static const gemm_tile gemm_q5_0_neon = {gemm_q5_0_tile_neon, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS};
+static const gemm_tile gemm_iq4_nl_neon = {gemm_iq4_nl_tile_neon, NEON_GEMM_I8_ROWS, NEON_GEMM_TOKS};
+static const gemm_tile gemm_q4_0_r8_neon = {gemm_q4_0_r8_tile_neon, NEON_GEMM_R8_ROWS, NEON_GEMM_TOKS};
+static const gemm_tile gemm_iq4_nl_r8_neon = {gemm_iq4_nl_r8_tile_neon, NEON_GEMM_R8_ROWS, NEON_GEMM_TOKS};
+static const gemm_tile gemm_q4_K_r8_neon = {gemm_q4_K_r8_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS};
+static const gemm_tile gemm_q6_K_neon = {gemm_q6_K_tile_neon, NEON_GEMM_ROWS, NEON_GEMM_TOKS};
+#endif
+
 /* ---- The table ------------------------------------------------------------------------------ */
 
 /* The kernels the table names: the SIMD twin where this build has one, chosen once at compile
@@ -5422,17 +5651,17 @@ static const gemm_tile gemm_bf16_avx2 = {gemm_bf16_tile_avx2, GEMM_FLOAT_ROWS, 4
 #define GEMM_Q2_K NULL
 #define GEMM_Q2_K_R8 NULL
 #define GEMM_Q3_K NULL
-#define GEMM_Q4_K_R8 NULL
+#define GEMM_Q4_K_R8 (&gemm_q4_K_r8_neon)
 #define GEMM_Q5_K NULL
-#define GEMM_Q6_K NULL
-#define GEMM_Q8_0 NULL
-#define GEMM_Q4_0 NULL
-#define GEMM_Q4_0_R8 NULL
-#define GEMM_Q5_0 NULL
+#define GEMM_Q6_K (&gemm_q6_K_neon)
+#define GEMM_Q8_0 (&gemm_q8_0_neon)
+#define GEMM_Q4_0 (&gemm_q4_0_neon)
+#define GEMM_Q4_0_R8 (&gemm_q4_0_r8_neon)
+#define GEMM_Q5_0 (&gemm_q5_0_neon)
 #define GEMM_Q4_1 NULL
 #define GEMM_Q5_1 NULL
-#define GEMM_IQ4_NL NULL
-#define GEMM_IQ4_NL_R8 NULL
+#define GEMM_IQ4_NL (&gemm_iq4_nl_neon)
+#define GEMM_IQ4_NL_R8 (&gemm_iq4_nl_r8_neon)
 #else
 #define VEC_DOT_F32 vec_dot_f32
 #define VEC_DOT_F16 vec_dot_f16

@@ -904,7 +904,7 @@ static void test_gemm(void)
             check_gemm(name, type, gemm, dot, n, 5, n_tok, 0);
         }
     }
-#if HALDA_AVX2
+#if HALDA_AVX2 || HALDA_NEON
     CHECK(kernels > 0, "this build has gemm kernels");
 #endif
     if (!kernels) SKIP("no gemm kernels in this build (%s)", HALDA_SIMD_NAME);
