@@ -863,7 +863,9 @@ static void check_gemm(const char *name, int type, const gemm_tile *gemm, vec_do
             if (mode == 1) x[i] = (i + r) % 2 ? 1e4f : -1e4f; /* every byte at ±127 */
             if (mode == 2 && i % 64 == r % 64) x[i] *= 1e3f;  /* outliers: skewed scales */
         }
-        if (r < n_rows) t->quantize(x, w + (size_t)r * row, n);
+        if (r < n_rows) { /* IQ1: random blocks, which cover the format (iq1_random_blocks) */
+            if (!iq1_random_blocks(type, w + (size_t)r * row, n)) t->quantize(x, w + (size_t)r * row, n);
+        }
         else type_info(t->act_type)->quantize(x, aq + (size_t)(r - n_rows) * act, n);
     }
     for (size_t i = 0; i < stride * (size_t)n_tok; i++) got[i] = spec[i] = -12345.0f;
