@@ -1557,40 +1557,28 @@ static float vec_dot_f32_neon(int64_t n, const void *w, const void *a)
 }
 /* 4 halves to 4 floats (exact, like f16_to_f32). */
 static inline float32x4_t neon_f16x4_to_f32(const f16_t *h) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)h))); }
-static float vec_dot_f16_neon(int64_t n, const void *w, const void *a)
-{
-    const f16_t *x = w, *y = a;
-    float32x4_t lo = vdupq_n_f32(0), hi = vdupq_n_f32(0);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        lo = vaddq_f32(lo, vmulq_f32(neon_f16x4_to_f32(x + i), neon_f16x4_to_f32(y + i)));
-        hi = vaddq_f32(hi, vmulq_f32(neon_f16x4_to_f32(x + i + 4), neon_f16x4_to_f32(y + i + 4)));
-    }
-    float s = neon_f32_pair_sum(lo, hi);
-    for (; i < n; i++) {
-        float p = f16_to_f32(x[i]) * f16_to_f32(y[i]);
-        s += p;
-    }
-    return s;
-}
 /* 4 bfloat16 to 4 floats: the 16 bits become the top half. */
 static inline float32x4_t neon_bf16x4_to_f32(const bf16_t *h) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)h), 16)); }
-static float vec_dot_bf16_neon(int64_t n, const void *w, const void *a)
+/* F16 and BF16 take vec_dot_f32_neon's sums, their values widened to F32 (exactly) on the way
+ * in: load4 widens 4 of them, to_f32 one (the inlined pointers are constants). */
+static inline float neon_dot_16bit(int64_t n, const uint16_t *x, const uint16_t *y, float32x4_t (*load4)(const uint16_t *),
+                                   float (*to_f32)(uint16_t))
 {
-    const bf16_t *x = w, *y = a;
     float32x4_t lo = vdupq_n_f32(0), hi = vdupq_n_f32(0);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        lo = vaddq_f32(lo, vmulq_f32(neon_bf16x4_to_f32(x + i), neon_bf16x4_to_f32(y + i)));
-        hi = vaddq_f32(hi, vmulq_f32(neon_bf16x4_to_f32(x + i + 4), neon_bf16x4_to_f32(y + i + 4)));
+        lo = vaddq_f32(lo, vmulq_f32(load4(x + i), load4(y + i)));
+        hi = vaddq_f32(hi, vmulq_f32(load4(x + i + 4), load4(y + i + 4)));
     }
     float s = neon_f32_pair_sum(lo, hi);
     for (; i < n; i++) {
-        float p = bf16_to_f32(x[i]) * bf16_to_f32(y[i]);
+        float p = to_f32(x[i]) * to_f32(y[i]);
         s += p;
     }
     return s;
 }
+static float vec_dot_f16_neon(int64_t n, const void *w, const void *a) { return neon_dot_16bit(n, w, a, neon_f16x4_to_f32, f16_to_f32); }
+static float vec_dot_bf16_neon(int64_t n, const void *w, const void *a) { return neon_dot_16bit(n, w, a, neon_bf16x4_to_f32, bf16_to_f32); }
 #endif
 #if HALDA_AVX512
 /* 8 rows of vec_dot_f16 / vec_dot_bf16 side by side (one order; see the one-order 8-row kernels
