@@ -7476,9 +7476,10 @@ static float dot_f32_ggml(int n, const float *x, const float *y)
 
 /* Matrix product out[t][r] = W[r] · x[t] for n_tok rows of x.  The activations are converted
  * once to W's activation type, then threads split W's rows; each thread reads a weight row once
- * and multiplies it with every activation row (the batched-prefill reuse). */
-/* The matrix-matrix tile for a batch of n_tok rows, or NULL: one token goes through the
- * per-row kernels, which stream the weights once at full memory speed (decode). */
+ * and multiplies it with every activation row (the batched-prefill reuse).
+ *
+ * matmul_gemm: the matrix-matrix tile for a batch of n_tok rows, or NULL: one token goes
+ * through the per-row kernels, which stream the weights once at full memory speed (decode). */
 static const gemm_tile *matmul_gemm(const tensor *w, int n_tok) { return n_tok > 1 ? type_gemm(type_info(w->type), w->ne[1]) : NULL; }
 
 /* One matrix of a matmul job: out[t][r] = w[r] · act[t], its rows handed out by `rows`. */
